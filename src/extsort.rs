@@ -1,0 +1,1112 @@
+//! External sort and deduplication of byte-string keys under a memory budget.
+//!
+//! [`sort_keys`] reads keys in any order (duplicates allowed) and yields them sorted ascending
+//! by bytes, each exactly once. Keys are collected in memory until the budget
+//! ([`SortOptions::memory_budget`]) is reached; each full chunk is sorted, deduplicated and
+//! written as a *run file* into a private temporary directory created inside
+//! [`SortOptions::temp_dir`]. The runs (and the last chunk, which stays in memory) are then
+//! k-way merged, deduplicating across runs. When there are more runs than the merge fan-in
+//! (64), runs are first merged in passes so that the number of open files stays bounded.
+//!
+//! # Run file layout
+//!
+//! Run files are transient: they live only in the sorter's temporary directory, are deleted
+//! when the sort ends (normally, on error, or when [`SortedKeys`] is dropped) and are never
+//! part of a store. A run file is a sequence of records, one per key, in strictly increasing
+//! byte order with no duplicates; each record is the key's length as a `u32` little-endian
+//! followed by the key's bytes. After the last record comes a trailer of 16 bytes: the end
+//! marker `0xFFFF_FFFF` (`u32` LE; never a valid length), the number of records (`u64` LE)
+//! and the CRC-32 (IEEE, as computed by `crc32fast`) of every byte of the file before it
+//! (`u32` LE). The reader checks each length against the longest key written, the strict
+//! order of the keys, the marker, the record count, the checksum, the file's size and that
+//! nothing follows the trailer; any mismatch is reported as [`Error::Corrupt`]. A damage
+//! caught only by the checksum is reported when the run's last key has been read, so a
+//! consumer must treat an `Err` anywhere in the stream as the failure of the whole sort.
+
+use std::cmp::Reverse;
+use std::collections::binary_heap::{BinaryHeap, PeekMut};
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::iter::FusedIterator;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The default [`SortOptions::memory_budget`]: 256 MiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
+
+/// Bytes charged against the budget for each key held in memory, on top of its own bytes.
+const KEY_OVERHEAD: usize = 24;
+/// The most runs merged at once (files open at once while merging).
+const MERGE_FAN_IN: usize = 64;
+/// Size of a run writer's buffer.
+const WRITE_BUF: usize = 1 << 20;
+/// Largest and smallest read buffer per run while merging.
+const MAX_READ_BUF: usize = 1 << 20;
+const MIN_READ_BUF: usize = 16 << 10;
+/// The length value that marks the end of the records in a run file.
+const END_MARKER: u32 = u32::MAX;
+/// End marker (4) + record count (8) + CRC-32 (4).
+const TRAILER_LEN: usize = 16;
+
+/// How [`sort_keys`] may use memory and disk.
+#[derive(Debug, Clone)]
+pub struct SortOptions {
+    /// Bytes of keys held in RAM before a sorted run is spilled to disk. Each key is charged
+    /// its length plus a fixed overhead of 24 bytes. Default: 256 MiB
+    /// ([`DEFAULT_MEMORY_BUDGET`]). Chunks are also cut at 4 GiB of key bytes, whatever the
+    /// budget. Merging needs up to 1 MiB of read buffer per run on top of the budget.
+    pub memory_budget: usize,
+    /// The directory in which a private temporary directory for spilled runs is created.
+    /// Default: [`std::env::temp_dir`].
+    pub temp_dir: PathBuf,
+}
+
+impl Default for SortOptions {
+    fn default() -> Self {
+        SortOptions {
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            temp_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+/// Internal knobs; tests lower the fan-in and tamper with runs.
+struct Tuning {
+    fan_in: usize,
+    #[cfg(test)]
+    on_run_written: Option<fn(&Path)>,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            fan_in: MERGE_FAN_IN,
+            #[cfg(test)]
+            on_run_written: None,
+        }
+    }
+}
+
+/// Reads every key from `input` (any order, duplicates allowed) and returns them sorted
+/// ascending by bytes, deduplicated.
+///
+/// While reading, calls `classify(&key)` once on each key read (duplicates included) and ANDs
+/// the results, exposed as [`SortedKeys::all_matched`], so a caller learns e.g. "every key is
+/// a hash key" in the same pass.
+///
+/// # Errors
+///
+/// The first `Err` from `input` is returned as is. A key of `u32::MAX` bytes or more gives
+/// [`Error::InvalidKey`]. Failing to create or write a spill file gives [`Error::Io`] with
+/// the file's path; a damaged spill file read back gives [`Error::Corrupt`]. Errors found
+/// while merging after this function has returned are yielded by the iterator. On every
+/// error the temporary directory and its files are removed.
+pub fn sort_keys<I, F>(input: I, options: &SortOptions, classify: F) -> Result<SortedKeys>
+where
+    I: IntoIterator<Item = Result<Vec<u8>>>,
+    F: FnMut(&[u8]) -> bool,
+{
+    sort_keys_with(input, options, classify, &Tuning::default())
+}
+
+fn sort_keys_with<I, F>(
+    input: I,
+    options: &SortOptions,
+    mut classify: F,
+    tuning: &Tuning,
+) -> Result<SortedKeys>
+where
+    I: IntoIterator<Item = Result<Vec<u8>>>,
+    F: FnMut(&[u8]) -> bool,
+{
+    let budget = options.memory_budget;
+    let mut chunk = Chunk::default();
+    let mut spill = Spill {
+        temp_dir: &options.temp_dir,
+        dir: None,
+        runs: VecDeque::new(),
+        next_id: 0,
+    };
+    let mut count = 0u64;
+    let mut all_matched = true;
+
+    for item in input {
+        let key = item?;
+        key_len_u32(key.len())?;
+        all_matched &= classify(&key);
+        count += 1;
+        if !chunk.has_room(key.len(), budget) {
+            chunk.sort_dedup();
+            spill.write_chunk(&chunk, tuning)?;
+            chunk.clear();
+        }
+        chunk.push(&key, budget);
+    }
+    chunk.sort_dedup();
+    let spilled_runs = spill.runs.len();
+
+    if spilled_runs == 0 {
+        return Ok(SortedKeys {
+            state: State::Memory(MemRun { chunk, pos: 0 }),
+            count,
+            all_matched,
+            spilled_runs,
+            dir: None,
+        });
+    }
+
+    let fan_in = tuning.fan_in.max(2);
+    let read_buf = (budget / 4 / fan_in).clamp(MIN_READ_BUF, MAX_READ_BUF);
+    // Merge passes: merge the oldest runs first; the first group is sized so that the last
+    // pass leaves exactly `fan_in` runs (no pass merges more than needed).
+    while spill.runs.len() > fan_in {
+        let group = (spill.runs.len() - fan_in + 1).min(fan_in);
+        let inputs: Vec<RunMeta> = spill.runs.drain(..group).collect();
+        let path = spill.new_run_path()?;
+        let meta = merge_to_run(inputs, path, read_buf)?;
+        #[cfg(test)]
+        if let Some(hook) = tuning.on_run_written {
+            hook(&meta.path);
+        }
+        spill.runs.push_back(meta);
+    }
+
+    let mut sources = Vec::with_capacity(spill.runs.len() + 1);
+    for meta in spill.runs.drain(..) {
+        sources.push(Source::File(RunReader::open(meta, read_buf)?));
+    }
+    if !chunk.entries.is_empty() {
+        sources.push(Source::Mem(MemRun { chunk, pos: 0 }));
+    }
+    let merger = Merger::new(sources)?;
+    Ok(SortedKeys {
+        state: State::Merge(Box::new(merger)),
+        count,
+        all_matched,
+        spilled_runs,
+        dir: spill.dir,
+    })
+}
+
+/// The sorted, deduplicated keys produced by [`sort_keys`]: an iterator of strictly
+/// increasing keys.
+///
+/// Spilled run files are deleted once the iterator is exhausted, fails or is dropped. After
+/// yielding an `Err` the iterator yields nothing more.
+pub struct SortedKeys {
+    state: State,
+    count: u64,
+    all_matched: bool,
+    spilled_runs: usize,
+    // Declared after `state` so that open run files are closed before the directory goes.
+    dir: Option<tempfile::TempDir>,
+}
+
+enum State {
+    Memory(MemRun),
+    Merge(Box<Merger>),
+    Done,
+}
+
+impl SortedKeys {
+    /// The number of keys read, before deduplication: an upper bound of the number of keys
+    /// this iterator yields.
+    pub fn len_upper_bound(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether `classify` returned `true` for every key read (`true` for no keys).
+    pub fn all_matched(&self) -> bool {
+        self.all_matched
+    }
+
+    /// The number of sorted runs spilled to disk while reading the input; 0 when every key
+    /// fit in memory. Runs written by intermediate merge passes are not counted.
+    pub fn spilled_runs(&self) -> usize {
+        self.spilled_runs
+    }
+
+    fn finish(&mut self) {
+        self.state = State::Done;
+        self.dir = None;
+    }
+}
+
+impl fmt::Debug for SortedKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SortedKeys")
+            .field("len_upper_bound", &self.count)
+            .field("all_matched", &self.all_matched)
+            .field("spilled_runs", &self.spilled_runs)
+            .field("done", &matches!(self.state, State::Done))
+            .finish()
+    }
+}
+
+impl Iterator for SortedKeys {
+    type Item = Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let result = match &mut self.state {
+            State::Memory(mem) => match mem.next_key() {
+                Some(key) => return Some(Ok(key.to_vec())),
+                None => None,
+            },
+            State::Merge(merger) => match merger.advance() {
+                Ok(true) => return Some(Ok(merger.last.clone())),
+                Ok(false) => None,
+                Err(e) => Some(Err(e)),
+            },
+            State::Done => None,
+        };
+        self.finish();
+        result
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.state {
+            State::Memory(mem) => {
+                let left = mem.chunk.entries.len() - mem.pos;
+                (left, Some(left))
+            }
+            State::Merge(_) => (0, usize::try_from(self.count).ok()),
+            State::Done => (0, Some(0)),
+        }
+    }
+}
+
+impl FusedIterator for SortedKeys {}
+
+/// Checks that a key's length fits a run record (and is not the end marker).
+fn key_len_u32(len: usize) -> Result<u32> {
+    match u32::try_from(len) {
+        Ok(l) if l != END_MARKER => Ok(l),
+        _ => Err(Error::InvalidKey { len }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-memory chunk
+
+/// A key held in a chunk: its first 8 bytes (big-endian, zero padded) for fast comparisons,
+/// and its place in the chunk's arena.
+#[derive(Clone, Copy)]
+struct Entry {
+    prefix: u64,
+    off: u32,
+    len: u32,
+}
+
+fn prefix_of(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
+}
+
+fn key_of<'a>(arena: &'a [u8], e: &Entry) -> &'a [u8] {
+    let off = e.off as usize;
+    &arena[off..off + e.len as usize]
+}
+
+/// Keys collected in memory: their bytes back to back in one arena, plus an index.
+#[derive(Default)]
+struct Chunk {
+    arena: Vec<u8>,
+    entries: Vec<Entry>,
+}
+
+impl Chunk {
+    /// Whether a key of `len` bytes may join the chunk. An empty chunk always takes a key.
+    fn has_room(&self, len: usize, budget: usize) -> bool {
+        if self.entries.is_empty() {
+            return true;
+        }
+        let used = self.arena.len() + self.entries.len() * KEY_OVERHEAD;
+        used.saturating_add(len + KEY_OVERHEAD) <= budget
+            && self.arena.len() + len <= u32::MAX as usize
+    }
+
+    fn push(&mut self, key: &[u8], budget: usize) {
+        // Grow geometrically, but not far past the budget.
+        if self.arena.capacity() - self.arena.len() < key.len() {
+            let need = self.arena.len() + key.len();
+            let target = (self.arena.capacity() * 2)
+                .max(64 << 10)
+                .min(budget)
+                .max(need);
+            self.arena.reserve_exact(target - self.arena.len());
+        }
+        if self.entries.capacity() == self.entries.len() {
+            let target = (self.entries.capacity() * 2)
+                .max(1024)
+                .min(budget / KEY_OVERHEAD + 1)
+                .max(self.entries.len() + 1);
+            self.entries.reserve_exact(target - self.entries.len());
+        }
+        // `has_room` and `key_len_u32` keep both within u32.
+        let off = self.arena.len() as u32;
+        self.arena.extend_from_slice(key);
+        self.entries.push(Entry {
+            prefix: prefix_of(key),
+            off,
+            len: key.len() as u32,
+        });
+    }
+
+    fn sort_dedup(&mut self) {
+        let arena = &self.arena;
+        self.entries.sort_unstable_by(|a, b| {
+            a.prefix
+                .cmp(&b.prefix)
+                .then_with(|| key_of(arena, a).cmp(key_of(arena, b)))
+        });
+        self.entries
+            .dedup_by(|a, b| a.prefix == b.prefix && key_of(arena, a) == key_of(arena, b));
+    }
+
+    fn clear(&mut self) {
+        self.arena.clear();
+        self.entries.clear();
+    }
+}
+
+/// A sorted, deduplicated chunk being read in order.
+struct MemRun {
+    chunk: Chunk,
+    pos: usize,
+}
+
+impl MemRun {
+    fn next_key(&mut self) -> Option<&[u8]> {
+        let e = self.chunk.entries.get(self.pos)?;
+        self.pos += 1;
+        Some(key_of(&self.chunk.arena, e))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run files
+
+/// What the sorter remembers of a run file it wrote.
+#[derive(Debug, Clone)]
+struct RunMeta {
+    path: PathBuf,
+    count: u64,
+    max_len: u32,
+    total_len: u64,
+}
+
+/// The temporary directory and the runs written so far.
+struct Spill<'a> {
+    temp_dir: &'a Path,
+    dir: Option<tempfile::TempDir>,
+    runs: VecDeque<RunMeta>,
+    next_id: u64,
+}
+
+impl Spill<'_> {
+    fn new_run_path(&mut self) -> Result<PathBuf> {
+        if self.dir.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix("segstore-sort-")
+                .tempdir_in(self.temp_dir)
+                .map_err(|e| Error::io(self.temp_dir, e))?;
+            self.dir = Some(dir);
+        }
+        let dir = self.dir.as_ref().expect("created above");
+        let path = dir.path().join(format!("run-{:06}", self.next_id));
+        self.next_id += 1;
+        Ok(path)
+    }
+
+    /// Writes a sorted, deduplicated chunk as a new run.
+    fn write_chunk(&mut self, chunk: &Chunk, tuning: &Tuning) -> Result<()> {
+        let path = self.new_run_path()?;
+        let size = chunk.arena.len() + 4 * chunk.entries.len() + TRAILER_LEN;
+        let mut w = RunWriter::create(path, size.min(WRITE_BUF))?;
+        for e in &chunk.entries {
+            w.push(key_of(&chunk.arena, e))?;
+        }
+        let meta = w.finish()?;
+        #[cfg(test)]
+        if let Some(hook) = tuning.on_run_written {
+            hook(&meta.path);
+        }
+        #[cfg(not(test))]
+        let _ = tuning;
+        self.runs.push_back(meta);
+        Ok(())
+    }
+}
+
+/// Writes one run file. Buffers itself so that the CRC is computed over large blocks.
+struct RunWriter {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    crc: crc32fast::Hasher,
+    count: u64,
+    max_len: u32,
+    written: u64,
+}
+
+impl RunWriter {
+    fn create(path: PathBuf, buf_size: usize) -> Result<Self> {
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(RunWriter {
+            path,
+            file,
+            buf: Vec::with_capacity(buf_size.max(TRAILER_LEN)),
+            crc: crc32fast::Hasher::new(),
+            count: 0,
+            max_len: 0,
+            written: 0,
+        })
+    }
+
+    /// Appends a key; keys must come in strictly increasing order.
+    fn push(&mut self, key: &[u8]) -> Result<()> {
+        let len = key_len_u32(key.len())?;
+        if !self.buf.is_empty() && self.buf.len() + 4 + key.len() > WRITE_BUF {
+            self.flush_buf()?;
+        }
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        self.buf.extend_from_slice(key);
+        self.count += 1;
+        self.max_len = self.max_len.max(len);
+        Ok(())
+    }
+
+    fn flush_buf(&mut self) -> Result<()> {
+        self.crc.update(&self.buf);
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes the trailer. The file is not fsynced: runs are transient, and the checksum
+    /// catches what did not make it back.
+    fn finish(mut self) -> Result<RunMeta> {
+        self.buf.extend_from_slice(&END_MARKER.to_le_bytes());
+        self.buf.extend_from_slice(&self.count.to_le_bytes());
+        self.flush_buf()?;
+        let crc = self.crc.clone().finalize();
+        self.file
+            .write_all(&crc.to_le_bytes())
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.written += 4;
+        Ok(RunMeta {
+            path: self.path,
+            count: self.count,
+            max_len: self.max_len,
+            total_len: self.written,
+        })
+    }
+}
+
+/// Reads one run file back, verifying it as it goes.
+struct RunReader {
+    meta: RunMeta,
+    file: File,
+    /// Raw storage; valid bytes are `buf[pos..end]`.
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    /// Bytes read from the file so far.
+    read_total: u64,
+    crc: crc32fast::Hasher,
+    /// Records not yet read.
+    remaining: u64,
+    finished: bool,
+}
+
+impl RunReader {
+    fn open(meta: RunMeta, buf_size: usize) -> Result<Self> {
+        let file = File::open(&meta.path).map_err(|e| Error::io(&meta.path, e))?;
+        let size = (buf_size as u64).min(meta.total_len).max(TRAILER_LEN as u64) as usize;
+        Ok(RunReader {
+            remaining: meta.count,
+            meta,
+            file,
+            buf: vec![0; size],
+            pos: 0,
+            end: 0,
+            read_total: 0,
+            crc: crc32fast::Hasher::new(),
+            finished: false,
+        })
+    }
+
+    fn corrupt(&self, detail: String) -> Error {
+        Error::corrupt(&self.meta.path, detail)
+    }
+
+    /// The file offset of `buf[pos]`.
+    fn offset(&self) -> u64 {
+        self.read_total - (self.end - self.pos) as u64
+    }
+
+    /// Makes at least `need` bytes available at `buf[pos..]`.
+    fn fill(&mut self, need: usize) -> Result<()> {
+        if self.end - self.pos >= need {
+            return Ok(());
+        }
+        self.buf.copy_within(self.pos..self.end, 0);
+        self.end -= self.pos;
+        self.pos = 0;
+        if self.buf.len() < need {
+            self.buf.resize(need, 0);
+        }
+        let crc_end = self.meta.total_len.saturating_sub(4);
+        while self.end < need {
+            let n = match self.file.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    return Err(self.corrupt(format!(
+                        "truncated: the file ends at byte {} but {} bytes were written",
+                        self.read_total, self.meta.total_len
+                    )))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(&self.meta.path, e)),
+            };
+            if self.read_total < crc_end {
+                let take = (n as u64).min(crc_end - self.read_total) as usize;
+                self.crc.update(&self.buf[self.end..self.end + take]);
+            }
+            self.read_total += n as u64;
+            self.end += n;
+        }
+        Ok(())
+    }
+
+    /// Reads the next key into `out`; `false` at the end, after the trailer was verified.
+    fn next_into(&mut self, out: &mut Vec<u8>) -> Result<bool> {
+        if self.remaining == 0 {
+            if !self.finished {
+                self.check_trailer()?;
+                self.finished = true;
+            }
+            return Ok(false);
+        }
+        self.fill(4)?;
+        let len = u32::from_le_bytes(self.buf[self.pos..self.pos + 4].try_into().unwrap());
+        if len > self.meta.max_len {
+            return Err(self.corrupt(format!(
+                "record {} at byte {} has length {len}, but no key longer than {} was written",
+                self.meta.count - self.remaining,
+                self.offset(),
+                self.meta.max_len
+            )));
+        }
+        let len = len as usize;
+        self.fill(4 + len)?;
+        out.clear();
+        out.extend_from_slice(&self.buf[self.pos + 4..self.pos + 4 + len]);
+        self.pos += 4 + len;
+        self.remaining -= 1;
+        Ok(true)
+    }
+
+    fn check_trailer(&mut self) -> Result<()> {
+        self.fill(TRAILER_LEN)?;
+        let t = &self.buf[self.pos..self.pos + TRAILER_LEN];
+        let marker = u32::from_le_bytes(t[0..4].try_into().unwrap());
+        let count = u64::from_le_bytes(t[4..12].try_into().unwrap());
+        let stored = u32::from_le_bytes(t[12..16].try_into().unwrap());
+        if marker != END_MARKER {
+            return Err(self.corrupt(format!(
+                "expected the end marker after {} records at byte {}, found {marker:#x}",
+                self.meta.count,
+                self.offset()
+            )));
+        }
+        if count != self.meta.count {
+            return Err(self.corrupt(format!(
+                "the trailer counts {count} records, {} were written",
+                self.meta.count
+            )));
+        }
+        self.pos += TRAILER_LEN;
+        let end = self.offset();
+        if end != self.meta.total_len {
+            return Err(self.corrupt(format!(
+                "the trailer ends at byte {end}, {} bytes were written",
+                self.meta.total_len
+            )));
+        }
+        let found = self.crc.clone().finalize();
+        if found != stored {
+            return Err(self.corrupt(format!(
+                "CRC-32 mismatch: the trailer says {stored:#010x}, the bytes give {found:#010x}"
+            )));
+        }
+        let extra = loop {
+            match self.file.read(&mut [0u8; 1]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(&self.meta.path, e)),
+            }
+        };
+        if self.pos != self.end || extra != 0 {
+            return Err(self.corrupt(format!(
+                "bytes follow the trailer, which ends at byte {end}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Merging
+
+enum Source {
+    File(RunReader),
+    Mem(MemRun),
+}
+
+impl Source {
+    fn next_into(&mut self, out: &mut Vec<u8>) -> Result<bool> {
+        match self {
+            Source::File(r) => r.next_into(out),
+            Source::Mem(m) => match m.next_key() {
+                Some(k) => {
+                    out.clear();
+                    out.extend_from_slice(k);
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+        }
+    }
+}
+
+/// The current key of one source. Ordered by key, then source index.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct HeapItem {
+    key: Vec<u8>,
+    src: usize,
+}
+
+/// A k-way merge of sorted, deduplicated sources that drops duplicates across sources.
+/// Key buffers are recycled: advancing allocates nothing once buffers have grown.
+struct Merger {
+    sources: Vec<Source>,
+    heap: BinaryHeap<Reverse<HeapItem>>,
+    /// The key most recently produced by `advance`.
+    last: Vec<u8>,
+    have_last: bool,
+    spare: Vec<u8>,
+}
+
+impl Merger {
+    fn new(mut sources: Vec<Source>) -> Result<Self> {
+        let mut heap = BinaryHeap::with_capacity(sources.len());
+        for (src, source) in sources.iter_mut().enumerate() {
+            let mut key = Vec::new();
+            if source.next_into(&mut key)? {
+                heap.push(Reverse(HeapItem { key, src }));
+            }
+        }
+        Ok(Merger {
+            sources,
+            heap,
+            last: Vec::new(),
+            have_last: false,
+            spare: Vec::new(),
+        })
+    }
+
+    /// Moves to the next distinct key, left in `self.last`. `false` when all sources are done.
+    fn advance(&mut self) -> Result<bool> {
+        loop {
+            let Some(mut top) = self.heap.peek_mut() else {
+                return Ok(false);
+            };
+            let src = top.0.src;
+            // `spare` takes the smallest key; its old buffer receives the source's next key.
+            std::mem::swap(&mut top.0.key, &mut self.spare);
+            let source = &mut self.sources[src];
+            if source.next_into(&mut top.0.key)? {
+                if top.0.key <= self.spare {
+                    if let Source::File(r) = source {
+                        return Err(r.corrupt(format!(
+                            "keys out of order at record {}",
+                            r.meta.count - r.remaining - 1
+                        )));
+                    }
+                }
+                drop(top);
+            } else {
+                // The source is done; its item holds only a stale buffer.
+                PeekMut::pop(top);
+            }
+            if self.have_last && self.spare == self.last {
+                continue;
+            }
+            std::mem::swap(&mut self.last, &mut self.spare);
+            self.have_last = true;
+            return Ok(true);
+        }
+    }
+}
+
+/// Merges `inputs` into a new run at `path`, then deletes the inputs.
+fn merge_to_run(inputs: Vec<RunMeta>, path: PathBuf, read_buf: usize) -> Result<RunMeta> {
+    let paths: Vec<PathBuf> = inputs.iter().map(|m| m.path.clone()).collect();
+    let mut sources = Vec::with_capacity(inputs.len());
+    for meta in inputs {
+        sources.push(Source::File(RunReader::open(meta, read_buf)?));
+    }
+    let mut merger = Merger::new(sources)?;
+    let mut w = RunWriter::create(path, WRITE_BUF)?;
+    while merger.advance()? {
+        w.push(&merger.last)?;
+    }
+    let meta = w.finish()?;
+    drop(merger);
+    for p in paths {
+        // Best effort: frees disk space early; the directory goes at the end regardless.
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+    use std::time::Instant;
+
+    fn opts(dir: &tempfile::TempDir, budget: usize) -> SortOptions {
+        SortOptions {
+            memory_budget: budget,
+            temp_dir: dir.path().to_path_buf(),
+        }
+    }
+
+    fn ok_keys(keys: &[Vec<u8>]) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
+        keys.iter().cloned().map(Ok)
+    }
+
+    fn dir_is_empty(dir: &tempfile::TempDir) -> bool {
+        std::fs::read_dir(dir.path()).unwrap().next().is_none()
+    }
+
+    fn collect(sorted: SortedKeys) -> Result<Vec<Vec<u8>>> {
+        sorted.collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn matches_btreeset(
+            keys in prop::collection::vec(prop::collection::vec(0u8..4, 0..7), 0..300),
+            budget in prop_oneof![Just(0usize), 1usize..200, Just(64), Just(1 << 20)],
+            fan_in in 2usize..6,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let tuning = Tuning { fan_in, ..Tuning::default() };
+            let mut calls = 0u64;
+            let sorted = sort_keys_with(ok_keys(&keys), &opts(&dir, budget), |k| {
+                calls += 1;
+                k.first() != Some(&3)
+            }, &tuning).unwrap();
+            prop_assert_eq!(calls, keys.len() as u64);
+            prop_assert_eq!(sorted.len_upper_bound(), keys.len() as u64);
+            prop_assert_eq!(sorted.all_matched(), keys.iter().all(|k| k.first() != Some(&3)));
+            if budget == 1 << 20 {
+                prop_assert_eq!(sorted.spilled_runs(), 0);
+            }
+            let out = collect(sorted).unwrap();
+            let expect: Vec<Vec<u8>> = keys.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+            prop_assert_eq!(out, expect);
+            prop_assert!(dir_is_empty(&dir));
+        }
+
+        #[test]
+        fn random_bytes_default_fan_in(
+            keys in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..400),
+            budget in 0usize..2000,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let sorted = sort_keys(ok_keys(&keys), &opts(&dir, budget), |_| true).unwrap();
+            prop_assert!(sorted.all_matched());
+            let out = collect(sorted).unwrap();
+            let expect: Vec<Vec<u8>> = keys.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+            prop_assert_eq!(out, expect);
+        }
+    }
+
+    #[test]
+    fn many_runs_multi_pass() {
+        // 64-byte budget: ~2 keys per run, ~500 runs, fan-in 3: several merge passes.
+        let keys: Vec<Vec<u8>> = (0..1000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) % 700).to_be_bytes().to_vec())
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let tuning = Tuning {
+            fan_in: 3,
+            ..Tuning::default()
+        };
+        let sorted = sort_keys_with(ok_keys(&keys), &opts(&dir, 64), |_| true, &tuning).unwrap();
+        assert!(sorted.spilled_runs() > 100, "{sorted:?}");
+        assert_eq!(sorted.len_upper_bound(), 1000);
+        let out = collect(sorted).unwrap();
+        let expect: Vec<Vec<u8>> = keys.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+        assert_eq!(out, expect);
+        assert!(dir_is_empty(&dir));
+    }
+
+    #[test]
+    fn empty_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let sorted = sort_keys(std::iter::empty(), &opts(&dir, 64), |_| false).unwrap();
+        assert_eq!(sorted.len_upper_bound(), 0);
+        assert!(sorted.all_matched());
+        assert_eq!(sorted.spilled_runs(), 0);
+        assert!(collect(sorted).unwrap().is_empty());
+        assert!(dir_is_empty(&dir));
+    }
+
+    #[test]
+    fn one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = vec![b"k".to_vec()];
+        let mut sorted = sort_keys(ok_keys(&keys), &opts(&dir, 0), |k| k == b"k").unwrap();
+        assert_eq!(sorted.len_upper_bound(), 1);
+        assert!(sorted.all_matched());
+        assert_eq!(sorted.spilled_runs(), 0);
+        assert_eq!(sorted.next().unwrap().unwrap(), b"k");
+        assert!(sorted.next().is_none());
+        assert!(sorted.next().is_none());
+    }
+
+    #[test]
+    fn empty_and_short_keys_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<Vec<u8>> = vec![
+            b"a\0".to_vec(),
+            b"".to_vec(),
+            b"a".to_vec(),
+            b"abcdefgh".to_vec(),
+            b"abcdefgh\0".to_vec(),
+            b"".to_vec(),
+            b"abcdefg".to_vec(),
+            vec![0xff; 9],
+            b"a".to_vec(),
+        ];
+        let expect: Vec<Vec<u8>> = keys.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        for budget in [0, 60, 1 << 20] {
+            let sorted = sort_keys(ok_keys(&keys), &opts(&dir, budget), |_| true).unwrap();
+            assert_eq!(collect(sorted).unwrap(), expect, "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn input_error_is_propagated_and_temp_files_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = (0..500u32).map(|i| {
+            if i == 400 {
+                Err(Error::corrupt("input.csv", "bad line 400"))
+            } else {
+                Ok(i.to_le_bytes().to_vec())
+            }
+        });
+        let err = sort_keys(input, &opts(&dir, 64), |_| true).unwrap_err();
+        assert!(matches!(&err, Error::Corrupt { detail, .. } if detail == "bad line 400"));
+        assert!(dir_is_empty(&dir));
+    }
+
+    #[test]
+    fn missing_temp_dir_is_an_io_error_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let options = SortOptions {
+            memory_budget: 0,
+            temp_dir: missing.clone(),
+        };
+        let keys = vec![b"a".to_vec(), b"b".to_vec()];
+        let err = sort_keys(ok_keys(&keys), &options, |_| true).unwrap_err();
+        assert!(matches!(&err, Error::Io { path, .. } if *path == missing), "{err}");
+        // In memory, the directory is never needed.
+        let options = SortOptions {
+            memory_budget: 1 << 20,
+            temp_dir: missing,
+        };
+        let sorted = sort_keys(ok_keys(&keys), &options, |_| true).unwrap();
+        assert_eq!(collect(sorted).unwrap(), keys);
+    }
+
+    #[test]
+    fn key_length_limit() {
+        assert_eq!(key_len_u32(0).unwrap(), 0);
+        assert_eq!(key_len_u32(4096).unwrap(), 4096);
+        assert_eq!(key_len_u32(u32::MAX as usize - 1).unwrap(), u32::MAX - 1);
+        assert!(matches!(
+            key_len_u32(u32::MAX as usize),
+            Err(Error::InvalidKey { .. })
+        ));
+        #[cfg(target_pointer_width = "64")]
+        assert!(matches!(
+            key_len_u32(u32::MAX as usize + 1),
+            Err(Error::InvalidKey { .. })
+        ));
+    }
+
+    fn write_run(path: PathBuf, keys: &[&[u8]]) -> RunMeta {
+        let mut w = RunWriter::create(path, 64).unwrap();
+        for k in keys {
+            w.push(k).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    /// Reads a whole run through a merger (which also checks the order).
+    fn read_run(meta: &RunMeta, buf: usize) -> Result<Vec<Vec<u8>>> {
+        let reader = RunReader::open(meta.clone(), buf)?;
+        let mut m = Merger::new(vec![Source::File(reader)])?;
+        let mut out = Vec::new();
+        while m.advance()? {
+            out.push(m.last.clone());
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn run_round_trip_and_every_damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<&[u8]> = vec![b"", b"a", b"abc", b"b", b"hello world", b"zz"];
+        let meta = write_run(dir.path().join("run"), &keys);
+        let good = std::fs::read(&meta.path).unwrap();
+        assert_eq!(good.len() as u64, meta.total_len);
+        for buf in [1, 3, 16, 1 << 20] {
+            let out = read_run(&meta, buf).unwrap();
+            assert_eq!(out, keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>());
+        }
+        // Every single-byte change, at every position, is caught.
+        for i in 0..good.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[i] ^= flip;
+                std::fs::write(&meta.path, &bad).unwrap();
+                let err = read_run(&meta, 16).unwrap_err();
+                assert!(matches!(err, Error::Corrupt { .. }), "byte {i}: {err}");
+            }
+        }
+        // Truncation and extension, too.
+        for n in 0..good.len() {
+            std::fs::write(&meta.path, &good[..n]).unwrap();
+            let err = read_run(&meta, 16).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "length {n}: {err}");
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        std::fs::write(&meta.path, &longer).unwrap();
+        assert!(matches!(read_run(&meta, 16), Err(Error::Corrupt { .. })));
+    }
+
+    fn flip_middle_byte(path: &Path) {
+        let mut bytes = std::fs::read(path).unwrap();
+        let i = bytes.len() / 2;
+        bytes[i] ^= 0x5a;
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn corrupted_spilled_run_is_detected() {
+        let keys: Vec<Vec<u8>> = (0..2000u32).map(|i| format!("key-{i:05}").into_bytes()).collect();
+        for fan_in in [2, MERGE_FAN_IN] {
+            let dir = tempfile::tempdir().unwrap();
+            let tuning = Tuning {
+                fan_in,
+                on_run_written: Some(flip_middle_byte),
+            };
+            // ~100 runs: with fan-in 2 the damage shows in a merge pass, inside sort_keys;
+            // with fan-in 64 (two passes too, but fewer) it may show while iterating.
+            let result = sort_keys_with(ok_keys(&keys), &opts(&dir, 700), |_| true, &tuning)
+                .and_then(collect);
+            let err = result.unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+            assert!(dir_is_empty(&dir));
+        }
+        // Damage to a single run, found only while iterating.
+        let dir = tempfile::tempdir().unwrap();
+        let tuning = Tuning {
+            fan_in: MERGE_FAN_IN,
+            on_run_written: Some(flip_middle_byte),
+        };
+        let mut sorted =
+            sort_keys_with(ok_keys(&keys), &opts(&dir, 40_000), |_| true, &tuning).unwrap();
+        assert_eq!(sorted.spilled_runs(), 1);
+        let err = sorted.by_ref().find_map(|r| r.err()).expect("an error");
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(sorted.next().is_none());
+        assert!(dir_is_empty(&dir));
+    }
+
+    fn splitmix(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn random_keys(n: usize, seed: u64) -> impl Iterator<Item = Result<Vec<u8>>> {
+        let mut state = seed;
+        (0..n).map(move |_| {
+            let mut k = Vec::with_capacity(44);
+            for _ in 0..5 {
+                k.extend_from_slice(&splitmix(&mut state).to_le_bytes());
+            }
+            k.extend_from_slice(&splitmix(&mut state).to_le_bytes()[..4]);
+            Ok(k)
+        })
+    }
+
+    /// `cargo test --release --lib extsort -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn bench_10m_random_44_byte_keys() {
+        const N: usize = 10_000_000;
+        let t = Instant::now();
+        let n = random_keys(N, 7).map(|k| k.unwrap().len()).sum::<usize>();
+        assert_eq!(n, N * 44);
+        eprintln!("generating the input alone: {:?}", t.elapsed());
+        for budget in [256 << 20, 64 << 20] {
+            let dir = tempfile::tempdir().unwrap();
+            let t = Instant::now();
+            let sorted = sort_keys(random_keys(N, 7), &opts(&dir, budget), |k| k.len() == 44).unwrap();
+            let read = t.elapsed();
+            let runs = sorted.spilled_runs();
+            let mut count = 0usize;
+            let mut prev: Vec<u8> = Vec::new();
+            for k in sorted {
+                let k = k.unwrap();
+                assert!(k > prev);
+                prev = k;
+                count += 1;
+            }
+            assert_eq!(count, N);
+            eprintln!(
+                "budget {} MiB: {runs} runs, sort_keys {read:?}, total {:?}",
+                budget >> 20,
+                t.elapsed()
+            );
+        }
+    }
+}

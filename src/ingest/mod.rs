@@ -1,0 +1,452 @@
+//! Ingestion formats: one line of `apply` input (one JSON value) into segment changes or
+//! LaunchDarkly patches.
+//!
+//! Three families of input are understood, chosen with [`Format`]:
+//!
+//! - **`updates`**: REST-style target updates for one segment, raw keys:
+//!   `{"segment": REF, "kind"?: KIND, "name"?: NAME, "included"?: {"add"?: [..], "remove"?: [..]},
+//!   "excluded"?: {..}}`. Unknown fields are rejected so that a typo (`"inclued"`) is an error
+//!   rather than a silent no-op. An absent or `null` optional field counts as absent.
+//! - **`patches`**: LaunchDarkly's big-segment sync feed: one patch object or an array of them
+//!   (one stream event). Keys there are already context hashes, so `hash_keys` does not apply.
+//!   Unknown fields are ignored: the feed may grow.
+//! - **`partner:TOOL`**: the request body of one of the eight partner tools, see [`partner`].
+//!
+//! Every key produced passes [`validate_key`], every segment ref [`validate_ref`], every context
+//! kind [`validate_kind`]; anything else is a [`ParseError`] that names the JSON pointer of the
+//! offending value. Parsing never panics, whatever the input.
+//!
+//! ```
+//! use segstore::ingest::{parse_line, Format, Parsed};
+//!
+//! let format: Format = "updates".parse().unwrap();
+//! let line = r#"{"segment": "beta.g1", "included": {"add": ["user-key"]}}"#;
+//! let Parsed::Changes(changes) = parse_line(&format, line, true).unwrap() else { panic!() };
+//! assert_eq!(changes[0].segment, "beta.g1");
+//! assert_eq!(changes[0].included.add, vec![b"CEXjZY7cHJG/ydFy7q4+YEFwVrG3/pkJwA4FAjrbfx0=".to_vec()]);
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::{Map, Value};
+
+use crate::change::{ListChange, Patch, SegmentChange};
+use crate::key::{context_hash, validate_key, validate_kind, validate_ref, MAX_KEY_LEN, MAX_NAME_LEN};
+
+pub mod partner;
+
+/// Why a line of input was rejected. Each message says what is wrong and where: the JSON
+/// pointer of the field (RFC 6901, `""` being the whole document) and, for keys, a preview of
+/// the key truncated to 60 characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The line is not one well-formed JSON value. The message is serde_json's and includes
+    /// the line and column.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// A field is missing, has the wrong type, is not allowed, or has an unacceptable value.
+    #[error("{}: {detail}", describe_path(.path))]
+    Field {
+        /// JSON pointer of the field (`""` for the whole document).
+        path: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A key is not a string, is empty, or is longer than [`MAX_KEY_LEN`] bytes.
+    #[error("invalid key at {path} (item {index} of its list): {detail}")]
+    Key {
+        /// JSON pointer of the key.
+        path: String,
+        /// Position of the key within its array.
+        index: usize,
+        /// What is wrong with it, with a preview of the key.
+        detail: String,
+    },
+    /// `partner:TOOL` names no known tool.
+    #[error("unknown partner tool {0:?}; valid tools are {tools}", tools = partner::Tool::valid_names())]
+    UnknownTool(String),
+    /// The format name is none of the known ones.
+    #[error("unknown input format {0:?}; valid formats are {formats}", formats = Format::valid_names())]
+    UnknownFormat(String),
+}
+
+fn describe_path(path: &str) -> String {
+    if path.is_empty() {
+        "at the top level".to_string()
+    } else {
+        format!("at {path}")
+    }
+}
+
+/// The layout of `apply` input lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// REST-style target updates for one segment (`"updates"`), raw keys.
+    Updates,
+    /// LaunchDarkly big-segment patches (`"patches"`), keys already hashed.
+    Patches,
+    /// A partner tool's request body (`"partner:amplitude"`, ...), raw keys.
+    Partner(partner::Tool),
+}
+
+impl Format {
+    /// Every format, in the order [`Format::valid_names`] lists them.
+    pub fn all() -> impl Iterator<Item = Format> {
+        [Format::Updates, Format::Patches]
+            .into_iter()
+            .chain(partner::Tool::ALL.into_iter().map(Format::Partner))
+    }
+
+    /// The accepted names, comma-separated: `updates, patches, partner:amplitude, ...`.
+    pub fn valid_names() -> String {
+        Format::all()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Format::Updates => f.write_str("updates"),
+            Format::Patches => f.write_str("patches"),
+            Format::Partner(tool) => write!(f, "partner:{}", tool.cli_name()),
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = ParseError;
+
+    /// Parses `updates`, `patches` or `partner:TOOL` (see [`partner::Tool`] for the names).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "updates" => Ok(Format::Updates),
+            "patches" => Ok(Format::Patches),
+            _ => match s.strip_prefix("partner:") {
+                Some(tool) => tool.parse().map(Format::Partner),
+                None => Err(ParseError::UnknownFormat(s.to_string())),
+            },
+        }
+    }
+}
+
+/// What one line of input holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// Unguarded segment changes (`updates` and partner formats).
+    Changes(Vec<SegmentChange>),
+    /// Cursor-guarded patches (`patches`), in feed order.
+    Patches(Vec<Patch>),
+}
+
+/// Parses one line (one JSON value) of `apply` input.
+///
+/// `hash_keys`: replace every raw key by [`context_hash`]`(key)`, the form LaunchDarkly SDKs
+/// query with. It applies to `updates` and partner formats; keys in `patches` are already
+/// context hashes and are taken as they are whatever `hash_keys` says. When hashing, the raw
+/// key must still be non-empty, but it may be longer than [`MAX_KEY_LEN`] since only the
+/// 44-byte hash is stored.
+///
+/// A partner body yields one change per cohort it names (normally exactly one; an empty
+/// `batch` yields none).
+///
+/// # Errors
+/// [`ParseError::Json`] when the line is not one JSON value (an empty line included);
+/// [`ParseError::Field`] or [`ParseError::Key`] when it does not fit the format.
+pub fn parse_line(format: &Format, line: &str, hash_keys: bool) -> Result<Parsed, ParseError> {
+    let value: Value = serde_json::from_str(line).map_err(|e| ParseError::Json(e.to_string()))?;
+    match format {
+        Format::Updates => parse_update(value, hash_keys).map(|c| Parsed::Changes(vec![c])),
+        Format::Patches => parse_patches(value).map(Parsed::Patches),
+        Format::Partner(tool) => partner::parse(*tool, value, hash_keys).map(Parsed::Changes),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers (also used by `partner`).
+
+pub(crate) fn field_err(path: impl Into<String>, detail: impl Into<String>) -> ParseError {
+    ParseError::Field {
+        path: path.into(),
+        detail: detail.into(),
+    }
+}
+
+/// "a string", "null", ... for messages.
+pub(crate) fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+pub(crate) fn wrong_type(path: &str, expected: &str, found: &Value) -> ParseError {
+    field_err(path, format!("expected {expected}, found {}", type_name(found)))
+}
+
+/// Escapes one reference token of a JSON pointer (RFC 6901).
+pub(crate) fn escape_token(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// A string for messages: quoted, cut to 60 characters with its full byte length noted.
+pub(crate) fn preview(s: &str) -> String {
+    const MAX_CHARS: usize = 60;
+    match s.char_indices().nth(MAX_CHARS) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => {
+            let head = s.get(..cut).unwrap_or_default();
+            format!("{head:?}… ({} bytes)", s.len())
+        }
+    }
+}
+
+/// Turns a raw key string into a stored key, hashing it if asked.
+pub(crate) fn make_key(
+    raw: String,
+    path: &str,
+    index: usize,
+    hash: bool,
+) -> Result<Vec<u8>, ParseError> {
+    let err = |detail: String| ParseError::Key {
+        path: path.to_string(),
+        index,
+        detail,
+    };
+    if raw.is_empty() {
+        return Err(err(format!(
+            "empty key: keys are 1..={MAX_KEY_LEN} bytes"
+        )));
+    }
+    if !hash && raw.len() > MAX_KEY_LEN {
+        return Err(err(format!(
+            "key {} is {} bytes, the limit is {MAX_KEY_LEN}",
+            preview(&raw),
+            raw.len()
+        )));
+    }
+    let key = if hash {
+        context_hash(&raw).into_bytes()
+    } else {
+        raw.into_bytes()
+    };
+    validate_key(&key).map_err(|e| err(e.to_string()))?;
+    Ok(key)
+}
+
+/// A key given as a JSON string.
+fn string_key(value: Value, path: &str, index: usize, hash: bool) -> Result<Vec<u8>, ParseError> {
+    match value {
+        Value::String(s) => make_key(s, path, index, hash),
+        other => Err(ParseError::Key {
+            path: path.to_string(),
+            index,
+            detail: format!("expected a string, found {}", type_name(&other)),
+        }),
+    }
+}
+
+/// Checks a segment ref found at `path`.
+pub(crate) fn check_ref(segment: &str, path: &str) -> Result<(), ParseError> {
+    validate_ref(segment).map_err(|e| field_err(path, e.to_string()))
+}
+
+/// Checks a context kind found at `path`.
+pub(crate) fn check_kind(kind: &str, path: &str) -> Result<(), ParseError> {
+    validate_kind(kind).map_err(|e| field_err(path, e.to_string()))
+}
+
+/// An optional string field: absent or `null` is `None`.
+fn opt_string(value: Option<Value>, path: &str) -> Result<Option<String>, ParseError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(wrong_type(path, "a string", &other)),
+    }
+}
+
+/// An array of string keys; absent or `null` is empty.
+fn key_array(value: Option<Value>, path: &str, hash: bool) -> Result<Vec<Vec<u8>>, ParseError> {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| string_key(item, &format!("{path}/{i}"), i, hash))
+            .collect(),
+        Some(other) => Err(wrong_type(path, "an array of keys", &other)),
+    }
+}
+
+/// `{"add"?: [..], "remove"?: [..]}`; absent or `null` is empty. With `strict`, other fields
+/// are rejected.
+fn list_change(
+    value: Option<Value>,
+    path: &str,
+    hash: bool,
+    strict: bool,
+) -> Result<ListChange, ParseError> {
+    let mut obj = match value {
+        None | Some(Value::Null) => return Ok(ListChange::default()),
+        Some(Value::Object(obj)) => obj,
+        Some(other) => return Err(wrong_type(path, "an object with add and remove", &other)),
+    };
+    if strict {
+        reject_unknown(&obj, path, &["add", "remove"])?;
+    }
+    Ok(ListChange {
+        add: key_array(obj.remove("add"), &format!("{path}/add"), hash)?,
+        remove: key_array(obj.remove("remove"), &format!("{path}/remove"), hash)?,
+    })
+}
+
+fn reject_unknown(obj: &Map<String, Value>, path: &str, known: &[&str]) -> Result<(), ParseError> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(unknown) => Err(field_err(
+            format!("{path}/{}", escape_token(unknown)),
+            format!("unknown field; the fields here are {}", known.join(", ")),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// updates
+
+const UPDATE_FIELDS: [&str; 5] = ["segment", "kind", "name", "included", "excluded"];
+
+fn parse_update(value: Value, hash: bool) -> Result<SegmentChange, ParseError> {
+    let mut obj = match value {
+        Value::Object(obj) => obj,
+        other => return Err(wrong_type("", "an object", &other)),
+    };
+    reject_unknown(&obj, "", &UPDATE_FIELDS)?;
+    let segment = match obj.remove("segment") {
+        Some(Value::String(s)) => s,
+        None => return Err(field_err("/segment", "missing: the segment ref is required")),
+        Some(other) => return Err(wrong_type("/segment", "a string", &other)),
+    };
+    check_ref(&segment, "/segment")?;
+    let kind = opt_string(obj.remove("kind"), "/kind")?;
+    if let Some(kind) = &kind {
+        check_kind(kind, "/kind")?;
+    }
+    let name = opt_string(obj.remove("name"), "/name")?;
+    let included = list_change(obj.remove("included"), "/included", hash, true)?;
+    let excluded = list_change(obj.remove("excluded"), "/excluded", hash, true)?;
+    Ok(SegmentChange {
+        segment,
+        kind,
+        name,
+        included,
+        excluded,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// patches
+
+fn parse_patches(value: Value) -> Result<Vec<Patch>, ParseError> {
+    match value {
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| parse_patch(item, &format!("/{i}")))
+            .collect(),
+        Value::Object(obj) => Ok(vec![parse_patch(Value::Object(obj), "")?]),
+        other => Err(wrong_type("", "a patch object or an array of them", &other)),
+    }
+}
+
+/// A version string: any string up to [`MAX_NAME_LEN`] bytes, `""` included.
+fn check_version(version: &str, path: &str) -> Result<(), ParseError> {
+    if version.len() > MAX_NAME_LEN {
+        return Err(field_err(
+            path,
+            format!(
+                "version {} is {} bytes, the limit is {MAX_NAME_LEN}",
+                preview(version),
+                version.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_patch(value: Value, base: &str) -> Result<Patch, ParseError> {
+    let mut obj = match value {
+        Value::Object(obj) => obj,
+        other => return Err(wrong_type(base, "a patch object", &other)),
+    };
+    let segment_path = format!("{base}/segmentId");
+    let segment = match obj.remove("segmentId") {
+        Some(Value::String(s)) => s,
+        None => {
+            return Err(field_err(
+                segment_path,
+                "missing: the patch's segment ref is required",
+            ))
+        }
+        Some(other) => return Err(wrong_type(&segment_path, "a string", &other)),
+    };
+    check_ref(&segment, &segment_path)?;
+
+    let version_path = format!("{base}/version");
+    let version = match obj.remove("version") {
+        Some(Value::String(s)) => s,
+        None => {
+            return Err(field_err(
+                version_path,
+                "missing: the patch's version is required (it may be \"\")",
+            ))
+        }
+        Some(other) => return Err(wrong_type(&version_path, "a string", &other)),
+    };
+    check_version(&version, &version_path)?;
+
+    let previous_path = format!("{base}/previousVersion");
+    let previous_version = opt_string(obj.remove("previousVersion"), &previous_path)?
+        .unwrap_or_default();
+    check_version(&previous_version, &previous_path)?;
+
+    let changes_path = format!("{base}/changes");
+    let mut changes = match obj.remove("changes") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(changes)) => changes,
+        Some(other) => return Err(wrong_type(&changes_path, "an object", &other)),
+    };
+    let included = list_change(
+        changes.remove("included"),
+        &format!("{changes_path}/included"),
+        false,
+        false,
+    )?;
+    let excluded = list_change(
+        changes.remove("excluded"),
+        &format!("{changes_path}/excluded"),
+        false,
+        false,
+    )?;
+    Ok(Patch {
+        change: SegmentChange {
+            segment,
+            kind: None,
+            name: None,
+            included,
+            excluded,
+        },
+        version,
+        previous_version,
+    })
+}
+
+#[cfg(test)]
+mod tests;

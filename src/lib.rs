@@ -1,0 +1,33 @@
+//! segstore: an embedded membership store for synced ("big") segments.
+#![deny(missing_docs)]
+
+pub mod change;
+pub mod error;
+pub mod ingest;
+pub mod key;
+pub mod table;
+pub mod extsort;
+
+pub use change::{Batch, List, ListChange, Patch, SegmentChange};
+pub use error::{Error, Result};
+pub use key::{context_hash, validate_key, MAX_KEY_LEN};
+
+mod codec;
+mod compact;
+mod entry;
+mod files;
+mod fsutil;
+mod log;
+mod manifest;
+mod options;
+mod reader;
+mod recovery;
+mod snapshot;
+mod store;
+
+pub use entry::Details;
+pub use options::Options;
+pub use snapshot::{ListKeys, Membership, Metadata, SegmentInfo, Snapshot, Status};
+pub use reader::ReadOnlyStore;
+pub use store::{CompactionStats, ReplaceStats, Store};
+pub use table::{TableKind, Verification};

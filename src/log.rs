@@ -1,0 +1,449 @@
+//! The delta log: an append-only file of checksummed records, one atomic write each.
+//!
+//! Layout (see `format-spec.md`, "Log files"): a 48-byte header, then records of
+//! `len u32 | seq u64 | header_crc u32 | payload (len bytes) | payload_crc u32`.
+
+use crate::codec::{Decoder, Encoder};
+use crate::entry::Entry;
+use crate::error::{Error, Result};
+use crate::fsutil::sync_dir;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The first eight bytes of every log file.
+pub const LOG_MAGIC: [u8; 8] = *b"SEGSLOG\0";
+/// The log format version this build writes and reads.
+pub const LOG_VERSION: u32 = 1;
+/// Size of the log file header.
+pub const LOG_HEADER_LEN: usize = 48;
+/// Size of a record's header (`len`, `seq`, `header_crc`).
+pub const RECORD_HEADER_LEN: usize = 16;
+/// Size of a record's trailer (`payload_crc`).
+pub const RECORD_TRAILER_LEN: usize = 4;
+/// The largest record payload, in bytes. A batch that encodes larger is refused.
+pub const MAX_RECORD_LEN: usize = 64 * 1024 * 1024;
+
+/// The file name of log number `number`.
+pub fn log_file_name(number: u64) -> String {
+    format!("log-{number:016x}.seglog")
+}
+
+/// Parses a log file name back to its number.
+pub fn parse_log_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix("log-")?.strip_suffix(".seglog")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// What a log file's header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogHeader {
+    /// The store the log belongs to.
+    pub store_id: [u8; 16],
+    /// The log's number (also in its name).
+    pub number: u64,
+    /// Sequence number of its first record.
+    pub first_seq: u64,
+}
+
+impl LogHeader {
+    /// The 48 header bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new();
+        e.raw(&LOG_MAGIC);
+        e.u32(LOG_VERSION);
+        e.u32(0);
+        e.raw(&self.store_id);
+        e.u64(self.number);
+        e.u64(self.first_seq);
+        let bytes = e.into_bytes();
+        let crc = crc32fast::hash(&bytes);
+        let mut e = Encoder::new();
+        e.raw(&bytes);
+        e.u32(crc);
+        e.u32(0);
+        e.into_bytes()
+    }
+
+    /// Reads and checks a header.
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<LogHeader> {
+        let head = bytes.get(..LOG_HEADER_LEN).ok_or_else(|| {
+            Error::corrupt(path, format!("{} bytes, shorter than the log header", bytes.len()))
+        })?;
+        let mut d = Decoder::new(head);
+        let corrupt = |e: crate::codec::DecodeError| Error::corrupt(path, format!("log header {e}"));
+        let magic: [u8; 8] = d.array().map_err(corrupt)?;
+        if magic != LOG_MAGIC {
+            return Err(Error::corrupt(path, "not a segstore log file (bad magic)"));
+        }
+        let version = d.u32().map_err(corrupt)?;
+        if version != LOG_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_owned(),
+                found: version,
+                supported: LOG_VERSION,
+            });
+        }
+        let _reserved = d.u32().map_err(corrupt)?;
+        let store_id: [u8; 16] = d.array().map_err(corrupt)?;
+        let number = d.u64().map_err(corrupt)?;
+        let first_seq = d.u64().map_err(corrupt)?;
+        let crc_end = d.position();
+        let crc = d.u32().map_err(corrupt)?;
+        let covered = head.get(..crc_end).unwrap_or_default();
+        if crc32fast::hash(covered) != crc {
+            return Err(Error::corrupt(path, "log header checksum mismatch"));
+        }
+        Ok(LogHeader {
+            store_id,
+            number,
+            first_seq,
+        })
+    }
+}
+
+/// How a scan of a log's records ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tail {
+    /// Every byte belongs to a whole, valid record.
+    Clean,
+    /// The bytes from `offset` on are an incomplete last record (a torn write, or a write still
+    /// in progress when a reader looked). The writer truncates them on open.
+    Torn {
+        /// File offset of the first byte not part of a whole record.
+        offset: u64,
+    },
+}
+
+/// The result of scanning records.
+#[derive(Debug)]
+pub struct Scan {
+    /// The records read, with their sequence numbers.
+    pub records: Vec<(u64, Entry)>,
+    /// File offset just past the last whole record.
+    pub valid_end: u64,
+    /// Sequence number the next record must carry.
+    pub next_seq: u64,
+    /// How the scan ended.
+    pub tail: Tail,
+    /// True if the last record is a `Rotate`.
+    pub rotated: bool,
+}
+
+/// Scans the records in `bytes`, which are the file's bytes from offset `start` to its end.
+/// `next_seq` is the sequence number the first record must carry.
+///
+/// A damaged record that is the last thing in the file is a torn tail ([`Tail::Torn`]); a
+/// damaged record followed by more bytes, a sequence gap, or any byte after a `Rotate` record
+/// is [`Error::Corrupt`].
+pub fn scan_records(bytes: &[u8], start: u64, next_seq: u64, path: &Path) -> Result<Scan> {
+    let mut scan = Scan {
+        records: Vec::new(),
+        valid_end: start,
+        next_seq,
+        tail: Tail::Clean,
+        rotated: false,
+    };
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let offset = start + pos as u64;
+        if scan.rotated {
+            return Err(Error::corrupt(
+                path,
+                format!("{} bytes after the rotate record at offset {offset}", bytes.len() - pos),
+            ));
+        }
+        let rest = bytes.get(pos..).unwrap_or_default();
+        let torn = |scan: &mut Scan| scan.tail = Tail::Torn { offset };
+        let Some(header) = rest.get(..RECORD_HEADER_LEN) else {
+            torn(&mut scan);
+            break;
+        };
+        let mut d = Decoder::new(header);
+        let (len, seq, header_crc) = match (d.u32(), d.u64(), d.u32()) {
+            (Ok(l), Ok(s), Ok(c)) => (l as usize, s, c),
+            _ => {
+                torn(&mut scan);
+                break;
+            }
+        };
+        if crc32fast::hash(header.get(..12).unwrap_or_default()) != header_crc {
+            if rest.iter().all(|&b| b == 0) {
+                torn(&mut scan);
+                break;
+            }
+            return Err(Error::corrupt(
+                path,
+                format!("record header checksum mismatch at offset {offset}"),
+            ));
+        }
+        if len > MAX_RECORD_LEN {
+            return Err(Error::corrupt(
+                path,
+                format!("record at offset {offset} claims {len} bytes, over the limit"),
+            ));
+        }
+        if seq != scan.next_seq {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "record at offset {offset} has sequence {seq}, expected {}",
+                    scan.next_seq
+                ),
+            ));
+        }
+        let total = RECORD_HEADER_LEN + len + RECORD_TRAILER_LEN;
+        let Some(record) = rest.get(..total) else {
+            torn(&mut scan);
+            break;
+        };
+        let payload = record
+            .get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + len)
+            .unwrap_or_default();
+        let trailer = record.get(RECORD_HEADER_LEN + len..).unwrap_or_default();
+        let stored_crc = Decoder::new(trailer).u32().unwrap_or(0);
+        if crc32fast::hash(payload) != stored_crc {
+            if total == rest.len() {
+                torn(&mut scan);
+                break;
+            }
+            return Err(Error::corrupt(
+                path,
+                format!("record {seq} at offset {offset}: payload checksum mismatch"),
+            ));
+        }
+        let entry = Entry::decode(payload).map_err(|e| {
+            Error::corrupt(path, format!("record {seq} at offset {offset}: entry {e}"))
+        })?;
+        if matches!(entry, Entry::Rotate { .. }) {
+            scan.rotated = true;
+        }
+        scan.records.push((seq, entry));
+        pos += total;
+        scan.valid_end = start + pos as u64;
+        scan.next_seq = seq + 1;
+    }
+    Ok(scan)
+}
+
+/// Frames one record.
+pub fn encode_record(seq: u64, payload: &[u8]) -> Result<Vec<u8>> {
+    if payload.len() > MAX_RECORD_LEN {
+        return Err(Error::BatchTooLarge {
+            size: payload.len(),
+            limit: MAX_RECORD_LEN,
+        });
+    }
+    let mut e = Encoder::new();
+    e.u32(payload.len() as u32);
+    e.u64(seq);
+    let header = e.into_bytes();
+    let header_crc = crc32fast::hash(&header);
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + payload.len() + RECORD_TRAILER_LEN);
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&header_crc.to_le_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    Ok(out)
+}
+
+/// The writer's handle on the live log file.
+#[derive(Debug)]
+pub struct LogWriter {
+    file: File,
+    path: PathBuf,
+    number: u64,
+    len: u64,
+}
+
+impl LogWriter {
+    /// Creates log `number` in `dir` with its header, fsyncs it and the directory.
+    pub fn create(dir: &Path, header: &LogHeader) -> Result<LogWriter> {
+        let path = dir.join(log_file_name(header.number));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let bytes = header.encode();
+        file.write_all(&bytes).map_err(|e| Error::io(&path, e))?;
+        file.sync_all().map_err(|e| Error::io(&path, e))?;
+        sync_dir(dir)?;
+        Ok(LogWriter {
+            file,
+            path,
+            number: header.number,
+            len: bytes.len() as u64,
+        })
+    }
+
+    /// Opens an existing log for appending at `valid_end`, truncating anything after it (a
+    /// torn tail) and fsyncing the truncation.
+    pub fn open(path: &Path, number: u64, valid_end: u64) -> Result<LogWriter> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let actual = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if actual != valid_end {
+            file.set_len(valid_end).map_err(|e| Error::io(path, e))?;
+            file.sync_all().map_err(|e| Error::io(path, e))?;
+        }
+        Ok(LogWriter {
+            file,
+            path: path.to_owned(),
+            number,
+            len: valid_end,
+        })
+    }
+
+    /// Appends one framed record; with `sync`, fdatasyncs before returning.
+    pub fn append(&mut self, record: &[u8], sync: bool) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(record, self.len)
+            .map_err(|e| Error::io(&self.path, e))?;
+        if sync {
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io(&self.path, e))?;
+        }
+        self.len += record.len() as u64;
+        Ok(())
+    }
+
+    /// Current length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True if the log holds only its header.
+    pub fn is_empty(&self) -> bool {
+        self.len <= LOG_HEADER_LEN as u64
+    }
+
+    /// The log's number.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record_bytes(entries: &[Entry], first_seq: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            out.extend(encode_record(first_seq + i as u64, &entry.encode()).unwrap());
+        }
+        out
+    }
+
+    fn entries() -> Vec<Entry> {
+        (0..4)
+            .map(|i| Entry::DeleteSegment {
+                segment: format!("seg{i}.g1"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn header_round_trip_and_checks() {
+        let h = LogHeader {
+            store_id: [7; 16],
+            number: 3,
+            first_seq: 99,
+        };
+        let bytes = h.encode();
+        assert_eq!(bytes.len(), LOG_HEADER_LEN);
+        let p = Path::new("x");
+        assert_eq!(LogHeader::decode(&bytes, p).unwrap(), h);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(LogHeader::decode(&bad, p).is_err(), "flip at {i}");
+        }
+        assert!(LogHeader::decode(&bytes[..40], p).is_err());
+    }
+
+    #[test]
+    fn every_truncation_is_a_torn_tail_with_a_whole_prefix() {
+        let bytes = record_bytes(&entries(), 10);
+        let p = Path::new("x");
+        let full = scan_records(&bytes, 0, 10, p).unwrap();
+        assert_eq!(full.records.len(), 4);
+        assert_eq!(full.tail, Tail::Clean);
+        for cut in 0..bytes.len() {
+            let scan = scan_records(&bytes[..cut], 0, 10, p).unwrap();
+            assert!(scan.valid_end as usize <= cut);
+            let whole = full
+                .records
+                .iter()
+                .take_while(|_| true)
+                .count();
+            assert!(scan.records.len() <= whole);
+            assert_eq!(scan.records[..], full.records[..scan.records.len()]);
+            if cut as u64 != scan.valid_end {
+                assert_eq!(scan.tail, Tail::Torn { offset: scan.valid_end });
+            }
+        }
+    }
+
+    #[test]
+    fn a_flip_before_the_last_record_is_corruption() {
+        let bytes = record_bytes(&entries(), 1);
+        let p = Path::new("x");
+        let last_start = bytes.len() - encode_record(4, &entries()[3].encode()).unwrap().len();
+        for i in 0..last_start {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x01;
+            match scan_records(&bad, 0, 1, p) {
+                Err(Error::Corrupt { .. }) => {}
+                other => panic!("flip at {i}: {other:?}"),
+            }
+        }
+        // A flip inside the last record's payload is a torn tail: the record is not counted.
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 6] ^= 0x01;
+        let scan = scan_records(&bad, 0, 1, p).unwrap();
+        assert_eq!(scan.records.len(), 3);
+        assert_eq!(scan.tail, Tail::Torn { offset: last_start as u64 });
+    }
+
+    #[test]
+    fn zero_filled_tail_is_torn_and_sequence_gaps_are_corrupt() {
+        let mut bytes = record_bytes(&entries(), 1);
+        let good = bytes.len();
+        bytes.extend([0u8; 4096]);
+        let scan = scan_records(&bytes, 0, 1, Path::new("x")).unwrap();
+        assert_eq!(scan.records.len(), 4);
+        assert_eq!(scan.tail, Tail::Torn { offset: good as u64 });
+        let bytes = record_bytes(&entries(), 1);
+        assert!(scan_records(&bytes, 0, 2, Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn bytes_after_rotate_are_corrupt() {
+        let mut list = entries();
+        list.insert(2, Entry::Rotate { next_log: 2 });
+        let bytes = record_bytes(&list, 1);
+        assert!(scan_records(&bytes, 0, 1, Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn file_names_round_trip() {
+        assert_eq!(parse_log_file_name(&log_file_name(0x1234)), Some(0x1234));
+        assert_eq!(parse_log_file_name("log-12.seglog"), None);
+        assert_eq!(parse_log_file_name("MANIFEST"), None);
+    }
+}

@@ -1,0 +1,42 @@
+//! Options for opening a store.
+
+use crate::table::Verification;
+use std::time::Duration;
+
+/// How a store is opened. `Options::default()` is the safe choice: fsync per write, tables
+/// verified by checksum when first mapped, automatic compaction on.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// fsync the log before a write returns (default `true`). With `false` a write is durable
+    /// only at the next synced write, compaction or close; a crash may lose recent writes but
+    /// never leaves a half write.
+    pub sync: bool,
+    /// How tables are checked when first mapped (default [`Verification::Checksum`], which
+    /// reads each table file once).
+    pub verification: Verification,
+    /// Compact in a background thread when the policy says so (default `true`; writers only).
+    pub auto_compact: bool,
+    /// Compact once the log holds at least this many bytes... (default 64 MiB)
+    pub compact_min_log_bytes: u64,
+    /// ...and at least this fraction of the tables' bytes (default 0.25).
+    pub compact_log_ratio: f64,
+    /// Memory for sorting keys of a bulk replace before spilling to disk (default 256 MiB).
+    pub sort_memory_budget: usize,
+    /// How often a read-only handle looks for new writes (default 50 ms). `None` turns the
+    /// background poll off; call `refresh` yourself.
+    pub poll_interval: Option<Duration>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sync: true,
+            verification: Verification::Checksum,
+            auto_compact: true,
+            compact_min_log_bytes: 64 << 20,
+            compact_log_ratio: 0.25,
+            sort_memory_budget: 256 << 20,
+            poll_interval: Some(Duration::from_millis(50)),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Loading a store's state from disk: the manifest's tables, then the log chain replayed.
+//!
+//! Used by the writer at open (which then repairs a torn tail and removes orphans) and by
+//! read-only handles (which repair nothing).
+
+use crate::entry::{Entry, TableRef};
+use crate::error::{Error, Result};
+use crate::files::table_file_name;
+use crate::log::{log_file_name, scan_records, LogHeader, Tail, LOG_HEADER_LEN};
+use crate::manifest::Manifest;
+use crate::snapshot::{ListState, LoadedTable, SegmentState, Snapshot};
+use crate::table::{Table, Verification};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Opened tables by file id, so a table is mapped and verified once per process.
+#[derive(Debug, Default)]
+pub(crate) struct TableCache {
+    tables: HashMap<u64, Arc<LoadedTable>>,
+}
+
+impl TableCache {
+    /// The table `table_ref` names, opened (and verified) on first use.
+    pub fn resolve(
+        &mut self,
+        dir: &Path,
+        store_id: &[u8; 16],
+        table_ref: &TableRef,
+        verification: Verification,
+        referenced_by: &str,
+    ) -> Result<Arc<LoadedTable>> {
+        if let Some(found) = self.tables.get(&table_ref.file_id) {
+            if found.table_ref == *table_ref {
+                return Ok(found.clone());
+            }
+        }
+        let path = dir.join(table_file_name(table_ref.file_id));
+        if !path.exists() {
+            return Err(Error::MissingFile {
+                path,
+                referenced_by: referenced_by.to_owned(),
+            });
+        }
+        let table = Table::open(&path, store_id, &table_ref.info, verification)?;
+        let loaded = Arc::new(LoadedTable {
+            table_ref: *table_ref,
+            table,
+        });
+        self.tables.insert(table_ref.file_id, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Adds a table the caller opened itself.
+    pub fn insert(&mut self, loaded: Arc<LoadedTable>) {
+        self.tables.insert(loaded.table_ref.file_id, loaded);
+    }
+
+    /// Forgets tables no one else holds.
+    pub fn prune(&mut self) {
+        self.tables.retain(|_, t| Arc::strong_count(t) > 1);
+    }
+}
+
+/// Where replay stopped: the live (last) log of the chain.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveLog {
+    pub number: u64,
+    pub path: PathBuf,
+    /// Offset just past the last whole record.
+    pub valid_end: u64,
+    /// The file's length when read (greater than `valid_end` after a torn write).
+    pub file_len: u64,
+    pub next_seq: u64,
+    pub tail: Tail,
+}
+
+/// A store's state as loaded from disk.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub manifest: Manifest,
+    pub snapshot: Snapshot,
+    pub live_log: LiveLog,
+    /// Every log number of the chain, in order.
+    pub log_numbers: Vec<u64>,
+    /// Every table the log chain references (replace entries).
+    pub log_tables: Vec<TableRef>,
+    /// Bytes of log records in the chain (headers excluded).
+    pub log_bytes: u64,
+}
+
+/// The base snapshot a manifest describes (no log applied).
+pub(crate) fn base_snapshot(
+    dir: &Path,
+    manifest: &Manifest,
+    cache: &mut TableCache,
+    verification: Verification,
+) -> Result<Snapshot> {
+    let mut snapshot = Snapshot {
+        cursor: manifest.cursor.clone(),
+        synchronized_on: manifest.synchronized_on,
+        last_seq: manifest.log_first_seq.saturating_sub(1),
+        ..Snapshot::default()
+    };
+    for record in &manifest.segments {
+        let mut lists: [ListState; 2] = Default::default();
+        for (slot, table) in lists.iter_mut().zip(&record.tables) {
+            if let Some(table_ref) = table {
+                slot.table = Some(cache.resolve(
+                    dir,
+                    &manifest.store_id,
+                    table_ref,
+                    verification,
+                    crate::manifest::MANIFEST_FILE,
+                )?);
+            }
+        }
+        snapshot.segments.insert(
+            Arc::from(record.segment.as_str()),
+            Arc::new(SegmentState {
+                kind: record.kind.clone(),
+                details: record.details.clone(),
+                lists,
+            }),
+        );
+    }
+    Ok(snapshot)
+}
+
+/// Reads one log file whole and checks its header against what the chain expects.
+pub(crate) fn read_log(
+    dir: &Path,
+    number: u64,
+    store_id: &[u8; 16],
+    first_seq: u64,
+) -> Result<(PathBuf, Vec<u8>)> {
+    let path = dir.join(log_file_name(number));
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::MissingFile {
+                path,
+                referenced_by: if number == 0 {
+                    crate::manifest::MANIFEST_FILE.to_owned()
+                } else {
+                    format!("{} or {}", crate::manifest::MANIFEST_FILE, log_file_name(number.saturating_sub(1)))
+                },
+            })
+        }
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let header = LogHeader::decode(&bytes, &path)?;
+    if header.store_id != *store_id {
+        return Err(Error::ForeignFile { path });
+    }
+    if header.number != number || header.first_seq != first_seq {
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "log header says number {} first sequence {}, expected {number} and {first_seq}",
+                header.number, header.first_seq
+            ),
+        ));
+    }
+    Ok((path, bytes))
+}
+
+/// Loads the manifest's tables and replays the log chain.
+pub(crate) fn load(
+    dir: &Path,
+    manifest: Manifest,
+    cache: &mut TableCache,
+    verification: Verification,
+) -> Result<Loaded> {
+    let mut snapshot = base_snapshot(dir, &manifest, cache, verification)?;
+    let mut number = manifest.log_number;
+    let mut next_seq = manifest.log_first_seq;
+    let mut log_numbers = Vec::new();
+    let mut log_tables = Vec::new();
+    let mut log_bytes = 0u64;
+    loop {
+        let (path, bytes) = read_log(dir, number, &manifest.store_id, next_seq)?;
+        log_numbers.push(number);
+        let body = bytes.get(LOG_HEADER_LEN..).unwrap_or_default();
+        let scan = scan_records(body, LOG_HEADER_LEN as u64, next_seq, &path)?;
+        let name = log_file_name(number);
+        let mut next_log = None;
+        for (seq, entry) in &scan.records {
+            if let Entry::ReplaceList {
+                table: Some(t), ..
+            } = entry
+            {
+                log_tables.push(*t);
+            }
+            if let Entry::Rotate { next_log: n } = entry {
+                next_log = Some(*n);
+            }
+            snapshot.apply(*seq, entry, &mut |t| {
+                cache.resolve(dir, &manifest.store_id, t, verification, &name)
+            })?;
+        }
+        log_bytes += scan.valid_end - LOG_HEADER_LEN as u64;
+        match next_log {
+            Some(n) if n == number + 1 => {
+                number = n;
+                next_seq = scan.next_seq;
+            }
+            Some(n) => {
+                return Err(Error::corrupt(
+                    &path,
+                    format!("rotates to log {n}, expected {}", number + 1),
+                ))
+            }
+            None => {
+                let live_log = LiveLog {
+                    number,
+                    path,
+                    valid_end: scan.valid_end,
+                    file_len: bytes.len() as u64,
+                    next_seq: scan.next_seq,
+                    tail: scan.tail,
+                };
+                return Ok(Loaded {
+                    manifest,
+                    snapshot,
+                    live_log,
+                    log_numbers,
+                    log_tables,
+                    log_bytes,
+                });
+            }
+        }
+    }
+}

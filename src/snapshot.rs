@@ -1,0 +1,419 @@
+//! An immutable view of the store: tables plus the log's overlay, as of one write.
+//!
+//! A [`Snapshot`] never changes. The writer makes a new one per write (sharing structure with
+//! the last through persistent collections) and publishes it with a pointer swap, so a reader
+//! holding one is never blocked and never sees half a write.
+
+use crate::change::{List, SegmentChange};
+use crate::entry::{Details, Entry, TableRef};
+use crate::error::{Error, Result};
+use crate::table::Table;
+use imbl::{OrdMap, OrdSet};
+use std::sync::Arc;
+
+/// A key as the overlay holds it (cheap to clone).
+pub(crate) type Key = Arc<[u8]>;
+
+/// The default context kind.
+pub const DEFAULT_KIND: &str = "user";
+
+/// A table file in use, with the id that names it.
+#[derive(Debug)]
+pub(crate) struct LoadedTable {
+    pub table_ref: TableRef,
+    pub table: Table,
+}
+
+/// One list: a base table plus the keys added and removed since it was built.
+///
+/// Invariants: `added` and the table are disjoint; `removed` is a subset of the table. So the
+/// list's size is `table + added - removed`, and the overlay never grows past the keys
+/// actually changed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ListState {
+    pub table: Option<Arc<LoadedTable>>,
+    pub added: OrdSet<Key>,
+    pub removed: OrdSet<Key>,
+}
+
+impl ListState {
+    fn table_contains(&self, key: &[u8]) -> bool {
+        self.table.as_ref().is_some_and(|t| t.table.contains(key))
+    }
+
+    /// True if the list holds `key`.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        if !self.added.is_empty() && self.added.contains(key) {
+            return true;
+        }
+        if !self.removed.is_empty() && self.removed.contains(key) {
+            return false;
+        }
+        self.table_contains(key)
+    }
+
+    fn add(&mut self, key: &[u8]) {
+        if self.removed.remove(key).is_some() {
+            return;
+        }
+        if !self.table_contains(key) {
+            self.added.insert(Key::from(key));
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if self.added.remove(key).is_some() {
+            return;
+        }
+        if self.table_contains(key) {
+            self.removed.insert(Key::from(key));
+        }
+    }
+
+    /// Number of keys in the list.
+    pub fn len(&self) -> u64 {
+        let base = self.table.as_ref().map_or(0, |t| t.table.len());
+        base + self.added.len() as u64 - self.removed.len() as u64
+    }
+
+    /// True if the overlay changes nothing.
+    pub fn overlay_is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+
+    /// Keys in byte order.
+    pub fn keys(&self) -> ListKeys<'_> {
+        ListKeys {
+            table: self.table.as_ref().map(|t| t.table.keys().peekable()),
+            added: self.added.iter().peekable(),
+            removed: &self.removed,
+        }
+    }
+}
+
+/// Keys of one list in byte order: the table's keys merged with the overlay.
+pub struct ListKeys<'a> {
+    table: Option<std::iter::Peekable<crate::table::TableKeys<'a>>>,
+    added: std::iter::Peekable<imbl::ordset::Iter<'a, Key, imbl::shared_ptr::DefaultSharedPtr>>,
+    removed: &'a OrdSet<Key>,
+}
+
+impl Iterator for ListKeys<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let from_table = match self.table.as_mut() {
+                Some(t) => t.peek().cloned(),
+                None => None,
+            };
+            let from_added = self.added.peek().map(|k| &***k);
+            match (from_table, from_added) {
+                (None, None) => return None,
+                (Some(t), Some(a)) if a < t.as_slice() => {
+                    return self.added.next().map(|k| k.to_vec());
+                }
+                (Some(t), _) => {
+                    if let Some(table) = self.table.as_mut() {
+                        table.next();
+                    }
+                    if self.removed.is_empty() || !self.removed.contains(t.as_slice()) {
+                        return Some(t);
+                    }
+                }
+                (None, Some(_)) => return self.added.next().map(|k| k.to_vec()),
+            }
+        }
+    }
+}
+
+/// One segment's state.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentState {
+    pub kind: String,
+    pub details: Details,
+    pub lists: [ListState; 2],
+}
+
+impl SegmentState {
+    fn new(kind: &str) -> Self {
+        SegmentState {
+            kind: kind.to_owned(),
+            details: Details::default(),
+            lists: Default::default(),
+        }
+    }
+
+    fn list_mut(&mut self, list: List) -> &mut ListState {
+        match list {
+            List::Included => &mut self.lists[0],
+            List::Excluded => &mut self.lists[1],
+        }
+    }
+
+    pub fn list(&self, list: List) -> &ListState {
+        match list {
+            List::Included => &self.lists[0],
+            List::Excluded => &self.lists[1],
+        }
+    }
+}
+
+/// What `check` answers for one segment and key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// The key is in the included list (whatever the excluded list says).
+    Included,
+    /// The key is in the excluded list only.
+    Excluded,
+    /// Neither list holds the key, or the segment does not exist.
+    Unknown,
+}
+
+impl Status {
+    /// `included`, `excluded` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Included => "included",
+            Status::Excluded => "excluded",
+            Status::Unknown => "unknown",
+        }
+    }
+}
+
+/// The segments that mention a key: `true` if included, `false` if excluded only. Sorted by
+/// segment ref; immutable and cheap to share across threads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    entries: Vec<(Arc<str>, bool)>,
+}
+
+impl Membership {
+    /// `(segment ref, included)` pairs in ref order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.entries.iter().map(|(s, b)| (&**s, *b))
+    }
+
+    /// The answer for one segment, or `None` if the key is in neither of its lists.
+    pub fn get(&self, segment: &str) -> Option<bool> {
+        self.entries
+            .binary_search_by(|(s, _)| (**s).cmp(segment))
+            .ok()
+            .and_then(|i| self.entries.get(i))
+            .map(|(_, b)| *b)
+    }
+
+    /// Number of segments that mention the key.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True for a key no segment mentions.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The sync metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// Unix ms of the last successful sync; `None` if the store was never synced.
+    pub synchronized_on: Option<u64>,
+    /// The sync cursor (`""` before the first patch).
+    pub cursor: String,
+}
+
+/// A segment's description, as [`Snapshot::segments`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SegmentInfo {
+    /// Ref.
+    pub segment: String,
+    /// Context kind.
+    pub kind: String,
+    /// Local details.
+    pub details: Details,
+    /// Keys in the included list.
+    pub included: u64,
+    /// Keys in the excluded list.
+    pub excluded: u64,
+}
+
+/// An immutable view of the whole store at one point in its history.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub(crate) segments: OrdMap<Arc<str>, Arc<SegmentState>>,
+    pub(crate) cursor: String,
+    pub(crate) synchronized_on: Option<u64>,
+    /// Sequence number of the last record applied (0 before any).
+    pub(crate) last_seq: u64,
+}
+
+impl Snapshot {
+    /// Answers "is `key` in `segment`?": included beats excluded; an unknown segment or key
+    /// is [`Status::Unknown`].
+    pub fn check(&self, segment: &str, key: &[u8]) -> Status {
+        let Some(state) = self.segments.get(segment) else {
+            return Status::Unknown;
+        };
+        if state.lists[0].contains(key) {
+            Status::Included
+        } else if state.lists[1].contains(key) {
+            Status::Excluded
+        } else {
+            Status::Unknown
+        }
+    }
+
+    /// Every segment that mentions `key`. An unknown key is an empty membership.
+    pub fn membership(&self, key: &[u8]) -> Membership {
+        let mut entries = Vec::new();
+        for (segment, state) in &self.segments {
+            if state.lists[0].contains(key) {
+                entries.push((segment.clone(), true));
+            } else if state.lists[1].contains(key) {
+                entries.push((segment.clone(), false));
+            }
+        }
+        Membership { entries }
+    }
+
+    /// The sync metadata.
+    pub fn metadata(&self) -> Metadata {
+        Metadata {
+            synchronized_on: self.synchronized_on,
+            cursor: self.cursor.clone(),
+        }
+    }
+
+    /// Every segment, in ref order, with its counts.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.segments
+            .iter()
+            .map(|(segment, state)| info(segment, state))
+            .collect()
+    }
+
+    /// One segment, or `None`.
+    pub fn segment(&self, segment: &str) -> Option<SegmentInfo> {
+        self.segments.get(segment).map(|s| info(segment, s))
+    }
+
+    /// The keys of one list in byte order.
+    pub fn export(&self, segment: &str, list: List) -> Result<ListKeys<'_>> {
+        let state = self
+            .segments
+            .get(segment)
+            .ok_or_else(|| Error::UnknownSegment(segment.to_owned()))?;
+        Ok(state.list(list).keys())
+    }
+
+    /// Sequence number of the last write this snapshot includes.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    pub(crate) fn segment_state(&self, segment: &str) -> Option<&Arc<SegmentState>> {
+        self.segments.get(segment)
+    }
+
+    /// Keys held in overlays (added + removed) across all lists.
+    pub(crate) fn overlay_keys(&self) -> u64 {
+        self.segments
+            .values()
+            .flat_map(|s| s.lists.iter())
+            .map(|l| (l.added.len() + l.removed.len()) as u64)
+            .sum()
+    }
+
+    /// Applies one log entry. `resolve` opens the table a `ReplaceList` names.
+    pub(crate) fn apply(
+        &mut self,
+        seq: u64,
+        entry: &Entry,
+        resolve: &mut dyn FnMut(&TableRef) -> Result<Arc<LoadedTable>>,
+    ) -> Result<()> {
+        match entry {
+            Entry::Write {
+                changes,
+                set_cursor,
+                synchronized_on,
+            } => {
+                for change in changes {
+                    self.apply_change(change);
+                }
+                if let Some(cursor) = set_cursor {
+                    self.cursor.clone_from(cursor);
+                }
+                if let Some(at) = synchronized_on {
+                    self.synchronized_on = Some(*at);
+                }
+            }
+            Entry::CreateSegment { segment, kind } => {
+                self.segments
+                    .insert(Arc::from(segment.as_str()), Arc::new(SegmentState::new(kind)));
+            }
+            Entry::DeleteSegment { segment } => {
+                self.segments.remove(segment.as_str());
+            }
+            Entry::SetDetails { segment, details } => {
+                if let Some(state) = self.segments.get_mut(segment.as_str()) {
+                    Arc::make_mut(state).details = details.clone();
+                }
+            }
+            Entry::ReplaceList {
+                segment,
+                kind,
+                list,
+                table,
+            } => {
+                let loaded = match table {
+                    Some(t) => Some(resolve(t)?),
+                    None => None,
+                };
+                let state = self.segment_entry(segment, kind, None);
+                *state.list_mut(*list) = ListState {
+                    table: loaded,
+                    ..ListState::default()
+                };
+            }
+            Entry::Rotate { .. } => {}
+        }
+        self.last_seq = seq;
+        Ok(())
+    }
+
+    fn apply_change(&mut self, change: &SegmentChange) {
+        let kind = change.kind.as_deref().unwrap_or(DEFAULT_KIND);
+        let state = self.segment_entry(&change.segment, kind, change.name.as_deref());
+        for list in List::BOTH {
+            let lc = change.list(list);
+            let target = state.list_mut(list);
+            for key in &lc.add {
+                target.add(key);
+            }
+            for key in &lc.remove {
+                target.remove(key);
+            }
+        }
+    }
+
+    /// The segment's state for writing, created (with `kind` and `name`) if missing.
+    fn segment_entry(&mut self, segment: &str, kind: &str, name: Option<&str>) -> &mut SegmentState {
+        let entry = self.segments.entry(Arc::from(segment)).or_insert_with(|| {
+            let mut state = SegmentState::new(kind);
+            state.details.name = name.map(str::to_owned);
+            Arc::new(state)
+        });
+        Arc::make_mut(entry)
+    }
+}
+
+fn info(segment: &str, state: &SegmentState) -> SegmentInfo {
+    SegmentInfo {
+        segment: segment.to_owned(),
+        kind: state.kind.clone(),
+        details: state.details.clone(),
+        included: state.lists[0].len(),
+        excluded: state.lists[1].len(),
+    }
+}

@@ -1,0 +1,751 @@
+//! The writer: one per store directory, guarded by a lock file.
+
+use crate::change::{Batch, List};
+use crate::compact::{build_table, compact_list};
+use crate::entry::{Details, Entry, TableRef, MAX_DESCRIPTION_LEN, MAX_TAGS};
+use crate::error::{Error, Result};
+use crate::extsort::{sort_keys, SortOptions};
+use crate::files::{parse_table_file_name, table_file_name, LOCK_FILE};
+use crate::fsutil::sync_dir;
+use crate::key::{validate_key, validate_kind, validate_ref, MAX_NAME_LEN};
+use crate::log::{encode_record, log_file_name, parse_log_file_name, LogHeader, LogWriter};
+use crate::manifest::{Manifest, SegmentRecord, MANIFEST_FILE};
+use crate::options::Options;
+use crate::recovery::{base_snapshot, load, TableCache};
+use crate::snapshot::{LoadedTable, Snapshot, DEFAULT_KIND};
+use crate::table::{is_hash_key, TableKind};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// What a bulk replace did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaceStats {
+    /// Distinct keys now in the list.
+    pub keys: u64,
+    /// Keys read, duplicates included.
+    pub keys_read: u64,
+    /// The table kind chosen (`None` for an empty list).
+    pub kind: Option<TableKind>,
+    /// Sorted runs spilled to disk (0 when the input fit the memory budget).
+    pub spilled_runs: usize,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionStats {
+    /// Bytes of tables and logs before.
+    pub bytes_before: u64,
+    /// Bytes of tables and logs after.
+    pub bytes_after: u64,
+    /// Tables written.
+    pub tables_written: usize,
+    /// Files removed.
+    pub files_retired: usize,
+}
+
+/// The writer's mutable state, behind one mutex.
+#[derive(Debug)]
+struct WriterState {
+    log: LogWriter,
+    next_seq: u64,
+    manifest: Manifest,
+    /// Record bytes in the log chain since the manifest.
+    log_bytes: u64,
+    /// Set while a compaction runs: the entries written since it rotated the log.
+    since_rotation: Option<Vec<(u64, Entry)>>,
+    /// Set after a failure that leaves durability unknown.
+    poisoned: Option<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    options: Options,
+    store_id: [u8; 16],
+    _lock: File,
+    current: ArcSwap<Snapshot>,
+    writer: Mutex<WriterState>,
+    compaction: Mutex<()>,
+    tables: Mutex<TableCache>,
+    next_file_id: AtomicU64,
+    compact_signal: Mutex<Option<mpsc::Sender<()>>>,
+    last_background_error: Mutex<Option<String>>,
+}
+
+/// A store opened for writing. Cheap to share across threads (`&Store` is enough for every
+/// call); reads never wait for writes.
+///
+/// ```
+/// use segstore::{Batch, List, Options, Status, Store};
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::create(dir.path(), Options::default())?;
+/// store.write(Batch::new().add("beta.g1", List::Included, "user-1"))?;
+/// assert_eq!(store.snapshot().check("beta.g1", b"user-1"), Status::Included);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+    compactor: Option<JoinHandle<()>>,
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_owned(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+fn new_store_id(dir: &Path) -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.write(dir.as_os_str().as_encoded_bytes());
+    let seed = h.finish();
+    xxhash_rust::xxh3::xxh3_128_with_seed(b"segstore store id", seed).to_le_bytes()
+}
+
+impl Store {
+    /// Creates a new, empty store in `dir` (created if missing). Fails with
+    /// [`Error::AlreadyExists`] if a store is there.
+    pub fn create(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock = lock_dir(dir)?;
+        if dir.join(MANIFEST_FILE).exists() {
+            return Err(Error::AlreadyExists {
+                path: dir.to_owned(),
+            });
+        }
+        let store_id = new_store_id(dir);
+        // A create that crashed before its manifest may have left the first log.
+        let first_log = dir.join(log_file_name(1));
+        if first_log.exists() {
+            std::fs::remove_file(&first_log).map_err(|e| Error::io(&first_log, e))?;
+        }
+        LogWriter::create(
+            dir,
+            &LogHeader {
+                store_id,
+                number: 1,
+                first_seq: 1,
+            },
+        )?;
+        let manifest = Manifest {
+            store_id,
+            generation: 1,
+            log_number: 1,
+            log_first_seq: 1,
+            next_file_id: 1,
+            synchronized_on: None,
+            cursor: String::new(),
+            segments: Vec::new(),
+        };
+        manifest.store(dir)?;
+        drop(lock);
+        Store::open(dir, options)
+    }
+
+    /// Opens an existing store for writing: replays the log, truncates a torn last record,
+    /// removes files no manifest or log names (left by a crash), and starts the background
+    /// compactor if enabled.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let dir = dir.as_ref().to_owned();
+        let lock = lock_dir(&dir)?;
+        let manifest = Manifest::load(&dir)?;
+        let mut cache = TableCache::default();
+        let loaded = load(&dir, manifest, &mut cache, options.verification)?;
+        let live = &loaded.live_log;
+        let log = LogWriter::open(&live.path, live.number, live.valid_end)?;
+        let store_id = loaded.manifest.store_id;
+        let max_id = remove_orphans(&dir, &loaded.manifest, &loaded.log_tables, &loaded.log_numbers)?;
+        let next_file_id = max_id
+            .map_or(1, |m| m + 1)
+            .max(loaded.manifest.next_file_id);
+        let inner = Arc::new(Inner {
+            dir,
+            store_id,
+            _lock: lock,
+            current: ArcSwap::from_pointee(loaded.snapshot),
+            writer: Mutex::new(WriterState {
+                log,
+                next_seq: loaded.live_log.next_seq,
+                manifest: loaded.manifest,
+                log_bytes: loaded.log_bytes,
+                since_rotation: None,
+                poisoned: None,
+            }),
+            compaction: Mutex::new(()),
+            tables: Mutex::new(cache),
+            next_file_id: AtomicU64::new(next_file_id),
+            compact_signal: Mutex::new(None),
+            last_background_error: Mutex::new(None),
+            options,
+        });
+        let compactor = if inner.options.auto_compact {
+            let (tx, rx) = mpsc::channel::<()>();
+            *inner.compact_signal.lock() = Some(tx);
+            let worker = Arc::clone(&inner);
+            Some(
+                std::thread::Builder::new()
+                    .name("segstore-compactor".into())
+                    .spawn(move || {
+                        while rx.recv().is_ok() {
+                            while rx.try_recv().is_ok() {}
+                            if let Err(e) = worker.compact() {
+                                *worker.last_background_error.lock() = Some(e.to_string());
+                            }
+                        }
+                    })
+                    .map_err(|e| Error::io(&inner.dir, e))?,
+            )
+        } else {
+            None
+        };
+        Ok(Store { inner, compactor })
+    }
+
+    /// Opens the store in `dir`, creating it if there is none.
+    pub fn open_or_create(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        match Store::open(dir.as_ref(), options.clone()) {
+            Err(Error::NotFound { .. }) => Store::create(dir, options),
+            other => other,
+        }
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The current state. Never waits; the snapshot never changes.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.current.load_full()
+    }
+
+    /// Applies a batch atomically and durably. With `expect_cursor` set, the batch applies
+    /// only if the stored cursor equals it ([`Error::CursorMismatch`] otherwise, and nothing
+    /// is written). Returns the record's sequence number.
+    pub fn write(&self, batch: Batch) -> Result<u64> {
+        validate_batch(&batch)?;
+        let mut w = self.inner.writer.lock();
+        usable(&w)?;
+        if let Some(expected) = &batch.expect_cursor {
+            let found = &self.inner.current.load().cursor;
+            if expected != found {
+                return Err(Error::CursorMismatch {
+                    expected: expected.clone(),
+                    found: found.clone(),
+                });
+            }
+        }
+        let entry = Entry::Write {
+            changes: batch.changes,
+            set_cursor: batch.set_cursor,
+            synchronized_on: batch.synchronized_on,
+        };
+        self.inner.commit(&mut w, entry)
+    }
+
+    /// Sets `synchronized_on` (Unix ms).
+    pub fn mark_synced(&self, unix_ms: u64) -> Result<u64> {
+        self.write(Batch::new().synchronized_on(unix_ms))
+    }
+
+    /// Creates an empty segment. [`Error::SegmentExists`] if the ref is taken.
+    pub fn create_segment(&self, segment: &str, kind: &str) -> Result<()> {
+        validate_ref(segment)?;
+        validate_kind(kind)?;
+        let mut w = self.inner.writer.lock();
+        usable(&w)?;
+        if self.inner.current.load().segments.contains_key(segment) {
+            return Err(Error::SegmentExists(segment.to_owned()));
+        }
+        let entry = Entry::CreateSegment {
+            segment: segment.to_owned(),
+            kind: kind.to_owned(),
+        };
+        self.inner.commit(&mut w, entry).map(drop)
+    }
+
+    /// Deletes a segment and its lists. [`Error::UnknownSegment`] if there is none.
+    pub fn delete_segment(&self, segment: &str) -> Result<()> {
+        let mut w = self.inner.writer.lock();
+        usable(&w)?;
+        if !self.inner.current.load().segments.contains_key(segment) {
+            return Err(Error::UnknownSegment(segment.to_owned()));
+        }
+        let entry = Entry::DeleteSegment {
+            segment: segment.to_owned(),
+        };
+        self.inner.commit(&mut w, entry).map(drop)
+    }
+
+    /// Replaces a segment's details (name, description, tags). Membership is untouched, and
+    /// no sync write ever changes what this sets.
+    pub fn set_details(&self, segment: &str, details: Details) -> Result<()> {
+        validate_details(&details)?;
+        let mut w = self.inner.writer.lock();
+        usable(&w)?;
+        if !self.inner.current.load().segments.contains_key(segment) {
+            return Err(Error::UnknownSegment(segment.to_owned()));
+        }
+        let entry = Entry::SetDetails {
+            segment: segment.to_owned(),
+            details,
+        };
+        self.inner.commit(&mut w, entry).map(drop)
+    }
+
+    /// Makes one list of `segment` exactly the given keys, creating the segment (with `kind`,
+    /// default `user`) if needed. Keys may come in any order and any number: they are sorted
+    /// within [`Options::sort_memory_budget`], spilling sorted runs to disk beyond it, and
+    /// written straight into a table. The list switches to it in one atomic log record.
+    pub fn replace_list<I>(
+        &self,
+        segment: &str,
+        kind: Option<&str>,
+        list: List,
+        keys: I,
+    ) -> Result<ReplaceStats>
+    where
+        I: IntoIterator<Item = Result<Vec<u8>>>,
+    {
+        validate_ref(segment)?;
+        let kind = kind.unwrap_or(DEFAULT_KIND);
+        validate_kind(kind)?;
+        usable(&self.inner.writer.lock())?;
+        let inner = &self.inner;
+        let checked = keys.into_iter().map(|key| {
+            let key = key?;
+            validate_key(&key)?;
+            Ok(key)
+        });
+        let sort_options = SortOptions {
+            memory_budget: inner.options.sort_memory_budget,
+            temp_dir: inner.dir.clone(),
+        };
+        let sorted = sort_keys(checked, &sort_options, is_hash_key)?;
+        let keys_read = sorted.len_upper_bound();
+        let spilled_runs = sorted.spilled_runs();
+        let table_kind = if sorted.all_matched() {
+            TableKind::Hashed
+        } else {
+            TableKind::Fst
+        };
+        let file_id = inner.next_file_id.fetch_add(1, Ordering::SeqCst);
+        let table = build_table(
+            &inner.dir,
+            &inner.store_id,
+            file_id,
+            table_kind,
+            keys_read,
+            sorted,
+        )?;
+        if table.is_some() {
+            sync_dir(&inner.dir)?;
+        }
+        let stats = ReplaceStats {
+            keys: table.as_ref().map_or(0, |t| t.table.len()),
+            keys_read,
+            kind: table.as_ref().map(|t| t.table.kind()),
+            spilled_runs,
+        };
+        let table_ref = table.as_ref().map(|t| t.table_ref);
+        if let Some(t) = table {
+            inner.tables.lock().insert(t);
+        }
+        let entry = Entry::ReplaceList {
+            segment: segment.to_owned(),
+            kind: kind.to_owned(),
+            list,
+            table: table_ref,
+        };
+        let mut w = inner.writer.lock();
+        let committed = inner.commit(&mut w, entry);
+        drop(w);
+        if let Err(e) = committed {
+            if let Some(t) = table_ref {
+                let _ = std::fs::remove_file(inner.dir.join(table_file_name(t.file_id)));
+            }
+            return Err(e);
+        }
+        Ok(stats)
+    }
+
+    /// Merges the log into new tables and switches the manifest. Writers wait only while the
+    /// log is rotated and while the new state is published; readers never wait.
+    pub fn compact(&self) -> Result<CompactionStats> {
+        self.inner.compact()
+    }
+
+    /// The error of the last failed background compaction, if any.
+    pub fn background_error(&self) -> Option<String> {
+        self.inner.last_background_error.lock().clone()
+    }
+
+    /// Bytes in the log chain since the last compaction.
+    pub fn log_bytes(&self) -> u64 {
+        self.inner.writer.lock().log_bytes
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Dropping the sender ends the compactor's loop after any compaction in progress.
+        self.inner.compact_signal.lock().take();
+        if let Some(handle) = self.compactor.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn usable(w: &WriterState) -> Result<()> {
+    match &w.poisoned {
+        Some(reason) => Err(Error::PreviousIo(reason.clone())),
+        None => Ok(()),
+    }
+}
+
+fn validate_batch(batch: &Batch) -> Result<()> {
+    for change in &batch.changes {
+        validate_ref(&change.segment)?;
+        if let Some(kind) = &change.kind {
+            validate_kind(kind)?;
+        }
+        if let Some(name) = &change.name {
+            validate_text("segment name", name, MAX_NAME_LEN)?;
+        }
+        for list in List::BOTH {
+            let lc = change.list(list);
+            for key in lc.add.iter().chain(&lc.remove) {
+                validate_key(key)?;
+            }
+        }
+    }
+    for cursor in batch.expect_cursor.iter().chain(&batch.set_cursor) {
+        validate_text("cursor", cursor, MAX_NAME_LEN)?;
+    }
+    Ok(())
+}
+
+fn validate_text(what: &'static str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(Error::InvalidArgument {
+            what,
+            detail: format!("{} bytes, the limit is {max}", value.len()),
+        });
+    }
+    Ok(())
+}
+
+fn validate_details(details: &Details) -> Result<()> {
+    if let Some(name) = &details.name {
+        validate_text("segment name", name, MAX_NAME_LEN)?;
+    }
+    if let Some(description) = &details.description {
+        validate_text("description", description, MAX_DESCRIPTION_LEN)?;
+    }
+    if details.tags.len() > MAX_TAGS {
+        return Err(Error::InvalidArgument {
+            what: "tags",
+            detail: format!("{} tags, the limit is {MAX_TAGS}", details.tags.len()),
+        });
+    }
+    for tag in &details.tags {
+        if tag.is_empty() {
+            return Err(Error::InvalidArgument {
+                what: "tag",
+                detail: "must not be empty".into(),
+            });
+        }
+        validate_text("tag", tag, MAX_NAME_LEN)?;
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// Appends `entry` to the log (fsynced per the options) and publishes the new state.
+    /// A failed append poisons the writer: the record may or may not be on disk.
+    fn commit(&self, w: &mut WriterState, entry: Entry) -> Result<u64> {
+        let seq = w.next_seq;
+        let record = encode_record(seq, &entry.encode())?;
+        let mut next = Snapshot::clone(&self.current.load());
+        next.apply(seq, &entry, &mut |t| self.resolve(t, "the log"))?;
+        if let Err(e) = w.log.append(&record, self.options.sync) {
+            w.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        w.next_seq += 1;
+        w.log_bytes += record.len() as u64;
+        if let Some(pending) = w.since_rotation.as_mut() {
+            pending.push((seq, entry));
+        }
+        self.current.store(Arc::new(next));
+        if self.wants_compaction(w) {
+            if let Some(tx) = self.compact_signal.lock().as_ref() {
+                let _ = tx.send(());
+            }
+        }
+        Ok(seq)
+    }
+
+    fn resolve(&self, table_ref: &TableRef, referenced_by: &str) -> Result<Arc<LoadedTable>> {
+        self.tables.lock().resolve(
+            &self.dir,
+            &self.store_id,
+            table_ref,
+            self.options.verification,
+            referenced_by,
+        )
+    }
+
+    fn wants_compaction(&self, w: &WriterState) -> bool {
+        if w.since_rotation.is_some() {
+            return false;
+        }
+        let table_bytes: u64 = w.manifest.tables().map(|t| t.info.file_len).sum();
+        w.log_bytes >= self.options.compact_min_log_bytes
+            && w.log_bytes as f64 >= self.options.compact_log_ratio * table_bytes as f64
+    }
+
+    fn compact(&self) -> Result<CompactionStats> {
+        let _only_one = self.compaction.lock();
+        // 1. Rotate the log: new writes go to the next log while tables are built.
+        let (snapshot, old_manifest, new_log_number, new_first_seq, old_log_bytes) = {
+            let mut w = self.writer.lock();
+            usable(&w)?;
+            let snapshot = self.current.load_full();
+            let number = w.log.number() + 1;
+            let first_seq = w.next_seq + 1;
+            let new_log = LogWriter::create(
+                &self.dir,
+                &LogHeader {
+                    store_id: self.store_id,
+                    number,
+                    first_seq,
+                },
+            )?;
+            let seq = w.next_seq;
+            let record = encode_record(seq, &Entry::Rotate { next_log: number }.encode())?;
+            if let Err(e) = w.log.append(&record, true) {
+                w.poisoned = Some(e.to_string());
+                return Err(e);
+            }
+            w.next_seq += 1;
+            w.log = new_log;
+            w.since_rotation = Some(Vec::new());
+            let mut rotated = Snapshot::clone(&snapshot);
+            rotated.last_seq = seq;
+            (
+                Arc::new(rotated),
+                w.manifest.clone(),
+                number,
+                first_seq,
+                w.log_bytes,
+            )
+        };
+        let built = self.build_compacted(&snapshot, &old_manifest, new_log_number, new_first_seq);
+        let (manifest, written) = match built {
+            Ok(done) => done,
+            Err(e) => {
+                // The rotated log stays in the chain; the next compaction picks it up.
+                self.writer.lock().since_rotation = None;
+                return Err(e);
+            }
+        };
+        // 4. Publish: the new tables plus the entries written since the rotation.
+        let retired_tables: Vec<u64> = {
+            let keep: HashSet<u64> = manifest.tables().map(|t| t.file_id).collect();
+            old_manifest
+                .tables()
+                .map(|t| t.file_id)
+                .chain(snapshot_tables(&snapshot))
+                .filter(|id| !keep.contains(id))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        {
+            let mut w = self.writer.lock();
+            let pending = w.since_rotation.take().unwrap_or_default();
+            let mut cache = self.tables.lock();
+            let mut next = base_snapshot(&self.dir, &manifest, &mut cache, self.options.verification)?;
+            drop(cache);
+            next.last_seq = new_first_seq - 1;
+            for (seq, entry) in &pending {
+                next.apply(*seq, entry, &mut |t| self.resolve(t, "the log"))?;
+            }
+            w.log_bytes = w.log_bytes.saturating_sub(old_log_bytes);
+            w.manifest = manifest.clone();
+            self.current.store(Arc::new(next));
+        }
+        // 5. Retire what the new manifest no longer names.
+        let mut retired = 0;
+        let mut bytes_before = old_log_bytes;
+        for id in retired_tables {
+            let path = self.dir.join(table_file_name(id));
+            bytes_before += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if std::fs::remove_file(&path).is_ok() {
+                retired += 1;
+            }
+        }
+        for number in old_manifest.log_number..new_log_number {
+            if std::fs::remove_file(self.dir.join(log_file_name(number))).is_ok() {
+                retired += 1;
+            }
+        }
+        sync_dir(&self.dir)?;
+        self.tables.lock().prune();
+        let kept: u64 = manifest.tables().map(|t| t.info.file_len).sum();
+        bytes_before += old_manifest
+            .tables()
+            .filter(|t| manifest.tables().any(|n| n.file_id == t.file_id))
+            .map(|t| t.info.file_len)
+            .sum::<u64>();
+        Ok(CompactionStats {
+            bytes_before,
+            bytes_after: kept,
+            tables_written: written,
+            files_retired: retired,
+        })
+    }
+
+    /// Builds the tables for `snapshot` and writes the manifest that names them.
+    fn build_compacted(
+        &self,
+        snapshot: &Snapshot,
+        old: &Manifest,
+        log_number: u64,
+        log_first_seq: u64,
+    ) -> Result<(Manifest, usize)> {
+        let mut segments = Vec::with_capacity(snapshot.segments.len());
+        let mut written = Vec::new();
+        let result = (|| {
+            for (segment, state) in &snapshot.segments {
+                let mut tables = [None, None];
+                for (slot, list) in tables.iter_mut().zip(&state.lists) {
+                    *slot = if list.overlay_is_empty() {
+                        list.table.as_ref().map(|t| t.table_ref)
+                    } else {
+                        let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
+                        let built = compact_list(&self.dir, &self.store_id, id, list)?;
+                        built.map(|t| {
+                            written.push(t.table_ref.file_id);
+                            let r = t.table_ref;
+                            self.tables.lock().insert(t);
+                            r
+                        })
+                    };
+                }
+                segments.push(SegmentRecord {
+                    segment: segment.to_string(),
+                    kind: state.kind.clone(),
+                    details: state.details.clone(),
+                    tables,
+                });
+            }
+            sync_dir(&self.dir)?;
+            let manifest = Manifest {
+                store_id: self.store_id,
+                generation: old.generation + 1,
+                log_number,
+                log_first_seq,
+                next_file_id: self.next_file_id.load(Ordering::SeqCst),
+                synchronized_on: snapshot.synchronized_on,
+                cursor: snapshot.cursor.clone(),
+                segments,
+            };
+            manifest.store(&self.dir)?;
+            Ok(manifest)
+        })();
+        match result {
+            Ok(m) => Ok((m, written.len())),
+            Err(e) => {
+                for id in written {
+                    let _ = std::fs::remove_file(self.dir.join(table_file_name(id)));
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+fn snapshot_tables(snapshot: &Snapshot) -> Vec<u64> {
+    snapshot
+        .segments
+        .values()
+        .flat_map(|s| s.lists.iter())
+        .filter_map(|l| l.table.as_ref().map(|t| t.table_ref.file_id))
+        .collect()
+}
+
+/// Removes files a crash left behind: tables nothing names, logs outside the chain, temp
+/// files. Returns the largest table id seen on disk.
+fn remove_orphans(
+    dir: &Path,
+    manifest: &Manifest,
+    log_tables: &[TableRef],
+    log_numbers: &[u64],
+) -> Result<Option<u64>> {
+    let referenced: HashSet<u64> = manifest
+        .tables()
+        .chain(log_tables)
+        .map(|t| t.file_id)
+        .collect();
+    let chain: HashSet<u64> = log_numbers.iter().copied().collect();
+    let mut max_id = None;
+    let mut removed = false;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = entry.path();
+        let orphan = if let Some(id) = parse_table_file_name(name) {
+            max_id = max_id.max(Some(id));
+            !referenced.contains(&id)
+        } else if let Some(number) = parse_log_file_name(name) {
+            !chain.contains(&number)
+        } else {
+            name == "MANIFEST.tmp" || (name.starts_with(".tmp") && path.is_dir())
+        };
+        if orphan {
+            let result = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            result.map_err(|e| Error::io(&path, e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(max_id)
+}

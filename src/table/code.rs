@@ -1,0 +1,240 @@
+//! The order-preserving 32-byte code of a LaunchDarkly context hash.
+//!
+//! A context hash is the standard padded base64 of a SHA-256 digest: 44 bytes, 43 significant
+//! digits and one `=`. The code replaces every digit by the rank of its *character* in ASCII
+//! order (not by its base64 value), so that comparing codes with `memcmp` gives the same order
+//! as comparing the 44-byte strings. See `docs/table-format.md` for the details and an example.
+
+/// Length of a hash key in bytes (the 44-character base64 string).
+pub const HASH_KEY_LEN: usize = 44;
+/// Length of a code in bytes.
+pub const CODE_LEN: usize = 32;
+
+/// The 64 base64 characters in ASCII order: `+ / 0-9 A-Z a-z`.
+const BY_RANK: [u8; 64] = *b"+/0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// The 16 characters the 43rd digit can take in a canonical encoding of 32 bytes (base64
+/// values that are multiples of 4: `A E I M Q U Y c g k o s w 0 4 8`), in ASCII order.
+const LAST_BY_RANK: [u8; 16] = *b"048AEIMQUYcgkosw";
+
+/// Marks a byte that is not allowed at that position. Every valid rank is < 64, so the high
+/// bit of an OR over all ranks says whether any character was invalid.
+const INVALID: u8 = 0xFF;
+
+const fn rank_table<const N: usize>(chars: &[u8; N]) -> [u8; 256] {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < N {
+        table[chars[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+}
+
+/// Byte → rank in ASCII order among the 64 base64 characters, or [`INVALID`].
+const RANK: [u8; 256] = rank_table(&BY_RANK);
+/// Byte → rank among the 16 characters allowed as the 43rd digit, or [`INVALID`].
+const LAST_RANK: [u8; 256] = rank_table(&LAST_BY_RANK);
+
+/// Whether `key` is a canonical LaunchDarkly context hash: exactly 44 bytes, 43 characters of
+/// the standard base64 alphabet followed by `=`, the 43rd character encoding a value whose low
+/// two bits are zero (so that the string is the one and only encoding of 32 bytes).
+///
+/// Only such keys can be stored in a [`TableKind::Hashed`](super::TableKind::Hashed) table.
+pub fn is_hash_key(key: &[u8]) -> bool {
+    encode(key).is_some()
+}
+
+/// Encodes a hash key into its 32-byte order-preserving code, or `None` if `key` is not a
+/// canonical hash key (see [`is_hash_key`]). Does not allocate.
+///
+/// For any two hash keys `a` and `b`, `encode(a).cmp(&encode(b)) == a.cmp(b)`.
+#[inline]
+pub fn encode(key: &[u8]) -> Option<[u8; CODE_LEN]> {
+    let s: &[u8; HASH_KEY_LEN] = key.try_into().ok()?;
+    let mut out = [0u8; CODE_LEN];
+    let mut bad = 0u8;
+    // Digits 0..40 in ten groups of four: 24 bits → 3 bytes each.
+    for g in 0..10 {
+        let mut acc = 0u32;
+        for j in 0..4 {
+            let r = RANK[s[g * 4 + j] as usize];
+            bad |= r;
+            acc = (acc << 6) | u32::from(r & 0x3F);
+        }
+        out[g * 3] = (acc >> 16) as u8;
+        out[g * 3 + 1] = (acc >> 8) as u8;
+        out[g * 3 + 2] = acc as u8;
+    }
+    // Digits 40 and 41 (6 bits each) and digit 42 (4 bits): 16 bits → 2 bytes.
+    let r40 = RANK[s[40] as usize];
+    let r41 = RANK[s[41] as usize];
+    let r42 = LAST_RANK[s[42] as usize];
+    bad |= r40 | r41 | r42;
+    if bad & 0x80 != 0 || s[43] != b'=' {
+        return None;
+    }
+    let tail = (u16::from(r40) << 10) | (u16::from(r41) << 4) | u16::from(r42);
+    out[30..32].copy_from_slice(&tail.to_be_bytes());
+    Some(out)
+}
+
+/// Decodes a code back into its 44-byte hash key. Total: every 32-byte array is the code of
+/// exactly one hash key, so even a corrupt code decodes to *some* canonical hash key.
+#[inline]
+pub fn decode(code: &[u8; CODE_LEN]) -> [u8; HASH_KEY_LEN] {
+    let mut out = [0u8; HASH_KEY_LEN];
+    for g in 0..10 {
+        let acc = (u32::from(code[g * 3]) << 16)
+            | (u32::from(code[g * 3 + 1]) << 8)
+            | u32::from(code[g * 3 + 2]);
+        for j in 0..4 {
+            let r = (acc >> (18 - 6 * j)) & 0x3F;
+            out[g * 4 + j] = BY_RANK[r as usize];
+        }
+    }
+    let tail = u16::from_be_bytes([code[30], code[31]]);
+    out[40] = BY_RANK[usize::from((tail >> 10) & 0x3F)];
+    out[41] = BY_RANK[usize::from((tail >> 4) & 0x3F)];
+    out[42] = LAST_BY_RANK[usize::from(tail & 0x0F)];
+    out[43] = b'=';
+    out
+}
+
+/// The bucket of a code: its top `bits` bits (`bits` ≤ 32; 0 gives bucket 0).
+#[inline]
+pub fn bucket(code: &[u8; CODE_LEN], bits: u32) -> u64 {
+    if bits == 0 {
+        return 0;
+    }
+    let top = u64::from_be_bytes([
+        code[0], code[1], code[2], code[3], code[4], code[5], code[6], code[7],
+    ]);
+    top >> (64 - bits.min(64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use proptest::prelude::*;
+
+    fn b64(x: &[u8; 32]) -> String {
+        STANDARD.encode(x)
+    }
+
+    #[test]
+    fn tables_are_consistent() {
+        for (rank, &c) in BY_RANK.iter().enumerate() {
+            assert_eq!(RANK[c as usize] as usize, rank);
+        }
+        assert!(BY_RANK.windows(2).all(|w| w[0] < w[1]));
+        assert!(LAST_BY_RANK.windows(2).all(|w| w[0] < w[1]));
+        // The 16 last-digit characters are exactly those whose base64 value is a multiple of 4.
+        let std_alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut expected: Vec<u8> = std_alphabet.iter().copied().step_by(4).collect();
+        expected.sort_unstable();
+        assert_eq!(expected, LAST_BY_RANK.to_vec());
+        assert_eq!(RANK[b'=' as usize], INVALID);
+    }
+
+    #[test]
+    fn worked_example() {
+        // The example of docs/table-format.md.
+        let key = b"CEXjZY7cHJG/ydFy7q4+YEFwVrG3/pkJwA4FAjrbfx0=";
+        let code = encode(key).unwrap();
+        assert_eq!(&decode(&code), key);
+        // 'C' has rank 14, 'E' 16, 'X' 35, 'j' 47.
+        assert_eq!(RANK[b'C' as usize], 14);
+        assert_eq!(RANK[b'E' as usize], 16);
+        assert_eq!(RANK[b'X' as usize], 35);
+        assert_eq!(RANK[b'j' as usize], 47);
+        // 14<<18 | 16<<12 | 35<<6 | 47 = 0x3908EF
+        let first = (14u32 << 18) | (16 << 12) | (35 << 6) | 47;
+        assert_eq!(&code[..3], &first.to_be_bytes()[1..]);
+        // '0' is the last digit: rank 0 among the 16; 'f' = 38+5 = 43, 'x' = 38+23 = 61.
+        let tail = (43u16 << 10) | (61 << 4);
+        assert_eq!(&code[30..], &tail.to_be_bytes());
+    }
+
+    #[test]
+    fn extremes() {
+        let lo = b64(&[0u8; 32]);
+        let hi = b64(&[0xFF; 32]);
+        assert!(is_hash_key(lo.as_bytes()) && is_hash_key(hi.as_bytes()));
+        let min = "++++++++++++++++++++++++++++++++++++++++++0=";
+        let max = "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzw=";
+        assert_eq!(encode(min.as_bytes()), Some([0u8; 32]));
+        assert_eq!(encode(max.as_bytes()), Some([0xFF; 32]));
+        assert_eq!(&decode(&[0u8; 32]), min.as_bytes());
+        assert_eq!(&decode(&[0xFF; 32]), max.as_bytes());
+    }
+
+    #[test]
+    fn rejects_non_canonical() {
+        let good = b64(&[7u8; 32]).into_bytes();
+        assert!(is_hash_key(&good));
+        // Wrong lengths.
+        assert!(!is_hash_key(&good[..43]));
+        assert!(!is_hash_key(b""));
+        let mut long = good.clone();
+        long.push(b'=');
+        assert!(!is_hash_key(&long));
+        // No padding, or padding elsewhere.
+        let mut v = good.clone();
+        v[43] = b'A';
+        assert!(!is_hash_key(&v));
+        let mut v = good.clone();
+        v[10] = b'=';
+        assert!(!is_hash_key(&v));
+        // URL-safe alphabet and other bytes.
+        for c in [b'-', b'_', b' ', b'\0', 0xFF, b'.'] {
+            for pos in [0, 20, 41, 42] {
+                let mut v = good.clone();
+                v[pos] = c;
+                assert!(!is_hash_key(&v), "{c} at {pos}");
+            }
+        }
+        // Last digit with non-zero low bits: every character outside the 16.
+        for &c in BY_RANK.iter() {
+            let mut v = good.clone();
+            v[42] = c;
+            assert_eq!(is_hash_key(&v), LAST_BY_RANK.contains(&c), "{}", c as char);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn code_order_matches_string_order(x in any::<[u8; 32]>(), y in any::<[u8; 32]>()) {
+            let (sx, sy) = (b64(&x), b64(&y));
+            let (cx, cy) = (encode(sx.as_bytes()).unwrap(), encode(sy.as_bytes()).unwrap());
+            prop_assert_eq!(cx.cmp(&cy), sx.cmp(&sy));
+            prop_assert_eq!(&decode(&cx)[..], sx.as_bytes());
+            prop_assert_eq!(&decode(&cy)[..], sy.as_bytes());
+        }
+
+        #[test]
+        fn decode_then_encode_is_identity(code in any::<[u8; 32]>()) {
+            let s = decode(&code);
+            prop_assert_eq!(encode(&s), Some(code));
+            // And the string is what base64 gives for the bytes it decodes to.
+            let bytes = STANDARD.decode(s).unwrap();
+            prop_assert_eq!(STANDARD.encode(bytes).as_bytes(), &s[..]);
+        }
+
+        #[test]
+        fn is_hash_key_agrees_with_base64(
+            digits in proptest::collection::vec(0usize..64, 43),
+            pad in prop_oneof![Just(b'='), any::<u8>()],
+        ) {
+            let mut s: Vec<u8> = digits.iter().map(|&d| BY_RANK[d]).collect();
+            s.push(pad);
+            let canonical = STANDARD
+                .decode(&s)
+                .map(|d| d.len() == 32 && STANDARD.encode(&d).as_bytes() == &s[..])
+                .unwrap_or(false);
+            prop_assert_eq!(is_hash_key(&s), canonical);
+        }
+    }
+}

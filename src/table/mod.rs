@@ -1,0 +1,1085 @@
+//! Immutable key tables: one file holding a sorted set of byte-string keys.
+//!
+//! Two kinds share one header and one footer (see `docs/table-format.md`):
+//!
+//! * [`TableKind::Fst`] stores the keys as an [`fst::Set`]: compact for keys that share
+//!   structure (prefixes, sequential ids), any keys of 1..=4096 bytes.
+//! * [`TableKind::Hashed`] stores LaunchDarkly context hashes (44-character base64 of a SHA-256,
+//!   see [`is_hash_key`]) as 32-byte order-preserving codes in sorted order behind a small
+//!   bucket index: about 33-34 bytes per key and one or two cache lines per lookup.
+//!
+//! A table is written once by a [`TableBuilder`], fsynced, and never modified afterwards. The
+//! manifest records its [`TableInfo`] (kind, key count, length and the xxh3-64 of the whole
+//! file), which [`Table::open`] checks the file against.
+//!
+//! # Corrupt files
+//!
+//! Opening never panics: every offset and length read from the file is bounds-checked and
+//! reported as a typed [`Error`] naming the file. A [`TableKind::Hashed`] table cannot make a
+//! lookup or an iteration panic even when its bytes are corrupt (it may give wrong answers,
+//! which [`Verification::Checksum`] detects). The `fst` crate does not validate its bytes, so
+//! an fst table opened with [`Verification::Structure`] trusts them: see that variant.
+
+mod code;
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fst::{IntoStreamer, Streamer};
+use memmap2::Mmap;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+use crate::error::{Error, Result};
+
+pub use code::is_hash_key;
+use code::{CODE_LEN, HASH_KEY_LEN};
+
+/// The magic number at offset 0 of every table file.
+pub const TABLE_MAGIC: [u8; 8] = *b"SEGSTBL\0";
+/// The magic number at offset 48 of the footer.
+const FOOTER_MAGIC: [u8; 8] = *b"SEGSTEND";
+/// The newest table format version this build writes and reads.
+pub const TABLE_FORMAT_VERSION: u32 = 1;
+/// Size of the header at the start of every table file.
+const HEADER_LEN: usize = 64;
+/// Size of the footer at the end of every table file.
+const FOOTER_LEN: usize = 64;
+/// Largest bucket-index size the builder chooses (2^26 buckets, a 256 MiB index).
+const MAX_BUILD_BUCKET_BITS: u32 = 26;
+/// Largest bucket-index size the reader accepts.
+const MAX_READ_BUCKET_BITS: u32 = 32;
+/// The largest number of keys a hashed table may hold (its index holds u32 key positions).
+pub const MAX_HASHED_KEYS: u64 = u32::MAX as u64;
+/// The fst format version written by fst 0.4.
+const FST_VERSION: u64 = 3;
+/// Shortest fst a valid table can hold (an empty set).
+const FST_MIN_LEN: usize = 36;
+/// Longest key accepted.
+const MAX_KEY_LEN: usize = 4096;
+
+/// The layout of a table file.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TableKind {
+    /// An `fst::Set` of arbitrary keys.
+    Fst = 1,
+    /// Sorted 32-byte order-preserving codes of hash keys (see [`is_hash_key`]) behind a bucket
+    /// index.
+    Hashed = 2,
+}
+
+impl TableKind {
+    /// The kind with this on-disk tag, if any.
+    pub fn from_u8(tag: u8) -> Option<Self> {
+        match tag {
+            1 => Some(TableKind::Fst),
+            2 => Some(TableKind::Hashed),
+            _ => None,
+        }
+    }
+
+    /// The on-disk tag of this kind.
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+}
+
+/// What the manifest records about a table file, and what [`Table::open`] checks it against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableInfo {
+    /// The table's layout.
+    pub kind: TableKind,
+    /// The number of keys.
+    pub key_count: u64,
+    /// The length of the file in bytes.
+    pub file_len: u64,
+    /// The xxh3-64 (seed 0) of the whole file.
+    pub checksum: u64,
+}
+
+/// How much [`Table::open`] checks before serving a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// Hash the whole file (xxh3-64) and compare with [`TableInfo::checksum`], then run the
+    /// [`Structure`](Verification::Structure) checks, plus (hashed tables) a scan of the bucket
+    /// index for monotonicity. Reads the whole file once: O(file length).
+    Checksum,
+    /// Cheap checks only, O(1) in the table size: header (magic, version, kind, store id),
+    /// footer (magic, metadata hash, key count), file length, and that every section's offset
+    /// and length are consistent and in bounds.
+    ///
+    /// **Unchecked path for [`TableKind::Fst`]:** beyond its header and trailer the fst bytes
+    /// are trusted. The `fst` crate does not validate node bytes, so a corrupt fst body opened
+    /// this way may make a later lookup or iteration panic or loop. Use this level only for
+    /// files whose checksum was verified before (for example when this process wrote them or
+    /// opened them with [`Checksum`](Verification::Checksum)), or when that risk is accepted.
+    /// A [`TableKind::Hashed`] table cannot panic whatever its bytes; corruption may only give
+    /// wrong answers.
+    Structure,
+}
+
+/// The fixed header, decoded.
+struct Header {
+    kind: TableKind,
+}
+
+/// The fixed footer, decoded.
+struct Footer {
+    key_count: u64,
+    data: Range<usize>,
+    index: Range<usize>,
+    bucket_bits: u32,
+}
+
+/// A byte range of a shared read-only map: the fst's backing bytes.
+#[derive(Clone)]
+struct MapSlice {
+    map: Arc<Mmap>,
+    range: Range<usize>,
+}
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        // The range was checked against the map's length when the table was opened.
+        self.map.get(self.range.clone()).unwrap_or(&[])
+    }
+}
+
+/// A hashed table's sections.
+struct HashedBody {
+    map: Arc<Mmap>,
+    /// Byte offset of the first code.
+    codes_start: usize,
+    /// Number of codes (== key count).
+    len: usize,
+    /// Byte offset of the bucket index (2^bits + 1 little-endian u32).
+    index_start: usize,
+    bucket_bits: u32,
+}
+
+enum Body {
+    Fst(fst::Set<MapSlice>),
+    Hashed(HashedBody),
+}
+
+/// An open, memory-mapped table. Immutable; cheap lookups from any number of threads.
+pub struct Table {
+    path: PathBuf,
+    info: TableInfo,
+    body: Body,
+}
+
+impl fmt::Debug for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Table")
+            .field("path", &self.path)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(b.try_into().ok()?))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let b = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_le_bytes(b.try_into().ok()?))
+}
+
+/// The xxh3-64 stored in the footer: of the 64 header bytes followed by footer bytes 0..56.
+fn meta_hash(header: &[u8; HEADER_LEN], footer_head: &[u8; FOOTER_LEN - 8]) -> u64 {
+    let mut buf = [0u8; HEADER_LEN + FOOTER_LEN - 8];
+    buf[..HEADER_LEN].copy_from_slice(header);
+    buf[HEADER_LEN..].copy_from_slice(footer_head);
+    xxh3_64(&buf)
+}
+
+fn encode_header(kind: TableKind, store_id: &[u8; 16]) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..8].copy_from_slice(&TABLE_MAGIC);
+    h[8..12].copy_from_slice(&TABLE_FORMAT_VERSION.to_le_bytes());
+    h[12] = kind.as_u8();
+    h[16..32].copy_from_slice(store_id);
+    h
+}
+
+fn encode_footer(header: &[u8; HEADER_LEN], f: &Footer) -> [u8; FOOTER_LEN] {
+    let mut head = [0u8; FOOTER_LEN - 8];
+    head[0..8].copy_from_slice(&f.key_count.to_le_bytes());
+    head[8..16].copy_from_slice(&(f.data.start as u64).to_le_bytes());
+    head[16..24].copy_from_slice(&(f.data.len() as u64).to_le_bytes());
+    head[24..32].copy_from_slice(&(f.index.start as u64).to_le_bytes());
+    head[32..40].copy_from_slice(&(f.index.len() as u64).to_le_bytes());
+    head[40] = f.bucket_bits as u8;
+    head[48..56].copy_from_slice(&FOOTER_MAGIC);
+    let mut out = [0u8; FOOTER_LEN];
+    out[..FOOTER_LEN - 8].copy_from_slice(&head);
+    out[FOOTER_LEN - 8..].copy_from_slice(&meta_hash(header, &head).to_le_bytes());
+    out
+}
+
+/// Checks magic, version, kind and store id.
+fn parse_header(path: &Path, bytes: &[u8], store_id: &[u8; 16]) -> Result<Header> {
+    let corrupt = |d: String| Error::corrupt(path, d);
+    let h = bytes
+        .get(..HEADER_LEN)
+        .ok_or_else(|| corrupt("shorter than the 64-byte header".into()))?;
+    if h.get(0..8) != Some(&TABLE_MAGIC[..]) {
+        return Err(corrupt("not a segstore table (bad magic at offset 0)".into()));
+    }
+    let version = read_u32(h, 8).ok_or_else(|| corrupt("header truncated".into()))?;
+    if version > TABLE_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: TABLE_FORMAT_VERSION,
+        });
+    }
+    if version == 0 {
+        return Err(corrupt("format version 0 at offset 8".into()));
+    }
+    let tag = h.get(12).copied().unwrap_or(0);
+    let kind = TableKind::from_u8(tag)
+        .ok_or_else(|| corrupt(format!("unknown table kind {tag} at offset 12")))?;
+    if h.get(13..16).is_none_or(|r| r.iter().any(|&b| b != 0))
+        || h.get(32..64).is_none_or(|r| r.iter().any(|&b| b != 0))
+    {
+        return Err(corrupt("non-zero reserved bytes in the header".into()));
+    }
+    if h.get(16..32) != Some(&store_id[..]) {
+        return Err(Error::ForeignFile {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(Header { kind })
+}
+
+/// Checks the footer's magic and metadata hash and that the sections tile the file exactly.
+fn parse_footer(path: &Path, bytes: &[u8], kind: TableKind) -> Result<Footer> {
+    let corrupt = |d: String| Error::corrupt(path, d);
+    let file_len = bytes.len();
+    let at = file_len
+        .checked_sub(FOOTER_LEN)
+        .filter(|&at| at >= HEADER_LEN)
+        .ok_or_else(|| corrupt(format!("{file_len} bytes: too short for header and footer")))?;
+    let header: &[u8; HEADER_LEN] = bytes
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| corrupt("header truncated".into()))?;
+    let head: &[u8; FOOTER_LEN - 8] = bytes
+        .get(at..at + FOOTER_LEN - 8)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| corrupt("footer truncated".into()))?;
+    if head.get(48..56) != Some(&FOOTER_MAGIC[..]) {
+        return Err(corrupt(format!("bad footer magic at offset {}", at + 48)));
+    }
+    let stored = read_u64(bytes, at + FOOTER_LEN - 8)
+        .ok_or_else(|| corrupt("footer truncated".into()))?;
+    let computed = meta_hash(header, head);
+    if stored != computed {
+        return Err(corrupt(format!(
+            "header/footer hash mismatch at offset {}: stored {stored:#x}, computed {computed:#x}",
+            at + 56
+        )));
+    }
+    let field = |off: usize| read_u64(head, off).unwrap_or(u64::MAX);
+    let (key_count, data_off, data_len, index_off, index_len) =
+        (field(0), field(8), field(16), field(24), field(32));
+    let bucket_bits = u32::from(head.get(40).copied().unwrap_or(u8::MAX));
+    if head.get(41..48).is_none_or(|r| r.iter().any(|&b| b != 0)) {
+        return Err(corrupt("non-zero reserved bytes in the footer".into()));
+    }
+    // The sections must tile [HEADER_LEN, file_len - FOOTER_LEN) exactly.
+    let data_end = data_off.checked_add(data_len);
+    let index_end = index_off.checked_add(index_len);
+    if data_off != HEADER_LEN as u64 || data_end != Some(index_off) || index_end != Some(at as u64)
+    {
+        return Err(corrupt(format!(
+            "section bounds out of place: data {data_off}+{data_len}, index {index_off}+{index_len}, \
+             footer at {at}"
+        )));
+    }
+    // Every value is now <= at < file_len, so they fit in usize.
+    let to_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    let footer = Footer {
+        key_count,
+        data: to_usize(data_off)..to_usize(index_off),
+        index: to_usize(index_off)..at,
+        bucket_bits,
+    };
+    match kind {
+        TableKind::Fst => {
+            if index_len != 0 || bucket_bits != 0 {
+                return Err(corrupt("fst table with a bucket index".into()));
+            }
+        }
+        TableKind::Hashed => {
+            if bucket_bits > MAX_READ_BUCKET_BITS {
+                return Err(corrupt(format!("bucket bits {bucket_bits} > 32")));
+            }
+            if key_count > MAX_HASHED_KEYS {
+                return Err(corrupt(format!("hashed table claims {key_count} keys")));
+            }
+            let want_data = key_count.checked_mul(CODE_LEN as u64);
+            if want_data != Some(data_len) {
+                return Err(corrupt(format!(
+                    "code area is {data_len} bytes, {key_count} keys need {}",
+                    key_count.saturating_mul(CODE_LEN as u64)
+                )));
+            }
+            let want_index = ((1u64 << bucket_bits) + 1) * 4;
+            if index_len != want_index {
+                return Err(corrupt(format!(
+                    "bucket index is {index_len} bytes, {bucket_bits} bucket bits need {want_index}"
+                )));
+            }
+        }
+    }
+    Ok(footer)
+}
+
+#[cfg(unix)]
+fn advise(map: &Mmap, advice: memmap2::Advice) {
+    // Advice is a hint: failure changes performance only.
+    let _ = map.advise(advice);
+}
+
+#[cfg(not(unix))]
+fn advise(_map: &Mmap, _advice: ()) {}
+
+#[cfg(unix)]
+const ADVICE_RANDOM: memmap2::Advice = memmap2::Advice::Random;
+#[cfg(unix)]
+const ADVICE_SEQUENTIAL: memmap2::Advice = memmap2::Advice::Sequential;
+#[cfg(not(unix))]
+const ADVICE_RANDOM: () = ();
+#[cfg(not(unix))]
+const ADVICE_SEQUENTIAL: () = ();
+
+impl Table {
+    /// Opens the table at `path`, checking it against what the manifest recorded.
+    ///
+    /// Errors (each naming the file): [`Error::Io`]; [`Error::Corrupt`] for a wrong magic,
+    /// kind, key count or file length, or any offset or length out of place;
+    /// [`Error::UnsupportedVersion`] for a format version above
+    /// [`TABLE_FORMAT_VERSION`]; [`Error::ForeignFile`] when the store id differs;
+    /// [`Error::ChecksumMismatch`] (with [`Verification::Checksum`]) when the file's xxh3-64
+    /// differs from `expected.checksum`.
+    ///
+    /// The file is mapped read-only with random-access advice, so opening reads only the
+    /// pages it checks (plus the whole file once with [`Verification::Checksum`]).
+    ///
+    /// Table files are immutable: the contract is that nothing truncates or rewrites a table
+    /// file while it is open (segstore never does; another program doing so may crash the
+    /// process with `SIGBUS`, as with any memory-mapped file).
+    pub fn open(
+        path: &Path,
+        store_id: &[u8; 16],
+        expected: &TableInfo,
+        verification: Verification,
+    ) -> Result<Table> {
+        let corrupt = |d: String| Error::corrupt(path, d);
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len != expected.file_len {
+            return Err(corrupt(format!(
+                "file is {len} bytes, the manifest says {}",
+                expected.file_len
+            )));
+        }
+        if len < (HEADER_LEN + FOOTER_LEN) as u64 {
+            return Err(corrupt(format!("{len} bytes: too short for a table")));
+        }
+        let len_usize = usize::try_from(len)
+            .map_err(|_| corrupt(format!("{len} bytes: too large to map on this platform")))?;
+        // SAFETY: the map is read-only, and table files are immutable once finished: a
+        // TableBuilder writes a file once, fsyncs it, and segstore never modifies, truncates
+        // or rewrites it afterwards (it only deletes it once no snapshot uses it; unlinking
+        // leaves the mapping valid). A program outside segstore truncating or writing the
+        // file while it is mapped is outside the documented contract.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        drop(file);
+        if map.len() != len_usize {
+            return Err(corrupt(format!(
+                "file changed while opening ({} bytes mapped, {len} expected)",
+                map.len()
+            )));
+        }
+        advise(&map, ADVICE_RANDOM);
+
+        let header = parse_header(path, &map, store_id)?;
+        if header.kind != expected.kind {
+            return Err(corrupt(format!(
+                "table kind is {:?}, the manifest says {:?}",
+                header.kind, expected.kind
+            )));
+        }
+        if verification == Verification::Checksum {
+            advise(&map, ADVICE_SEQUENTIAL);
+            let found = xxh3_64(&map);
+            advise(&map, ADVICE_RANDOM);
+            if found != expected.checksum {
+                return Err(Error::ChecksumMismatch {
+                    path: path.to_path_buf(),
+                    expected: expected.checksum,
+                    found,
+                });
+            }
+        }
+        let footer = parse_footer(path, &map, header.kind)?;
+        if footer.key_count != expected.key_count {
+            return Err(corrupt(format!(
+                "table holds {} keys, the manifest says {}",
+                footer.key_count, expected.key_count
+            )));
+        }
+
+        let map = Arc::new(map);
+        let body = match header.kind {
+            TableKind::Fst => Body::Fst(open_fst(path, &map, &footer)?),
+            TableKind::Hashed => {
+                let body = HashedBody {
+                    map: Arc::clone(&map),
+                    codes_start: footer.data.start,
+                    len: usize::try_from(footer.key_count)
+                        .map_err(|_| corrupt("key count too large for this platform".into()))?,
+                    index_start: footer.index.start,
+                    bucket_bits: footer.bucket_bits,
+                };
+                body.check_index_ends(path)?;
+                if verification == Verification::Checksum {
+                    body.check_index_monotonic(path)?;
+                }
+                Body::Hashed(body)
+            }
+        };
+        Ok(Table {
+            path: path.to_path_buf(),
+            info: *expected,
+            body,
+        })
+    }
+
+    /// Whether `key` is in the table. Does not allocate.
+    #[inline]
+    pub fn contains(&self, key: &[u8]) -> bool {
+        match &self.body {
+            Body::Fst(set) => set.contains(key),
+            Body::Hashed(h) => match code::encode(key) {
+                Some(code) => h.contains_code(&code),
+                None => false,
+            },
+        }
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> u64 {
+        self.info.key_count
+    }
+
+    /// Whether the table holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.info.key_count == 0
+    }
+
+    /// The table's layout.
+    pub fn kind(&self) -> TableKind {
+        self.info.kind
+    }
+
+    /// What the manifest recorded about this table (checked at open).
+    pub fn info(&self) -> TableInfo {
+        self.info
+    }
+
+    /// The file this table was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// All keys, in ascending byte order.
+    pub fn keys(&self) -> TableKeys<'_> {
+        match &self.body {
+            Body::Fst(set) => TableKeys(KeysInner::Fst(set.stream())),
+            Body::Hashed(h) => TableKeys(KeysInner::Hashed {
+                body: h,
+                pos: 0,
+            }),
+        }
+    }
+
+    /// The keys `>= start`, in ascending byte order. `start` need not be a key, nor (for a
+    /// hashed table) a hash key.
+    pub fn keys_from(&self, start: &[u8]) -> TableKeys<'_> {
+        match &self.body {
+            Body::Fst(set) => TableKeys(KeysInner::Fst(set.range().ge(start).into_stream())),
+            Body::Hashed(h) => TableKeys(KeysInner::Hashed {
+                body: h,
+                pos: h.lower_bound(start),
+            }),
+        }
+    }
+
+    /// The deep checks of [`verify_table`] that go beyond [`Verification::Checksum`].
+    fn check_contents(&self) -> Result<()> {
+        let corrupt = |d: String| Error::corrupt(&self.path, d);
+        match &self.body {
+            Body::Fst(set) => {
+                set.as_fst()
+                    .verify()
+                    .map_err(|e| corrupt(format!("fst body: {e}")))?;
+                let mut stream = set.stream();
+                let mut count = 0u64;
+                while let Some(key) = stream.next() {
+                    if key.is_empty() || key.len() > MAX_KEY_LEN {
+                        return Err(corrupt(format!("key {count} is {} bytes", key.len())));
+                    }
+                    count += 1;
+                }
+                if count != self.info.key_count {
+                    return Err(corrupt(format!(
+                        "fst yields {count} keys, the footer says {}",
+                        self.info.key_count
+                    )));
+                }
+                Ok(())
+            }
+            Body::Hashed(h) => h.check_codes(&self.path),
+        }
+    }
+}
+
+fn open_fst(path: &Path, map: &Arc<Mmap>, footer: &Footer) -> Result<fst::Set<MapSlice>> {
+    let corrupt = |d: String| Error::corrupt(path, d);
+    let bytes = map
+        .get(footer.data.clone())
+        .ok_or_else(|| corrupt("fst body out of bounds".into()))?;
+    // fst 0.4 checks little of its trailer; check what can be checked in O(1) so that the
+    // obvious corruptions are reported rather than trusted.
+    let n = bytes.len();
+    if n < FST_MIN_LEN {
+        return Err(corrupt(format!("fst body is {n} bytes, at least 36 needed")));
+    }
+    let version = read_u64(bytes, 0).unwrap_or(0);
+    let ty = read_u64(bytes, 8).unwrap_or(u64::MAX);
+    let fst_len = read_u64(bytes, n - 20).unwrap_or(u64::MAX);
+    let root = read_u64(bytes, n - 12).unwrap_or(u64::MAX);
+    if version != FST_VERSION || ty != 0 {
+        return Err(corrupt(format!(
+            "fst body: version {version}, type {ty} (expected version 3, type 0)"
+        )));
+    }
+    let root_ok = if root == 0 {
+        n == FST_MIN_LEN
+    } else {
+        root.checked_add(21) == Some(n as u64)
+    };
+    if !root_ok {
+        return Err(corrupt(format!(
+            "fst body: root address {root} does not fit a {n}-byte fst"
+        )));
+    }
+    if fst_len != footer.key_count {
+        return Err(corrupt(format!(
+            "fst holds {fst_len} keys, the footer says {}",
+            footer.key_count
+        )));
+    }
+    let slice = MapSlice {
+        map: Arc::clone(map),
+        range: footer.data.clone(),
+    };
+    fst::Set::new(slice).map_err(|e| corrupt(format!("fst body: {e}")))
+}
+
+impl HashedBody {
+    /// The whole map. Every access below goes through `get`.
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// Index entry `i`: the position of the first key of bucket `i`.
+    #[inline]
+    fn index_entry(&self, i: u64) -> Option<usize> {
+        let off = usize::try_from(i).ok()?.checked_mul(4)?;
+        let v = read_u32(self.bytes(), self.index_start.checked_add(off)?)?;
+        usize::try_from(v).ok()
+    }
+
+    /// Code `i` (`i < len`).
+    #[inline]
+    fn code_at(&self, i: usize) -> Option<&[u8; CODE_LEN]> {
+        if i >= self.len {
+            return None;
+        }
+        let at = self.codes_start.checked_add(i.checked_mul(CODE_LEN)?)?;
+        self.bytes().get(at..at.checked_add(CODE_LEN)?)?.try_into().ok()
+    }
+
+    /// The codes at positions `lo..hi`, if in bounds.
+    #[inline]
+    fn codes(&self, lo: usize, hi: usize) -> Option<&[u8]> {
+        if lo > hi || hi > self.len {
+            return None;
+        }
+        let start = self.codes_start.checked_add(lo.checked_mul(CODE_LEN)?)?;
+        let end = self.codes_start.checked_add(hi.checked_mul(CODE_LEN)?)?;
+        self.bytes().get(start..end)
+    }
+
+    #[inline]
+    fn contains_code(&self, code: &[u8; CODE_LEN]) -> bool {
+        let b = code::bucket(code, self.bucket_bits);
+        let (Some(lo), Some(hi)) = (self.index_entry(b), self.index_entry(b + 1)) else {
+            return false;
+        };
+        let Some(slice) = self.codes(lo, hi) else {
+            return false;
+        };
+        // Buckets hold a few keys on average; a binary search keeps a corrupt index cheap too.
+        let (mut lo, mut hi) = (0usize, slice.len() / CODE_LEN);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(c) = slice.get(mid * CODE_LEN..(mid + 1) * CODE_LEN) else {
+                return false;
+            };
+            match c.cmp(&code[..]) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return true,
+            }
+        }
+        false
+    }
+
+    /// The position of the first key `>= start` (`len` if none).
+    fn lower_bound(&self, start: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0usize, self.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(c) = self.code_at(mid) else {
+                return self.len;
+            };
+            if code::decode(c).as_slice() < start {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// O(1): the index starts at 0 and ends at the key count.
+    fn check_index_ends(&self, path: &Path) -> Result<()> {
+        let last = 1u64 << self.bucket_bits;
+        if self.index_entry(0) != Some(0) || self.index_entry(last) != Some(self.len) {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "bucket index must run from 0 to {} (offset {})",
+                    self.len, self.index_start
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// O(buckets): the index never decreases.
+    fn check_index_monotonic(&self, path: &Path) -> Result<()> {
+        let entries = (1u64 << self.bucket_bits) + 1;
+        let index = self
+            .bytes()
+            .get(self.index_start..)
+            .ok_or_else(|| Error::corrupt(path, "bucket index out of bounds"))?;
+        let mut prev = 0u32;
+        for (i, chunk) in index.chunks_exact(4).take(entries as usize).enumerate() {
+            let v = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            if v < prev {
+                return Err(Error::corrupt(
+                    path,
+                    format!("bucket index decreases at entry {i} ({prev} then {v})"),
+                ));
+            }
+            prev = v;
+        }
+        Ok(())
+    }
+
+    /// O(keys): codes strictly increase and each lies in the bucket the index assigns it.
+    fn check_codes(&self, path: &Path) -> Result<()> {
+        let buckets = 1u64 << self.bucket_bits;
+        let mut prev: Option<&[u8; CODE_LEN]> = None;
+        let mut bucket = 0u64;
+        let mut bucket_end = self.index_entry(1).unwrap_or(0);
+        for i in 0..self.len {
+            let code = self
+                .code_at(i)
+                .ok_or_else(|| Error::corrupt(path, format!("code {i} out of bounds")))?;
+            if prev.is_some_and(|p| p >= code) {
+                return Err(Error::corrupt(
+                    path,
+                    format!(
+                        "codes not strictly increasing at key {i} (offset {})",
+                        self.codes_start + i * CODE_LEN
+                    ),
+                ));
+            }
+            prev = Some(code);
+            while i >= bucket_end && bucket < buckets {
+                bucket += 1;
+                bucket_end = self.index_entry(bucket + 1).unwrap_or(0);
+            }
+            if code::bucket(code, self.bucket_bits) != bucket {
+                return Err(Error::corrupt(
+                    path,
+                    format!("key {i} is not in the bucket the index assigns it ({bucket})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An iterator over a table's keys in ascending byte order (see [`Table::keys`]).
+pub struct TableKeys<'a>(KeysInner<'a>);
+
+enum KeysInner<'a> {
+    Fst(fst::set::Stream<'a>),
+    Hashed { body: &'a HashedBody, pos: usize },
+}
+
+impl fmt::Debug for TableKeys<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TableKeys")
+    }
+}
+
+impl Iterator for TableKeys<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        match &mut self.0 {
+            KeysInner::Fst(stream) => stream.next().map(<[u8]>::to_vec),
+            KeysInner::Hashed { body, pos } => {
+                let code = body.code_at(*pos)?;
+                *pos += 1;
+                Some(code::decode(code).to_vec())
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.0 {
+            KeysInner::Fst(_) => (0, None),
+            KeysInner::Hashed { body, pos } => {
+                let n = body.len.saturating_sub(*pos);
+                (n, Some(n))
+            }
+        }
+    }
+}
+
+/// Opens the table with [`Verification::Checksum`] and checks its whole contents: for a hashed
+/// table that the codes strictly increase and each lies in its index bucket; for an fst table
+/// the fst's own CRC, and that iterating it yields `key_count` keys of 1..=4096 bytes.
+pub fn verify_table(path: &Path, store_id: &[u8; 16], expected: &TableInfo) -> Result<()> {
+    Table::open(path, store_id, expected, Verification::Checksum)?.check_contents()
+}
+
+/// A writer that hashes (xxh3-64) and counts what passes through.
+struct HashingWriter {
+    inner: BufWriter<File>,
+    hasher: Box<Xxh3>,
+    written: u64,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let done = buf.get(..n).unwrap_or(buf);
+        self.hasher.update(done);
+        self.written += done.len() as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+enum BuildState {
+    Fst {
+        builder: fst::SetBuilder<HashingWriter>,
+        last: Vec<u8>,
+    },
+    Hashed {
+        writer: HashingWriter,
+        bucket_bits: u32,
+        /// Entry b: the number of keys in buckets < b; filled lazily as keys arrive.
+        index: Vec<u32>,
+        last: Option<[u8; CODE_LEN]>,
+    },
+    Done,
+}
+
+/// Writes a new table file, keys in strictly increasing order.
+///
+/// If the builder is dropped without [`finish`](TableBuilder::finish) succeeding, it removes
+/// the partial file (best effort).
+pub struct TableBuilder {
+    path: PathBuf,
+    kind: TableKind,
+    header: [u8; HEADER_LEN],
+    key_count: u64,
+    state: BuildState,
+    /// Set once the file is complete; until then, drop removes it.
+    finished: bool,
+}
+
+impl fmt::Debug for TableBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableBuilder")
+            .field("path", &self.path)
+            .field("kind", &self.kind)
+            .field("key_count", &self.key_count)
+            .finish()
+    }
+}
+
+/// The bucket bits for `n` keys: about 2-4 keys per bucket.
+fn bucket_bits_for(n: u64) -> u32 {
+    let n = n.min(MAX_HASHED_KEYS);
+    if n < 4 {
+        0
+    } else {
+        (n.ilog2() - 1).min(MAX_BUILD_BUCKET_BITS)
+    }
+}
+
+impl TableBuilder {
+    /// Creates `path` (which must not exist) and starts writing a table of `kind` there.
+    ///
+    /// `expected_len` is an upper-bound hint of the number of keys: it sizes a hashed table's
+    /// bucket index (up to 4 bytes per 2 expected keys of memory while building). A smaller
+    /// real count is fine (the index is shrunk at finish); a larger one only makes lookups
+    /// search larger buckets.
+    pub fn create(
+        path: &Path,
+        store_id: &[u8; 16],
+        kind: TableKind,
+        expected_len: u64,
+    ) -> Result<TableBuilder> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let header = encode_header(kind, store_id);
+        let mut writer = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 16, file),
+            hasher: Box::default(),
+            written: 0,
+        };
+        let mut builder = TableBuilder {
+            path: path.to_path_buf(),
+            kind,
+            header,
+            key_count: 0,
+            state: BuildState::Done,
+            finished: false,
+        };
+        // From here on, dropping `builder` removes the file.
+        writer
+            .write_all(&header)
+            .map_err(|e| Error::io(path, e))?;
+        builder.state = match kind {
+            TableKind::Fst => BuildState::Fst {
+                builder: fst::SetBuilder::new(writer).map_err(|e| fst_error(path, e))?,
+                last: Vec::new(),
+            },
+            TableKind::Hashed => {
+                let bucket_bits = bucket_bits_for(expected_len);
+                BuildState::Hashed {
+                    writer,
+                    bucket_bits,
+                    index: Vec::with_capacity((1usize << bucket_bits) + 1),
+                    last: None,
+                }
+            }
+        };
+        Ok(builder)
+    }
+
+    /// Adds `key`, which must be greater than the previous key ([`Error::InvalidArgument`]
+    /// otherwise), 1..=4096 bytes ([`Error::InvalidKey`]), and for a hashed table a hash key
+    /// ([`is_hash_key`], else [`Error::InvalidArgument`]). A rejected key leaves the builder
+    /// usable; an I/O error does not.
+    pub fn push(&mut self, key: &[u8]) -> Result<()> {
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(Error::InvalidKey { len: key.len() });
+        }
+        let out_of_order = || Error::InvalidArgument {
+            what: "table key",
+            detail: format!(
+                "keys must be strictly increasing: {:?} is not greater than the previous key",
+                String::from_utf8_lossy(key)
+            ),
+        };
+        match &mut self.state {
+            BuildState::Fst { builder, last } => {
+                if self.key_count > 0 && key <= last.as_slice() {
+                    return Err(out_of_order());
+                }
+                builder
+                    .insert(key)
+                    .map_err(|e| fst_error(&self.path, e))?;
+                last.clear();
+                last.extend_from_slice(key);
+            }
+            BuildState::Hashed {
+                writer,
+                bucket_bits,
+                index,
+                last,
+            } => {
+                let code = code::encode(key).ok_or_else(|| Error::InvalidArgument {
+                    what: "hashed table key",
+                    detail: format!(
+                        "{:?} is not a canonical 44-character base64 SHA-256 hash",
+                        String::from_utf8_lossy(key)
+                    ),
+                })?;
+                if last.is_some_and(|l| code <= l) {
+                    return Err(out_of_order());
+                }
+                if self.key_count >= MAX_HASHED_KEYS {
+                    return Err(Error::InvalidArgument {
+                        what: "hashed table",
+                        detail: format!("more than {MAX_HASHED_KEYS} keys"),
+                    });
+                }
+                let b = code::bucket(&code, *bucket_bits);
+                let count = self.key_count as u32; // <= MAX_HASHED_KEYS, checked above
+                while (index.len() as u64) <= b {
+                    index.push(count);
+                }
+                writer
+                    .write_all(&code)
+                    .map_err(|e| Error::io(&self.path, e))?;
+                *last = Some(code);
+            }
+            BuildState::Done => {
+                return Err(Error::InvalidArgument {
+                    what: "table builder",
+                    detail: "the builder failed earlier".into(),
+                })
+            }
+        }
+        self.key_count += 1;
+        Ok(())
+    }
+
+    /// Writes the footer, flushes and fsyncs the file (not its directory: the caller does
+    /// that), and returns what the manifest should record.
+    pub fn finish(mut self) -> Result<TableInfo> {
+        let path = self.path.clone();
+        let io = |e| Error::io(&path, e);
+        let state = std::mem::replace(&mut self.state, BuildState::Done);
+        let (mut writer, footer) = match state {
+            BuildState::Fst { builder, .. } => {
+                let writer = builder.into_inner().map_err(|e| fst_error(&path, e))?;
+                let end = usize::try_from(writer.written)
+                    .map_err(|_| Error::corrupt(&path, "table too large for this platform"))?;
+                let footer = Footer {
+                    key_count: self.key_count,
+                    data: HEADER_LEN..end,
+                    index: end..end,
+                    bucket_bits: 0,
+                };
+                (writer, footer)
+            }
+            BuildState::Hashed {
+                mut writer,
+                bucket_bits,
+                mut index,
+                ..
+            } => {
+                let n = self.key_count as u32; // <= MAX_HASHED_KEYS, checked by push
+                let full = (1usize << bucket_bits) + 1;
+                index.resize(full, n);
+                // Fewer keys than announced: a coarser index of every 2^shift-th entry.
+                let bits = bucket_bits.min(bucket_bits_for(self.key_count));
+                let step = 1usize << (bucket_bits - bits);
+                let data_end = writer.written;
+                let mut buf = Vec::with_capacity(((1usize << bits) + 1) * 4);
+                for v in index.iter().step_by(step) {
+                    buf.extend_from_slice(&v.to_le_bytes());
+                }
+                drop(index);
+                writer.write_all(&buf).map_err(io)?;
+                let to_usize = |v: u64| {
+                    usize::try_from(v)
+                        .map_err(|_| Error::corrupt(&path, "table too large for this platform"))
+                };
+                let footer = Footer {
+                    key_count: self.key_count,
+                    data: HEADER_LEN..to_usize(data_end)?,
+                    index: to_usize(data_end)?..to_usize(writer.written)?,
+                    bucket_bits: bits,
+                };
+                (writer, footer)
+            }
+            BuildState::Done => {
+                return Err(Error::InvalidArgument {
+                    what: "table builder",
+                    detail: "the builder failed earlier".into(),
+                })
+            }
+        };
+        writer
+            .write_all(&encode_footer(&self.header, &footer))
+            .map_err(io)?;
+        let checksum = writer.hasher.digest();
+        let file_len = writer.written;
+        let file = writer.inner.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        drop(file);
+        self.finished = true;
+        Ok(TableInfo {
+            kind: self.kind,
+            key_count: self.key_count,
+            file_len,
+            checksum,
+        })
+    }
+
+}
+
+impl Drop for TableBuilder {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.state = BuildState::Done; // close the file first
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn fst_error(path: &Path, e: fst::Error) -> Error {
+    match e {
+        fst::Error::Io(e) => Error::io(path, e),
+        other => Error::InvalidArgument {
+            what: "table key",
+            detail: format!("fst builder: {other}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

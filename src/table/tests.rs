@@ -1,0 +1,438 @@
+use super::*;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeSet;
+
+const STORE: [u8; 16] = *b"store-id-0123456";
+const OTHER_STORE: [u8; 16] = *b"store-id-6543210";
+
+fn hash_key(rng: &mut impl Rng) -> Vec<u8> {
+    let bytes: [u8; 32] = rng.gen();
+    STANDARD.encode(bytes).into_bytes()
+}
+
+fn build(path: &Path, kind: TableKind, keys: &BTreeSet<Vec<u8>>, hint: u64) -> TableInfo {
+    let mut b = TableBuilder::create(path, &STORE, kind, hint).unwrap();
+    for k in keys {
+        b.push(k).unwrap();
+    }
+    let info = b.finish().unwrap();
+    assert_eq!(info.kind, kind);
+    assert_eq!(info.key_count, keys.len() as u64);
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(info.file_len, bytes.len() as u64);
+    assert_eq!(info.checksum, xxh3_64(&bytes));
+    info
+}
+
+fn general_keys(rng: &mut impl Rng, n: usize) -> BTreeSet<Vec<u8>> {
+    (0..n)
+        .map(|_| {
+            let len = rng.gen_range(1..20);
+            (0..len).map(|_| rng.gen_range(b'a'..=b'f')).collect()
+        })
+        .collect()
+}
+
+fn hash_keys(rng: &mut impl Rng, n: usize) -> BTreeSet<Vec<u8>> {
+    (0..n).map(|_| hash_key(rng)).collect()
+}
+
+fn check_table(table: &Table, keys: &BTreeSet<Vec<u8>>, probes: &[Vec<u8>]) {
+    assert_eq!(table.len(), keys.len() as u64);
+    assert_eq!(table.is_empty(), keys.is_empty());
+    for k in keys {
+        assert!(table.contains(k), "missing {:?}", String::from_utf8_lossy(k));
+    }
+    for p in probes {
+        assert_eq!(table.contains(p), keys.contains(p), "{p:?}");
+    }
+    let all: Vec<Vec<u8>> = table.keys().collect();
+    assert_eq!(all, keys.iter().cloned().collect::<Vec<_>>());
+    for p in probes.iter().chain(keys.iter().take(20)) {
+        let from: Vec<Vec<u8>> = table.keys_from(p).collect();
+        let want: Vec<Vec<u8>> = keys.range(p.clone()..).cloned().collect();
+        assert_eq!(from, want, "keys_from {p:?}");
+    }
+}
+
+fn probes(rng: &mut impl Rng) -> Vec<Vec<u8>> {
+    let mut p = vec![
+        vec![],
+        b"a".to_vec(),
+        b"zzzz".to_vec(),
+        vec![0],
+        vec![0xFF; 50],
+        b"++++++++++++++++++++++++++++++++++++++++++0=".to_vec(),
+        b"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzw=".to_vec(),
+        b"M".to_vec(),
+    ];
+    p.extend(general_keys(rng, 30));
+    p.extend(hash_keys(rng, 30));
+    p
+}
+
+#[test]
+fn kind_tags() {
+    assert_eq!(TableKind::from_u8(1), Some(TableKind::Fst));
+    assert_eq!(TableKind::from_u8(2), Some(TableKind::Hashed));
+    assert_eq!(TableKind::from_u8(0), None);
+    assert_eq!(TableKind::from_u8(3), None);
+    assert_eq!(TableKind::Hashed.as_u8(), 2);
+}
+
+#[test]
+fn table_is_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Table>();
+}
+
+#[test]
+fn build_open_lookup_both_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let probes = probes(&mut rng);
+    for (kind, keys) in [
+        (TableKind::Fst, general_keys(&mut rng, 2000)),
+        (TableKind::Fst, hash_keys(&mut rng, 500)),
+        (TableKind::Hashed, hash_keys(&mut rng, 3000)),
+    ] {
+        for (i, hint) in [keys.len() as u64, 0, keys.len() as u64 * 100]
+            .into_iter()
+            .enumerate()
+        {
+            let path = dir.path().join(format!("{kind:?}-{}-{i}.tbl", keys.len()));
+            let info = build(&path, kind, &keys, hint);
+            for v in [Verification::Checksum, Verification::Structure] {
+                let t = Table::open(&path, &STORE, &info, v).unwrap();
+                assert_eq!(t.kind(), kind);
+                assert_eq!(t.info(), info);
+                assert_eq!(t.path(), path);
+                check_table(&t, &keys, &probes);
+            }
+            verify_table(&path, &STORE, &info).unwrap();
+        }
+    }
+}
+
+#[test]
+fn empty_and_tiny_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let probes = probes(&mut rng);
+    for kind in [TableKind::Fst, TableKind::Hashed] {
+        for n in [0usize, 1, 2, 3, 4, 5, 9] {
+            let keys = hash_keys(&mut rng, n);
+            let path = dir.path().join(format!("{kind:?}-{n}.tbl"));
+            let info = build(&path, kind, &keys, n as u64);
+            let t = Table::open(&path, &STORE, &info, Verification::Checksum).unwrap();
+            check_table(&t, &keys, &probes);
+            verify_table(&path, &STORE, &info).unwrap();
+        }
+    }
+}
+
+#[test]
+fn hashed_index_shrinks_when_hint_is_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let keys = hash_keys(&mut rng, 1000);
+    let exact = build(&dir.path().join("a"), TableKind::Hashed, &keys, 1000);
+    let over = build(&dir.path().join("b"), TableKind::Hashed, &keys, 1 << 20);
+    assert_eq!(exact.file_len, over.file_len);
+    assert_eq!(exact.checksum, over.checksum);
+}
+
+#[test]
+fn builder_rejects_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    let mut b = TableBuilder::create(&path, &STORE, TableKind::Fst, 10).unwrap();
+    assert!(matches!(
+        TableBuilder::create(&path, &STORE, TableKind::Fst, 10),
+        Err(Error::Io { .. })
+    ));
+    b.push(b"b").unwrap();
+    assert!(matches!(b.push(b"b"), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(b.push(b"a"), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(b.push(b""), Err(Error::InvalidKey { len: 0 })));
+    assert!(matches!(
+        b.push(&[b'z'; 4097]),
+        Err(Error::InvalidKey { len: 4097 })
+    ));
+    b.push(&[b'z'; 4096]).unwrap();
+    b.push(b"zz\xFF").unwrap_err(); // < the 4096 z's
+    let info = b.finish().unwrap();
+    assert_eq!(info.key_count, 2);
+
+    let path = dir.path().join("h");
+    let mut b = TableBuilder::create(&path, &STORE, TableKind::Hashed, 10).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let keys = hash_keys(&mut rng, 2);
+    let (k1, k2) = (keys.first().unwrap(), keys.last().unwrap());
+    b.push(k2).unwrap();
+    assert!(matches!(b.push(k2), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(b.push(k1), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(b.push(b"zzz"), Err(Error::InvalidArgument { .. })));
+    let mut noncanonical = k2.clone();
+    noncanonical[42] = b'z'; // 'z' has low bits set
+    assert!(matches!(
+        b.push(&noncanonical),
+        Err(Error::InvalidArgument { .. })
+    ));
+    drop(b);
+    assert!(!path.exists(), "an unfinished table is removed on drop");
+}
+
+#[test]
+fn open_rejects_mismatches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let keys = hash_keys(&mut rng, 100);
+    let path = dir.path().join("h");
+    let info = build(&path, TableKind::Hashed, &keys, 100);
+    let open = |store: &[u8; 16], info: TableInfo, v| Table::open(&path, store, &info, v);
+    for v in [Verification::Checksum, Verification::Structure] {
+        assert!(matches!(
+            open(&OTHER_STORE, info, v),
+            Err(Error::ForeignFile { .. })
+        ));
+        let wrong_kind = TableInfo {
+            kind: TableKind::Fst,
+            ..info
+        };
+        assert!(matches!(open(&STORE, wrong_kind, v), Err(Error::Corrupt { .. })));
+        let wrong_count = TableInfo {
+            key_count: 99,
+            ..info
+        };
+        assert!(matches!(open(&STORE, wrong_count, v), Err(Error::Corrupt { .. })));
+        let wrong_len = TableInfo {
+            file_len: info.file_len + 1,
+            ..info
+        };
+        assert!(matches!(open(&STORE, wrong_len, v), Err(Error::Corrupt { .. })));
+    }
+    let wrong_sum = TableInfo {
+        checksum: info.checksum ^ 1,
+        ..info
+    };
+    assert!(matches!(
+        open(&STORE, wrong_sum, Verification::Checksum),
+        Err(Error::ChecksumMismatch { .. })
+    ));
+    assert!(open(&STORE, wrong_sum, Verification::Structure).is_ok());
+
+    // A newer version.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let newer = dir.path().join("newer");
+    std::fs::write(&newer, &bytes).unwrap();
+    let newer_info = TableInfo {
+        checksum: xxh3_64(&bytes),
+        ..info
+    };
+    assert!(matches!(
+        Table::open(&newer, &STORE, &newer_info, Verification::Checksum),
+        Err(Error::UnsupportedVersion { found: 2, .. })
+    ));
+    // Missing file.
+    assert!(matches!(
+        Table::open(&dir.path().join("nope"), &STORE, &info, Verification::Checksum),
+        Err(Error::Io { .. })
+    ));
+}
+
+/// Every single-byte flip and every truncation of a small table: open with Checksum fails;
+/// with Structure, open + contains + keys never panic on a hashed table.
+fn corruption_sweep(kind: TableKind, keys: &BTreeSet<Vec<u8>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orig");
+    let info = build(&path, kind, keys, keys.len() as u64);
+    let good = std::fs::read(&path).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let probes = probes(&mut rng);
+    let bad = dir.path().join("bad");
+    let try_all = |t: &Table| {
+        for k in keys.iter().chain(probes.iter()) {
+            let _ = t.contains(k);
+        }
+        assert!(t.keys().count() <= keys.len());
+        let _ = t.keys_from(b"M").count();
+    };
+    for at in 0..good.len() {
+        for flip in [0x01u8, 0x80, 0xFF] {
+            let mut bytes = good.clone();
+            bytes[at] ^= flip;
+            std::fs::write(&bad, &bytes).unwrap();
+            let r = Table::open(&bad, &STORE, &info, Verification::Checksum);
+            assert!(r.is_err(), "flip {flip:#x} at {at} accepted");
+            assert!(verify_table(&bad, &STORE, &info).is_err());
+            // With the file's real checksum the checksum no longer protects us: only the
+            // structure does. Nothing may panic for a hashed table.
+            if kind == TableKind::Hashed {
+                let same_sum = TableInfo {
+                    checksum: xxh3_64(&bytes),
+                    ..info
+                };
+                for v in [Verification::Structure, Verification::Checksum] {
+                    if let Ok(t) = Table::open(&bad, &STORE, &same_sum, v) {
+                        try_all(&t);
+                    }
+                }
+                let _ = verify_table(&bad, &STORE, &same_sum);
+            }
+        }
+    }
+    for len in 0..good.len() {
+        std::fs::write(&bad, &good[..len]).unwrap();
+        for v in [Verification::Checksum, Verification::Structure] {
+            assert!(Table::open(&bad, &STORE, &info, v).is_err(), "truncated to {len}");
+            // Even when the manifest agrees with the truncated length.
+            let short = TableInfo {
+                file_len: len as u64,
+                checksum: xxh3_64(&good[..len]),
+                ..info
+            };
+            assert!(Table::open(&bad, &STORE, &short, v).is_err(), "truncated to {len}");
+        }
+    }
+}
+
+#[test]
+fn corruption_fst() {
+    let keys: BTreeSet<Vec<u8>> = ["apple", "apricot", "banana", "band", "user-1", "user-2"]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+    corruption_sweep(TableKind::Fst, &keys);
+}
+
+#[test]
+fn corruption_hashed() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    corruption_sweep(TableKind::Hashed, &hash_keys(&mut rng, 9));
+}
+
+#[test]
+fn hashed_structure_rejects_bad_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let keys = hash_keys(&mut rng, 64);
+    let path = dir.path().join("h");
+    let info = build(&path, TableKind::Hashed, &keys, 64);
+    let bytes = std::fs::read(&path).unwrap();
+    let index_start = HEADER_LEN + 64 * CODE_LEN;
+    // Last index entry != key_count.
+    let last = bytes.len() - FOOTER_LEN - 4;
+    let mut b = bytes.clone();
+    b[last] ^= 1;
+    std::fs::write(&path, &b).unwrap();
+    let i2 = TableInfo {
+        checksum: xxh3_64(&b),
+        ..info
+    };
+    assert!(Table::open(&path, &STORE, &i2, Verification::Structure).is_err());
+    // A decreasing middle entry: accepted by Structure, caught by Checksum and verify.
+    let mut b = bytes.clone();
+    b[index_start + 4 * 3..index_start + 4 * 4].copy_from_slice(&1000u32.to_le_bytes());
+    std::fs::write(&path, &b).unwrap();
+    let i3 = TableInfo {
+        checksum: xxh3_64(&b),
+        ..info
+    };
+    let t = Table::open(&path, &STORE, &i3, Verification::Structure).unwrap();
+    for k in &keys {
+        let _ = t.contains(k);
+    }
+    assert!(Table::open(&path, &STORE, &i3, Verification::Checksum).is_err());
+    assert!(verify_table(&path, &STORE, &i3).is_err());
+    // Two codes swapped: only verify_table notices.
+    let mut b = bytes.clone();
+    let (c0, c1) = (HEADER_LEN, HEADER_LEN + CODE_LEN);
+    let first: Vec<u8> = b[c0..c1].to_vec();
+    b.copy_within(c1..c1 + CODE_LEN, c0);
+    b[c1..c1 + CODE_LEN].copy_from_slice(&first);
+    std::fs::write(&path, &b).unwrap();
+    let i4 = TableInfo {
+        checksum: xxh3_64(&b),
+        ..info
+    };
+    Table::open(&path, &STORE, &i4, Verification::Checksum).unwrap();
+    assert!(matches!(
+        verify_table(&path, &STORE, &i4),
+        Err(Error::Corrupt { .. })
+    ));
+}
+
+/// Bytes per key of a hashed table of 1M keys (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn hashed_bytes_per_key_1m() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let keys = hash_keys(&mut rng, 1_000_000);
+    let path = dir.path().join("h");
+    let info = build(&path, TableKind::Hashed, &keys, keys.len() as u64);
+    let t = Table::open(&path, &STORE, &info, Verification::Checksum).unwrap();
+    let start = std::time::Instant::now();
+    let mut found = 0;
+    for k in keys.iter().take(200_000) {
+        found += usize::from(t.contains(k));
+    }
+    let hit = start.elapsed() / 200_000;
+    let misses = hash_keys(&mut rng, 200_000);
+    let start = std::time::Instant::now();
+    for k in &misses {
+        found += usize::from(t.contains(k));
+    }
+    let miss = start.elapsed() / 200_000;
+    assert!(found >= 200_000);
+    println!(
+        "hashed 1M keys: {} bytes, {:.3} B/key, hit {hit:?}, miss {miss:?} (test profile)",
+        info.file_len,
+        info.file_len as f64 / info.key_count as f64
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn fst_matches_btreeset(
+        keys in proptest::collection::btree_set(proptest::collection::vec(any::<u8>(), 1..12), 0..200),
+        probes in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 0..50),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let info = build(&path, TableKind::Fst, &keys, keys.len() as u64);
+        let t = Table::open(&path, &STORE, &info, Verification::Checksum).unwrap();
+        check_table(&t, &keys, &probes);
+        verify_table(&path, &STORE, &info).unwrap();
+    }
+
+    #[test]
+    fn hashed_matches_btreeset(
+        raw in proptest::collection::btree_set(any::<[u8; 32]>(), 0..300),
+        probes in proptest::collection::vec(any::<[u8; 32]>(), 0..50),
+        hint_factor in 0u64..4,
+    ) {
+        let keys: BTreeSet<Vec<u8>> = raw.iter().map(|x| STANDARD.encode(x).into_bytes()).collect();
+        let mut probes: Vec<Vec<u8>> =
+            probes.iter().map(|x| STANDARD.encode(x).into_bytes()).collect();
+        // Near misses: a key with one digit changed.
+        probes.extend(keys.iter().take(10).map(|k| {
+            let mut k = k.clone();
+            k[5] = if k[5] == b'A' { b'B' } else { b'A' };
+            k
+        }));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let info = build(&path, TableKind::Hashed, &keys, keys.len() as u64 * hint_factor);
+        let t = Table::open(&path, &STORE, &info, Verification::Checksum).unwrap();
+        check_table(&t, &keys, &probes);
+        verify_table(&path, &STORE, &info).unwrap();
+    }
+}
