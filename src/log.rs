@@ -1,6 +1,6 @@
 //! The delta log: an append-only file of checksummed records, one atomic write each.
 //!
-//! Layout (see `format-spec.md`, "Log files"): a 48-byte header, then records of
+//! Layout (see `format-spec.md`, "Log files"): a 56-byte header, then records of
 //! `len u32 | seq u64 | header_crc u32 | payload (len bytes) | payload_crc u32`.
 
 use crate::codec::{Decoder, Encoder};
@@ -16,7 +16,7 @@ pub const LOG_MAGIC: [u8; 8] = *b"SEGSLOG\0";
 /// The log format version this build writes and reads.
 pub const LOG_VERSION: u32 = 1;
 /// Size of the log file header.
-pub const LOG_HEADER_LEN: usize = 48;
+pub const LOG_HEADER_LEN: usize = 56;
 /// Size of a record's header (`len`, `seq`, `header_crc`).
 pub const RECORD_HEADER_LEN: usize = 16;
 /// Size of a record's trailer (`payload_crc`).
@@ -50,7 +50,7 @@ pub struct LogHeader {
 }
 
 impl LogHeader {
-    /// The 48 header bytes.
+    /// The 56 header bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Encoder::new();
         e.raw(&LOG_MAGIC);
@@ -372,7 +372,7 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(LogHeader::decode(&bad, p).is_err(), "flip at {i}");
         }
-        assert!(LogHeader::decode(&bytes[..40], p).is_err());
+        assert!(LogHeader::decode(&bytes[..50], p).is_err());
     }
 
     #[test]
