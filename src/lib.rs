@@ -24,10 +24,12 @@ mod reader;
 mod recovery;
 mod snapshot;
 mod store;
+mod verify;
 
 pub use entry::Details;
 pub use options::Options;
 pub use snapshot::{ListKeys, Membership, Metadata, SegmentInfo, Snapshot, Status};
 pub use reader::ReadOnlyStore;
 pub use store::{CompactionStats, ReplaceStats, Store};
+pub use verify::{stats, verify, FileStats, Problem, StoreStats};
 pub use table::{TableKind, Verification};

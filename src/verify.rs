@@ -1,0 +1,208 @@
+//! `verify` and `stats`: whole-store checks and figures, read-only.
+
+use crate::entry::{Entry, TableRef};
+use crate::error::{Error, Result};
+use crate::files::{parse_table_file_name, table_file_name};
+use crate::log::{log_file_name, parse_log_file_name, scan_records, Tail, LOG_HEADER_LEN};
+use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::recovery::{load, read_log, TableCache};
+use crate::table::{verify_table, Verification};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One thing `verify` found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file concerned.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub detail: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.detail)
+    }
+}
+
+impl Problem {
+    fn from_error(fallback: &Path, error: &Error) -> Problem {
+        let path = match error {
+            Error::Io { path, .. }
+            | Error::Corrupt { path, .. }
+            | Error::ChecksumMismatch { path, .. }
+            | Error::MissingFile { path, .. }
+            | Error::UnsupportedVersion { path, .. }
+            | Error::ForeignFile { path } => path.clone(),
+            _ => fallback.to_owned(),
+        };
+        Problem {
+            path,
+            detail: error.to_string(),
+        }
+    }
+}
+
+/// Checks every checksum and every cross-reference of the store in `dir`: the manifest, each
+/// table it or the log names (whole-file xxh3 and structure), each log of the chain (header,
+/// every record's checksums and sequence, the rotation chain), then replays everything.
+/// Returns the problems found, empty when the store is sound. A torn last record is not a
+/// problem (the writer truncates it on open). Takes no lock; safe beside a running writer.
+pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let manifest = match Manifest::load(dir) {
+        Ok(m) => m,
+        Err(e @ Error::NotFound { .. }) => return Err(e),
+        Err(e) => return Ok(vec![Problem::from_error(&manifest_path, &e)]),
+    };
+    let mut problems = Vec::new();
+    let mut checked = BTreeSet::new();
+    let mut check_table = |table: &TableRef, problems: &mut Vec<Problem>| {
+        if !checked.insert(table.file_id) {
+            return;
+        }
+        let path = dir.join(table_file_name(table.file_id));
+        if !path.exists() {
+            problems.push(Problem {
+                path,
+                detail: "table is missing".into(),
+            });
+        } else if let Err(e) = verify_table(&path, &manifest.store_id, &table.info) {
+            problems.push(Problem::from_error(&path, &e));
+        }
+    };
+    for table in manifest.tables() {
+        check_table(table, &mut problems);
+    }
+    let mut number = manifest.log_number;
+    let mut next_seq = manifest.log_first_seq;
+    loop {
+        let (path, bytes) = match read_log(dir, number, &manifest.store_id, next_seq) {
+            Ok(found) => found,
+            Err(e) => {
+                problems.push(Problem::from_error(&dir.join(log_file_name(number)), &e));
+                break;
+            }
+        };
+        let body = bytes.get(LOG_HEADER_LEN..).unwrap_or_default();
+        let scan = match scan_records(body, LOG_HEADER_LEN as u64, next_seq, &path) {
+            Ok(scan) => scan,
+            Err(e) => {
+                problems.push(Problem::from_error(&path, &e));
+                break;
+            }
+        };
+        let mut next_log = None;
+        for (_, entry) in &scan.records {
+            match entry {
+                Entry::ReplaceList { table: Some(t), .. } => check_table(t, &mut problems),
+                Entry::Rotate { next_log: n } => next_log = Some(*n),
+                _ => {}
+            }
+        }
+        match next_log {
+            Some(n) if n == number + 1 => {
+                number = n;
+                next_seq = scan.next_seq;
+            }
+            Some(n) => {
+                problems.push(Problem {
+                    path,
+                    detail: format!("rotates to log {n}, expected {}", number + 1),
+                });
+                break;
+            }
+            None => break,
+        }
+    }
+    if problems.is_empty() {
+        // Everything checks out file by file; replay it all to catch what only the whole shows.
+        let mut cache = TableCache::default();
+        if let Err(e) = load(dir, manifest, &mut cache, Verification::Structure) {
+            problems.push(Problem::from_error(dir, &e));
+        }
+    }
+    Ok(problems)
+}
+
+/// One file of a store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileStats {
+    /// File name.
+    pub name: String,
+    /// `manifest`, `log`, `table`, `lock` or `other`.
+    pub kind: &'static str,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// Figures about a store's files.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Every file in the directory, by name.
+    pub files: Vec<FileStats>,
+    /// Manifest generation.
+    pub generation: u64,
+    /// Bytes of the tables the manifest names.
+    pub table_bytes: u64,
+    /// Keys in the tables the manifest names.
+    pub table_keys: u64,
+    /// Bytes of the log chain (headers included).
+    pub log_bytes: u64,
+    /// Records in the log chain.
+    pub log_records: u64,
+    /// Whether the live log ends in an incomplete record (a torn write, or one in progress).
+    pub torn_tail: bool,
+}
+
+/// Lists the store's files and counts what they hold. Read-only.
+pub fn stats(dir: &Path) -> Result<StoreStats> {
+    let manifest = Manifest::load(dir)?;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        let kind = if name == MANIFEST_FILE {
+            "manifest"
+        } else if name == crate::files::LOCK_FILE {
+            "lock"
+        } else if parse_log_file_name(&name).is_some() {
+            "log"
+        } else if parse_table_file_name(&name).is_some() {
+            "table"
+        } else {
+            "other"
+        };
+        files.push(FileStats { name, kind, bytes });
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut log_bytes = 0;
+    let mut log_records = 0;
+    let mut torn_tail = false;
+    let mut number = manifest.log_number;
+    let mut next_seq = manifest.log_first_seq;
+    loop {
+        let (path, bytes) = read_log(dir, number, &manifest.store_id, next_seq)?;
+        let body = bytes.get(LOG_HEADER_LEN..).unwrap_or_default();
+        let scan = scan_records(body, LOG_HEADER_LEN as u64, next_seq, &path)?;
+        log_bytes += bytes.len() as u64;
+        log_records += scan.records.len() as u64;
+        torn_tail = matches!(scan.tail, Tail::Torn { .. });
+        if !scan.rotated {
+            break;
+        }
+        number += 1;
+        next_seq = scan.next_seq;
+    }
+    Ok(StoreStats {
+        files,
+        generation: manifest.generation,
+        table_bytes: manifest.tables().map(|t| t.info.file_len).sum(),
+        table_keys: manifest.tables().map(|t| t.info.key_count).sum(),
+        log_bytes,
+        log_records,
+        torn_tail,
+    })
+}

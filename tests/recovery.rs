@@ -1,0 +1,197 @@
+//! Recovery on open: a torn last record is a clean end (and is truncated), any other damage is
+//! a typed error naming the file, and nothing acknowledged is dropped.
+
+use segstore::{Batch, Error, List, Options, ReadOnlyStore, Status, Store};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+fn options() -> Options {
+    Options {
+        auto_compact: false,
+        poll_interval: None,
+        ..Options::default()
+    }
+}
+
+fn live_log(dir: &Path) -> PathBuf {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seglog"))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
+
+fn tables(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sstbl"))
+        .collect()
+}
+
+/// Three acknowledged writes; returns the log length after each.
+fn three_writes(dir: &Path) -> Vec<u64> {
+    let store = Store::create(dir, options()).unwrap();
+    let mut ends = Vec::new();
+    for i in 0..3 {
+        store
+            .write(Batch::new().add("s.g1", List::Included, format!("k{i}")))
+            .unwrap();
+        ends.push(std::fs::metadata(live_log(dir)).unwrap().len());
+    }
+    ends
+}
+
+#[test]
+fn torn_tail_is_truncated_and_earlier_writes_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = three_writes(dir.path());
+    let log = live_log(dir.path());
+    // Cut the last record anywhere inside it.
+    for cut in [ends[1] + 1, ends[1] + 10, ends[2] - 1] {
+        let copy = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+        let copied_log = copy.path().join(log.file_name().unwrap());
+        OpenOptions::new().write(true).open(&copied_log).unwrap().set_len(cut).unwrap();
+        assert!(segstore::verify(copy.path()).unwrap().is_empty());
+        let store = Store::open(copy.path(), options()).unwrap();
+        let snap = store.snapshot();
+        assert_eq!(snap.check("s.g1", b"k0"), Status::Included);
+        assert_eq!(snap.check("s.g1", b"k1"), Status::Included);
+        assert_eq!(snap.check("s.g1", b"k2"), Status::Unknown);
+        assert_eq!(std::fs::metadata(&copied_log).unwrap().len(), ends[1], "truncated");
+        // And writing continues cleanly after the repaired tail.
+        store.write(Batch::new().add("s.g1", List::Included, "k9")).unwrap();
+        drop(store);
+        let store = Store::open(copy.path(), options()).unwrap();
+        assert_eq!(store.snapshot().check("s.g1", b"k9"), Status::Included);
+    }
+}
+
+#[test]
+fn zero_filled_tail_is_a_clean_end() {
+    let dir = tempfile::tempdir().unwrap();
+    three_writes(dir.path());
+    let log = live_log(dir.path());
+    OpenOptions::new().append(true).open(&log).unwrap().write_all(&[0u8; 8192]).unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.snapshot().check("s.g1", b"k2"), Status::Included);
+}
+
+#[test]
+fn a_bad_checksum_before_the_end_is_corruption_naming_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = three_writes(dir.path());
+    let log = live_log(dir.path());
+    let mut bytes = std::fs::read(&log).unwrap();
+    // A flip inside the first record's payload.
+    let at = (ends[0] - 6) as usize;
+    bytes[at] ^= 0x40;
+    std::fs::write(&log, &bytes).unwrap();
+    match Store::open(dir.path(), options()) {
+        Err(Error::Corrupt { path, .. }) => assert_eq!(path, log),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    let problems = segstore::verify(dir.path()).unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, log);
+    // Nothing was truncated or repaired.
+    assert_eq!(std::fs::read(&log).unwrap(), bytes);
+}
+
+#[test]
+fn missing_or_damaged_table_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::create(dir.path(), options()).unwrap();
+        store
+            .replace_list("s.g1", None, List::Included, (0..100).map(|i| Ok(format!("key{i}").into_bytes())))
+            .unwrap();
+        store.compact().unwrap();
+    }
+    let table = tables(dir.path()).pop().unwrap();
+    let original = std::fs::read(&table).unwrap();
+    let mut flipped = original.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 1;
+    std::fs::write(&table, &flipped).unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), options()),
+        Err(Error::ChecksumMismatch { ref path, .. }) if *path == table
+    ));
+    assert!(matches!(
+        ReadOnlyStore::open(dir.path(), options()),
+        Err(Error::ChecksumMismatch { .. })
+    ));
+    assert_eq!(segstore::verify(dir.path()).unwrap()[0].path, table);
+    std::fs::remove_file(&table).unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), options()),
+        Err(Error::MissingFile { ref path, .. }) if *path == table
+    ));
+    std::fs::write(&table, &original).unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.snapshot().check("s.g1", b"key7"), Status::Included);
+}
+
+#[test]
+fn newer_manifest_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    three_writes(dir.path());
+    let path = dir.path().join("MANIFEST");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8] = 9;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), options()),
+        Err(Error::UnsupportedVersion { found: 9, .. })
+    ));
+}
+
+#[test]
+fn a_log_from_another_store_is_foreign() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    three_writes(a.path());
+    three_writes(b.path());
+    std::fs::copy(live_log(b.path()), live_log(a.path())).unwrap();
+    assert!(matches!(
+        Store::open(a.path(), options()),
+        Err(Error::ForeignFile { .. })
+    ));
+}
+
+#[test]
+fn open_without_a_store_is_not_found_and_create_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), options()),
+        Err(Error::NotFound { .. })
+    ));
+    drop(Store::create(dir.path(), options()).unwrap());
+    assert!(matches!(
+        Store::create(dir.path(), options()),
+        Err(Error::AlreadyExists { .. })
+    ));
+}
+
+#[test]
+fn orphans_from_a_crash_are_removed_by_the_writer_only() {
+    let dir = tempfile::tempdir().unwrap();
+    three_writes(dir.path());
+    let orphan_table = dir.path().join("t-00000000000000ff.sstbl");
+    let orphan_log = dir.path().join("log-00000000000000ff.seglog");
+    std::fs::write(&orphan_table, b"half a table").unwrap();
+    std::fs::write(&orphan_log, b"half a log").unwrap();
+    drop(ReadOnlyStore::open(dir.path(), options()).unwrap());
+    assert!(orphan_table.exists(), "readers never delete");
+    drop(Store::open(dir.path(), options()).unwrap());
+    assert!(!orphan_table.exists());
+    assert!(!orphan_log.exists());
+}
