@@ -153,9 +153,22 @@ fn assert_matches(snapshot: &segstore::Snapshot, model: &Model, keys: &[Vec<u8>]
     }
 }
 
+/// The model test checks semantics, not durability (the crash tests do that on a real disk),
+/// so it runs on tmpfs where one is mounted: fsync there is free, and thousands of cases fit
+/// in seconds.
+fn scratch_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
 fn run(ops: Vec<Op>, auto_compact: bool) {
     let keys = key_universe();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     let mut store = Some(Store::create(dir.path(), options(auto_compact)).unwrap());
     let mut model = Model::default();
     for op in ops {
@@ -285,7 +298,7 @@ fn cases() -> u32 {
     std::env::var("SEGSTORE_MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3000)
+        .unwrap_or(4000)
 }
 
 proptest! {
