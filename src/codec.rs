@@ -39,16 +39,6 @@ impl Encoder {
         self.buf
     }
 
-    /// Number of bytes written so far.
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// True if nothing was written.
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
     /// Writes one byte.
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);
@@ -142,7 +132,10 @@ impl<'a> Decoder<'a> {
             .checked_add(n)
             .filter(|&end| end <= self.buf.len())
             .ok_or_else(|| self.error(format!("{n} bytes needed, {} left", self.remaining())))?;
-        let out = self.buf.get(self.pos..end).ok_or_else(|| self.error("out of range"))?;
+        let out = self
+            .buf
+            .get(self.pos..end)
+            .ok_or_else(|| self.error("out of range"))?;
         self.pos = end;
         Ok(out)
     }

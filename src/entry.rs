@@ -192,13 +192,13 @@ impl Entry {
                 list: decode_list(&mut d)?,
                 table: decode_opt_table(&mut d)?,
             },
-            TAG_ROTATE => Entry::Rotate {
-                next_log: d.u64()?,
-            },
-            other => return Err(DecodeError {
-                offset: 0,
-                detail: format!("unknown entry tag {other}"),
-            }),
+            TAG_ROTATE => Entry::Rotate { next_log: d.u64()? },
+            other => {
+                return Err(DecodeError {
+                    offset: 0,
+                    detail: format!("unknown entry tag {other}"),
+                })
+            }
         };
         d.finish()?;
         Ok(entry)
@@ -370,7 +370,10 @@ mod tests {
         for entry in samples() {
             let bytes = entry.encode();
             for cut in 0..bytes.len() {
-                assert!(Entry::decode(&bytes[..cut]).is_err(), "{entry:?} cut at {cut}");
+                assert!(
+                    Entry::decode(&bytes[..cut]).is_err(),
+                    "{entry:?} cut at {cut}"
+                );
             }
             let mut longer = bytes.clone();
             longer.push(0);

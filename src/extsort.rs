@@ -534,7 +534,9 @@ struct RunReader {
 impl RunReader {
     fn open(meta: RunMeta, buf_size: usize) -> Result<Self> {
         let file = File::open(&meta.path).map_err(|e| Error::io(&meta.path, e))?;
-        let size = (buf_size as u64).min(meta.total_len).max(TRAILER_LEN as u64) as usize;
+        let size = (buf_size as u64)
+            .min(meta.total_len)
+            .max(TRAILER_LEN as u64) as usize;
         Ok(RunReader {
             remaining: meta.count,
             meta,
@@ -866,7 +868,11 @@ mod tests {
         assert!(sorted.spilled_runs() > 100, "{sorted:?}");
         assert_eq!(sorted.len_upper_bound(), 1000);
         let out = collect(sorted).unwrap();
-        let expect: Vec<Vec<u8>> = keys.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+        let expect: Vec<Vec<u8>> = keys
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         assert_eq!(out, expect);
         assert!(dir_is_empty(&dir));
     }
@@ -909,7 +915,12 @@ mod tests {
             vec![0xff; 9],
             b"a".to_vec(),
         ];
-        let expect: Vec<Vec<u8>> = keys.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        let expect: Vec<Vec<u8>> = keys
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         for budget in [0, 60, 1 << 20] {
             let sorted = sort_keys(ok_keys(&keys), &opts(&dir, budget), |_| true).unwrap();
             assert_eq!(collect(sorted).unwrap(), expect, "budget {budget}");
@@ -941,7 +952,10 @@ mod tests {
         };
         let keys = vec![b"a".to_vec(), b"b".to_vec()];
         let err = sort_keys(ok_keys(&keys), &options, |_| true).unwrap_err();
-        assert!(matches!(&err, Error::Io { path, .. } if *path == missing), "{err}");
+        assert!(
+            matches!(&err, Error::Io { path, .. } if *path == missing),
+            "{err}"
+        );
         // In memory, the directory is never needed.
         let options = SortOptions {
             memory_budget: 1 << 20,
@@ -1028,7 +1042,9 @@ mod tests {
 
     #[test]
     fn corrupted_spilled_run_is_detected() {
-        let keys: Vec<Vec<u8>> = (0..2000u32).map(|i| format!("key-{i:05}").into_bytes()).collect();
+        let keys: Vec<Vec<u8>> = (0..2000u32)
+            .map(|i| format!("key-{i:05}").into_bytes())
+            .collect();
         for fan_in in [2, MERGE_FAN_IN] {
             let dir = tempfile::tempdir().unwrap();
             let tuning = Tuning {
@@ -1090,7 +1106,8 @@ mod tests {
         for budget in [256 << 20, 64 << 20] {
             let dir = tempfile::tempdir().unwrap();
             let t = Instant::now();
-            let sorted = sort_keys(random_keys(N, 7), &opts(&dir, budget), |k| k.len() == 44).unwrap();
+            let sorted =
+                sort_keys(random_keys(N, 7), &opts(&dir, budget), |k| k.len() == 44).unwrap();
             let read = t.elapsed();
             let runs = sorted.spilled_runs();
             let mut count = 0usize;

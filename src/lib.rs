@@ -3,10 +3,10 @@
 
 pub mod change;
 pub mod error;
+pub mod extsort;
 pub mod ingest;
 pub mod key;
 pub mod table;
-pub mod extsort;
 
 pub use change::{Batch, List, ListChange, Patch, SegmentChange};
 pub use error::{Error, Result};
@@ -28,8 +28,8 @@ mod verify;
 
 pub use entry::Details;
 pub use options::Options;
-pub use snapshot::{ListKeys, Membership, Metadata, SegmentInfo, Snapshot, Status};
 pub use reader::ReadOnlyStore;
+pub use snapshot::{ListKeys, Membership, Metadata, SegmentInfo, Snapshot, Status};
 pub use store::{CompactionStats, ReplaceStats, Store};
-pub use verify::{stats, verify, FileStats, Problem, StoreStats};
 pub use table::{TableKind, Verification};
+pub use verify::{stats, verify, FileStats, Problem, StoreStats};

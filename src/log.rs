@@ -59,22 +59,26 @@ impl LogHeader {
         e.raw(&self.store_id);
         e.u64(self.number);
         e.u64(self.first_seq);
+        e.u32(0);
         let bytes = e.into_bytes();
         let crc = crc32fast::hash(&bytes);
         let mut e = Encoder::new();
         e.raw(&bytes);
         e.u32(crc);
-        e.u32(0);
         e.into_bytes()
     }
 
     /// Reads and checks a header.
     pub fn decode(bytes: &[u8], path: &Path) -> Result<LogHeader> {
         let head = bytes.get(..LOG_HEADER_LEN).ok_or_else(|| {
-            Error::corrupt(path, format!("{} bytes, shorter than the log header", bytes.len()))
+            Error::corrupt(
+                path,
+                format!("{} bytes, shorter than the log header", bytes.len()),
+            )
         })?;
         let mut d = Decoder::new(head);
-        let corrupt = |e: crate::codec::DecodeError| Error::corrupt(path, format!("log header {e}"));
+        let corrupt =
+            |e: crate::codec::DecodeError| Error::corrupt(path, format!("log header {e}"));
         let magic: [u8; 8] = d.array().map_err(corrupt)?;
         if magic != LOG_MAGIC {
             return Err(Error::corrupt(path, "not a segstore log file (bad magic)"));
@@ -91,6 +95,7 @@ impl LogHeader {
         let store_id: [u8; 16] = d.array().map_err(corrupt)?;
         let number = d.u64().map_err(corrupt)?;
         let first_seq = d.u64().map_err(corrupt)?;
+        let _reserved = d.u32().map_err(corrupt)?;
         let crc_end = d.position();
         let crc = d.u32().map_err(corrupt)?;
         let covered = head.get(..crc_end).unwrap_or_default();
@@ -153,7 +158,10 @@ pub fn scan_records(bytes: &[u8], start: u64, next_seq: u64, path: &Path) -> Res
         if scan.rotated {
             return Err(Error::corrupt(
                 path,
-                format!("{} bytes after the rotate record at offset {offset}", bytes.len() - pos),
+                format!(
+                    "{} bytes after the rotate record at offset {offset}",
+                    bytes.len() - pos
+                ),
             ));
         }
         let rest = bytes.get(pos..).unwrap_or_default();
@@ -315,24 +323,9 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Current length in bytes.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// True if the log holds only its header.
-    pub fn is_empty(&self) -> bool {
-        self.len <= LOG_HEADER_LEN as u64
-    }
-
     /// The log's number.
     pub fn number(&self) -> u64 {
         self.number
-    }
-
-    /// The log's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -385,15 +378,16 @@ mod tests {
         for cut in 0..bytes.len() {
             let scan = scan_records(&bytes[..cut], 0, 10, p).unwrap();
             assert!(scan.valid_end as usize <= cut);
-            let whole = full
-                .records
-                .iter()
-                .take_while(|_| true)
-                .count();
+            let whole = full.records.iter().take_while(|_| true).count();
             assert!(scan.records.len() <= whole);
             assert_eq!(scan.records[..], full.records[..scan.records.len()]);
             if cut as u64 != scan.valid_end {
-                assert_eq!(scan.tail, Tail::Torn { offset: scan.valid_end });
+                assert_eq!(
+                    scan.tail,
+                    Tail::Torn {
+                        offset: scan.valid_end
+                    }
+                );
             }
         }
     }
@@ -417,7 +411,12 @@ mod tests {
         bad[n - 6] ^= 0x01;
         let scan = scan_records(&bad, 0, 1, p).unwrap();
         assert_eq!(scan.records.len(), 3);
-        assert_eq!(scan.tail, Tail::Torn { offset: last_start as u64 });
+        assert_eq!(
+            scan.tail,
+            Tail::Torn {
+                offset: last_start as u64
+            }
+        );
     }
 
     #[test]
@@ -427,7 +426,12 @@ mod tests {
         bytes.extend([0u8; 4096]);
         let scan = scan_records(&bytes, 0, 1, Path::new("x")).unwrap();
         assert_eq!(scan.records.len(), 4);
-        assert_eq!(scan.tail, Tail::Torn { offset: good as u64 });
+        assert_eq!(
+            scan.tail,
+            Tail::Torn {
+                offset: good as u64
+            }
+        );
         let bytes = record_bytes(&entries(), 1);
         assert!(scan_records(&bytes, 0, 2, Path::new("x")).is_err());
     }

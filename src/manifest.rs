@@ -4,7 +4,9 @@
 //! payload_len u64 | payload | xxh3_64 u64`, the checksum covering every byte before it.
 
 use crate::codec::{Decoder, Encoder};
-use crate::entry::{decode_details, decode_opt_table, encode_details, encode_opt_table, Details, TableRef};
+use crate::entry::{
+    decode_details, decode_opt_table, encode_details, encode_opt_table, Details, TableRef,
+};
 use crate::error::{Error, Result};
 use crate::fsutil::{read_file, replace_file};
 use crate::key::MAX_NAME_LEN;
@@ -111,7 +113,10 @@ impl Manifest {
             .ok_or_else(|| {
                 Error::corrupt(
                     path,
-                    format!("payload length {payload_len} does not match the file size {}", bytes.len()),
+                    format!(
+                        "payload length {payload_len} does not match the file size {}",
+                        bytes.len()
+                    ),
                 )
             })?;
         let body_end = (expected_len - 8) as usize;
@@ -187,7 +192,10 @@ impl Manifest {
             Err(e) => return Err(Error::io(&path, e)),
         };
         if len > MAX_MANIFEST_LEN {
-            return Err(Error::corrupt(&path, format!("{len} bytes, over the 1 GiB limit")));
+            return Err(Error::corrupt(
+                &path,
+                format!("{len} bytes, over the 1 GiB limit"),
+            ));
         }
         Manifest::decode(&read_file(&path)?, &path)
     }
@@ -199,9 +207,7 @@ impl Manifest {
 
     /// Every table the manifest names.
     pub fn tables(&self) -> impl Iterator<Item = &TableRef> {
-        self.segments
-            .iter()
-            .flat_map(|s| s.tables.iter().flatten())
+        self.segments.iter().flat_map(|s| s.tables.iter().flatten())
     }
 }
 
@@ -263,7 +269,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x04;
-            assert!(Manifest::decode(&bad, Path::new("M")).is_err(), "flip at {i}");
+            assert!(
+                Manifest::decode(&bad, Path::new("M")).is_err(),
+                "flip at {i}"
+            );
         }
         for cut in 0..bytes.len() {
             assert!(Manifest::decode(&bytes[..cut], Path::new("M")).is_err());

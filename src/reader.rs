@@ -290,7 +290,10 @@ impl ReaderInner {
                         return Err(Error::ForeignFile { path });
                     }
                     if header.first_seq != follow.next_seq || header.number != number {
-                        return Err(Error::corrupt(&path, "log header does not continue the chain"));
+                        return Err(Error::corrupt(
+                            &path,
+                            "log header does not continue the chain",
+                        ));
                     }
                     follow.log = log;
                     follow.log_path = path;

@@ -6,7 +6,7 @@
 use crate::entry::{Entry, TableRef};
 use crate::error::{Error, Result};
 use crate::files::table_file_name;
-use crate::log::{log_file_name, scan_records, LogHeader, Tail, LOG_HEADER_LEN};
+use crate::log::{log_file_name, scan_records, LogHeader, LOG_HEADER_LEN};
 use crate::manifest::Manifest;
 use crate::snapshot::{ListState, LoadedTable, SegmentState, Snapshot};
 use crate::table::{Table, Verification};
@@ -69,10 +69,7 @@ pub(crate) struct LiveLog {
     pub path: PathBuf,
     /// Offset just past the last whole record.
     pub valid_end: u64,
-    /// The file's length when read (greater than `valid_end` after a torn write).
-    pub file_len: u64,
     pub next_seq: u64,
-    pub tail: Tail,
 }
 
 /// A store's state as loaded from disk.
@@ -143,7 +140,11 @@ pub(crate) fn read_log(
                 referenced_by: if number == 0 {
                     crate::manifest::MANIFEST_FILE.to_owned()
                 } else {
-                    format!("{} or {}", crate::manifest::MANIFEST_FILE, log_file_name(number.saturating_sub(1)))
+                    format!(
+                        "{} or {}",
+                        crate::manifest::MANIFEST_FILE,
+                        log_file_name(number.saturating_sub(1))
+                    )
                 },
             })
         }
@@ -186,10 +187,7 @@ pub(crate) fn load(
         let name = log_file_name(number);
         let mut next_log = None;
         for (seq, entry) in &scan.records {
-            if let Entry::ReplaceList {
-                table: Some(t), ..
-            } = entry
-            {
+            if let Entry::ReplaceList { table: Some(t), .. } = entry {
                 log_tables.push(*t);
             }
             if let Entry::Rotate { next_log: n } = entry {
@@ -216,9 +214,7 @@ pub(crate) fn load(
                     number,
                     path,
                     valid_end: scan.valid_end,
-                    file_len: bytes.len() as u64,
                     next_seq: scan.next_seq,
-                    tail: scan.tail,
                 };
                 return Ok(Loaded {
                     manifest,

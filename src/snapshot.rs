@@ -312,12 +312,9 @@ impl Snapshot {
         self.last_seq
     }
 
-    pub(crate) fn segment_state(&self, segment: &str) -> Option<&Arc<SegmentState>> {
-        self.segments.get(segment)
-    }
-
-    /// Keys held in overlays (added + removed) across all lists.
-    pub(crate) fn overlay_keys(&self) -> u64 {
+    /// Keys held in overlays (added + removed) across all lists: the memory the log's
+    /// effect takes until the next compaction.
+    pub fn overlay_keys(&self) -> u64 {
         self.segments
             .values()
             .flat_map(|s| s.lists.iter())
@@ -349,8 +346,10 @@ impl Snapshot {
                 }
             }
             Entry::CreateSegment { segment, kind } => {
-                self.segments
-                    .insert(Arc::from(segment.as_str()), Arc::new(SegmentState::new(kind)));
+                self.segments.insert(
+                    Arc::from(segment.as_str()),
+                    Arc::new(SegmentState::new(kind)),
+                );
             }
             Entry::DeleteSegment { segment } => {
                 self.segments.remove(segment.as_str());
@@ -398,7 +397,12 @@ impl Snapshot {
     }
 
     /// The segment's state for writing, created (with `kind` and `name`) if missing.
-    fn segment_entry(&mut self, segment: &str, kind: &str, name: Option<&str>) -> &mut SegmentState {
+    fn segment_entry(
+        &mut self,
+        segment: &str,
+        kind: &str,
+        name: Option<&str>,
+    ) -> &mut SegmentState {
         let entry = self.segments.entry(Arc::from(segment)).or_insert_with(|| {
             let mut state = SegmentState::new(kind);
             state.details.name = name.map(str::to_owned);

@@ -182,7 +182,12 @@ impl Store {
         let live = &loaded.live_log;
         let log = LogWriter::open(&live.path, live.number, live.valid_end)?;
         let store_id = loaded.manifest.store_id;
-        let max_id = remove_orphans(&dir, &loaded.manifest, &loaded.log_tables, &loaded.log_numbers)?;
+        let max_id = remove_orphans(
+            &dir,
+            &loaded.manifest,
+            &loaded.log_tables,
+            &loaded.log_numbers,
+        )?;
         let next_file_id = max_id
             .map_or(1, |m| m + 1)
             .max(loaded.manifest.next_file_id);
@@ -594,7 +599,8 @@ impl Inner {
             let mut w = self.writer.lock();
             let pending = w.since_rotation.take().unwrap_or_default();
             let mut cache = self.tables.lock();
-            let mut next = base_snapshot(&self.dir, &manifest, &mut cache, self.options.verification)?;
+            let mut next =
+                base_snapshot(&self.dir, &manifest, &mut cache, self.options.verification)?;
             drop(cache);
             next.last_seq = new_first_seq - 1;
             for (seq, entry) in &pending {

@@ -180,22 +180,20 @@ pub fn stats(dir: &Path) -> Result<StoreStats> {
     files.sort_by(|a, b| a.name.cmp(&b.name));
     let mut log_bytes = 0;
     let mut log_records = 0;
-    let mut torn_tail = false;
     let mut number = manifest.log_number;
     let mut next_seq = manifest.log_first_seq;
-    loop {
+    let torn_tail = loop {
         let (path, bytes) = read_log(dir, number, &manifest.store_id, next_seq)?;
         let body = bytes.get(LOG_HEADER_LEN..).unwrap_or_default();
         let scan = scan_records(body, LOG_HEADER_LEN as u64, next_seq, &path)?;
         log_bytes += bytes.len() as u64;
         log_records += scan.records.len() as u64;
-        torn_tail = matches!(scan.tail, Tail::Torn { .. });
         if !scan.rotated {
-            break;
+            break matches!(scan.tail, Tail::Torn { .. });
         }
         number += 1;
         next_seq = scan.next_seq;
-    }
+    };
     Ok(StoreStats {
         files,
         generation: manifest.generation,

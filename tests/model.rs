@@ -7,8 +7,8 @@
 
 use proptest::prelude::*;
 use segstore::{
-    context_hash, Batch, Details, Error, List, ListChange, Options, ReadOnlyStore,
-    SegmentChange, Status, Store,
+    context_hash, Batch, Details, Error, List, ListChange, Options, ReadOnlyStore, SegmentChange,
+    Status, Store,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -68,12 +68,15 @@ impl Model {
     }
 }
 
+/// Key operations on one segment: (key index, add?, excluded list?).
+type KeyOps = Vec<(usize, bool, bool)>;
+
 #[derive(Debug, Clone)]
 enum Op {
     Create(usize, bool),
     Delete(usize),
     Write {
-        changes: Vec<(usize, Vec<(usize, bool, bool)>)>,
+        changes: Vec<(usize, KeyOps)>,
         guard: Option<(bool, u8)>,
         synced: Option<u64>,
     },
@@ -118,7 +121,10 @@ fn options(auto_compact: bool) -> Options {
 fn assert_matches(snapshot: &segstore::Snapshot, model: &Model, keys: &[Vec<u8>], who: &str) {
     let meta = snapshot.metadata();
     assert_eq!(meta.cursor, model.cursor, "{who}: cursor");
-    assert_eq!(meta.synchronized_on, model.synchronized_on, "{who}: synchronized_on");
+    assert_eq!(
+        meta.synchronized_on, model.synchronized_on,
+        "{who}: synchronized_on"
+    );
     let infos = snapshot.segments();
     let listed: Vec<&str> = infos.iter().map(|i| i.segment.as_str()).collect();
     let expected: Vec<&str> = model.segments.keys().map(String::as_str).collect();
@@ -126,9 +132,21 @@ fn assert_matches(snapshot: &segstore::Snapshot, model: &Model, keys: &[Vec<u8>]
     for info in &infos {
         let m = &model.segments[&info.segment];
         assert_eq!(info.kind, m.kind, "{who}: kind of {}", info.segment);
-        assert_eq!(info.details, m.details, "{who}: details of {}", info.segment);
-        assert_eq!(info.included, m.lists[0].len() as u64, "{who}: included count");
-        assert_eq!(info.excluded, m.lists[1].len() as u64, "{who}: excluded count");
+        assert_eq!(
+            info.details, m.details,
+            "{who}: details of {}",
+            info.segment
+        );
+        assert_eq!(
+            info.included,
+            m.lists[0].len() as u64,
+            "{who}: included count"
+        );
+        assert_eq!(
+            info.excluded,
+            m.lists[1].len() as u64,
+            "{who}: excluded count"
+        );
         for list in List::BOTH {
             let exported: Vec<Vec<u8>> = snapshot.export(&info.segment, list).unwrap().collect();
             let want: Vec<Vec<u8>> = m.lists[list.index()].iter().cloned().collect();
@@ -140,7 +158,11 @@ fn assert_matches(snapshot: &segstore::Snapshot, model: &Model, keys: &[Vec<u8>]
         let mut want = Vec::new();
         for segment in SEGMENTS {
             let status = model.check(segment, key);
-            assert_eq!(snapshot.check(segment, key), status, "{who}: check {segment}");
+            assert_eq!(
+                snapshot.check(segment, key),
+                status,
+                "{who}: check {segment}"
+            );
             match status {
                 Status::Included => want.push((segment.to_string(), true)),
                 Status::Excluded => want.push((segment.to_string(), false)),
@@ -149,7 +171,12 @@ fn assert_matches(snapshot: &segstore::Snapshot, model: &Model, keys: &[Vec<u8>]
         }
         want.sort();
         let got: Vec<(String, bool)> = membership.iter().map(|(s, b)| (s.to_string(), b)).collect();
-        assert_eq!(got, want, "{who}: membership of {:?}", String::from_utf8_lossy(key));
+        assert_eq!(
+            got,
+            want,
+            "{who}: membership of {:?}",
+            String::from_utf8_lossy(key)
+        );
     }
 }
 
@@ -208,7 +235,11 @@ fn run(ops: Vec<Op>, auto_compact: bool) {
                     let mut change = SegmentChange::new(SEGMENTS[seg]);
                     change.name = Some(format!("synced-{seg}"));
                     for (k, add, excluded) in key_ops {
-                        let list = if excluded { List::Excluded } else { List::Included };
+                        let list = if excluded {
+                            List::Excluded
+                        } else {
+                            List::Included
+                        };
                         let lc: &mut ListChange = change.list_mut(list);
                         if add {
                             lc.add.push(keys[k].clone());
@@ -244,19 +275,35 @@ fn run(ops: Vec<Op>, auto_compact: bool) {
                         model.synchronized_on = Some(at);
                     }
                 } else {
-                    assert!(matches!(result, Err(Error::CursorMismatch { .. })), "{result:?}");
+                    assert!(
+                        matches!(result, Err(Error::CursorMismatch { .. })),
+                        "{result:?}"
+                    );
                 }
             }
             Op::Replace(i, excluded, idx) => {
-                let list = if excluded { List::Excluded } else { List::Included };
+                let list = if excluded {
+                    List::Excluded
+                } else {
+                    List::Included
+                };
                 let chosen: Vec<Vec<u8>> = idx.iter().map(|&k| keys[k].clone()).collect();
                 let stats = s
-                    .replace_list(SEGMENTS[i], Some("user"), list, chosen.iter().cloned().map(Ok))
+                    .replace_list(
+                        SEGMENTS[i],
+                        Some("user"),
+                        list,
+                        chosen.iter().cloned().map(Ok),
+                    )
                     .unwrap();
-                let seg = model.segments.entry(SEGMENTS[i].into()).or_insert_with(|| ModelSegment {
-                    kind: "user".into(),
-                    ..ModelSegment::default()
-                });
+                let seg =
+                    model
+                        .segments
+                        .entry(SEGMENTS[i].into())
+                        .or_insert_with(|| ModelSegment {
+                            kind: "user".into(),
+                            ..ModelSegment::default()
+                        });
                 seg.lists[list.index()] = chosen.into_iter().collect();
                 assert_eq!(stats.keys, seg.lists[list.index()].len() as u64);
             }

@@ -32,7 +32,9 @@ use std::str::FromStr;
 use serde_json::{Map, Value};
 
 use crate::change::{ListChange, Patch, SegmentChange};
-use crate::key::{context_hash, validate_key, validate_kind, validate_ref, MAX_KEY_LEN, MAX_NAME_LEN};
+use crate::key::{
+    context_hash, validate_key, validate_kind, validate_ref, MAX_KEY_LEN, MAX_NAME_LEN,
+};
 
 pub mod partner;
 
@@ -189,7 +191,10 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
 }
 
 pub(crate) fn wrong_type(path: &str, expected: &str, found: &Value) -> ParseError {
-    field_err(path, format!("expected {expected}, found {}", type_name(found)))
+    field_err(
+        path,
+        format!("expected {expected}, found {}", type_name(found)),
+    )
 }
 
 /// Escapes one reference token of a JSON pointer (RFC 6901).
@@ -222,9 +227,7 @@ pub(crate) fn make_key(
         detail,
     };
     if raw.is_empty() {
-        return Err(err(format!(
-            "empty key: keys are 1..={MAX_KEY_LEN} bytes"
-        )));
+        return Err(err(format!("empty key: keys are 1..={MAX_KEY_LEN} bytes")));
     }
     if !hash && raw.len() > MAX_KEY_LEN {
         return Err(err(format!(
@@ -331,7 +334,12 @@ fn parse_update(value: Value, hash: bool) -> Result<SegmentChange, ParseError> {
     reject_unknown(&obj, "", &UPDATE_FIELDS)?;
     let segment = match obj.remove("segment") {
         Some(Value::String(s)) => s,
-        None => return Err(field_err("/segment", "missing: the segment ref is required")),
+        None => {
+            return Err(field_err(
+                "/segment",
+                "missing: the segment ref is required",
+            ))
+        }
         Some(other) => return Err(wrong_type("/segment", "a string", &other)),
     };
     check_ref(&segment, "/segment")?;
@@ -413,8 +421,8 @@ fn parse_patch(value: Value, base: &str) -> Result<Patch, ParseError> {
     check_version(&version, &version_path)?;
 
     let previous_path = format!("{base}/previousVersion");
-    let previous_version = opt_string(obj.remove("previousVersion"), &previous_path)?
-        .unwrap_or_default();
+    let previous_version =
+        opt_string(obj.remove("previousVersion"), &previous_path)?.unwrap_or_default();
     check_version(&previous_version, &previous_path)?;
 
     let changes_path = format!("{base}/changes");

@@ -360,8 +360,7 @@ pub(crate) fn parse(
             let mut by_cohort: HashMap<String, usize> = HashMap::new();
             for (i, mut member) in members.into_iter().enumerate() {
                 let base = format!("{array}/{i}");
-                let own_id = opt_id_at(&member, member_cohort_id)
-                    .map_err(|e| rebase(e, &base))?;
+                let own_id = opt_id_at(&member, member_cohort_id).map_err(|e| rebase(e, &base))?;
                 let cohort = match own_id.or_else(|| cohort_id.clone()) {
                     Some(cohort) => cohort,
                     None => {
@@ -371,8 +370,8 @@ pub(crate) fn parse(
                         ))
                     }
                 };
-                let own_name = opt_string_at(&member, member_cohort_name)
-                    .map_err(|e| rebase(e, &base))?;
+                let own_name =
+                    opt_string_at(&member, member_cohort_name).map_err(|e| rebase(e, &base))?;
                 let value_path = format!("{base}{value}");
                 let included = match member.pointer(value) {
                     Some(Value::Bool(b)) => *b,
@@ -492,7 +491,9 @@ fn new_change(
 
 /// Takes the value at `path` out of `body`, leaving `null`; `null` when absent.
 fn take(body: &mut Value, path: &str) -> Value {
-    body.pointer_mut(path).map(Value::take).unwrap_or(Value::Null)
+    body.pointer_mut(path)
+        .map(Value::take)
+        .unwrap_or(Value::Null)
 }
 
 /// Prefixes a member-relative error path with the member's pointer.
@@ -527,14 +528,16 @@ fn id_string(value: Value) -> Result<Option<String>, Value> {
 
 /// An optional cohort id at `path`: a non-empty string or an integer.
 fn opt_id_at(body: &Value, path: &str) -> Result<Option<String>, ParseError> {
-    let Some(value) = body.pointer(path) else {
-        return Ok(None);
+    let id = match body.pointer(path) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+        Some(other) => return Err(wrong_type(path, "a string or an integer", other)),
     };
-    match id_string(value.clone()) {
-        Ok(Some(id)) if id.is_empty() => Err(field_err(path, "the cohort id is empty")),
-        Ok(id) => Ok(id),
-        Err(other) => Err(wrong_type(path, "a string or an integer", &other)),
+    if id.is_empty() {
+        return Err(field_err(path, "the cohort id is empty"));
     }
+    Ok(Some(id))
 }
 
 /// The key of one member at `base`, from its `id` path.
@@ -774,7 +777,10 @@ mod tests {
         // Tealium names both actions explicitly; anything else is an error.
         let body = serde_json::json!({"action": "drop", "parameters": {"tealium_cohort_id": "t", "members": [{"member_id": "a"}]}});
         let err = changes(Tool::Tealium, &body, false).unwrap_err();
-        assert!(err.to_string().contains("add_member, remove_member"), "{err}");
+        assert!(
+            err.to_string().contains("add_member, remove_member"),
+            "{err}"
+        );
         // A missing action is never taken as a removal.
         for tool in [Tool::Hightouch, Tool::Tealium, Tool::Zeotap] {
             let body = serde_json::json!({"cohortId": "x", "parameters": {"tealium_cohort_id": "t", "integration_cohort_id": "z"}});
@@ -856,7 +862,8 @@ mod tests {
 
     #[test]
     fn a_long_raw_key_is_fine_when_hashed() {
-        let body = serde_json::json!({"cohortId": "x", "listData": {"add": [{"id": "k".repeat(5000)}]}});
+        let body =
+            serde_json::json!({"cohortId": "x", "listData": {"add": [{"id": "k".repeat(5000)}]}});
         let got = changes(Tool::RudderStack, &body, true).unwrap();
         assert_eq!(got[0].included.add[0].len(), 44);
     }

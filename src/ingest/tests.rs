@@ -171,8 +171,14 @@ fn updates_malformed() {
         (r#"{"segment":"s","name":1}"#, "/name"),
         (r#"{"segment":"s","included":[]}"#, "/included"),
         (r#"{"segment":"s","included":{"add":"a"}}"#, "/included/add"),
-        (r#"{"segment":"s","included":{"add":["a",3]}}"#, "/included/add/1"),
-        (r#"{"segment":"s","excluded":{"remove":[null]}}"#, "/excluded/remove/0"),
+        (
+            r#"{"segment":"s","included":{"add":["a",3]}}"#,
+            "/included/add/1",
+        ),
+        (
+            r#"{"segment":"s","excluded":{"remove":[null]}}"#,
+            "/excluded/remove/0",
+        ),
         (r#"{"segment":"s","inclued":{"add":["a"]}}"#, "/inclued"),
         (r#"{"segment":"s","included":{"ad":["a"]}}"#, "/included/ad"),
         (r#"{"segment":"s","a/b~c":1}"#, "/a~1b~0c"),
