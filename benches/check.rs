@@ -19,11 +19,15 @@ fn shapes(n: usize) -> Vec<(&'static str, Vec<Vec<u8>>)> {
     vec![
         (
             "ld-hash",
-            (0..n).map(|i| context_hash(&format!("user-{i}")).into_bytes()).collect(),
+            (0..n)
+                .map(|i| context_hash(&format!("user-{i}")).into_bytes())
+                .collect(),
         ),
         (
             "sequential",
-            (0..n).map(|i| format!("user-{i:08}").into_bytes()).collect(),
+            (0..n)
+                .map(|i| format!("user-{i:08}").into_bytes())
+                .collect(),
         ),
     ]
 }
@@ -41,7 +45,12 @@ fn bench_check(c: &mut Criterion) {
         )
         .unwrap();
         store
-            .replace_list("bench.g1", None, List::Included, keys.iter().cloned().map(Ok))
+            .replace_list(
+                "bench.g1",
+                None,
+                List::Included,
+                keys.iter().cloned().map(Ok),
+            )
             .unwrap();
         let snapshot = store.snapshot();
         let misses: Vec<Vec<u8>> = (0..4096)
@@ -77,14 +86,20 @@ fn bench_check(c: &mut Criterion) {
             let mut i = 0;
             b.iter(|| {
                 i = (i + 1) & 4095;
-                assert_eq!(snapshot.check("bench.g1", black_box(probes[i])), Status::Included);
+                assert_eq!(
+                    snapshot.check("bench.g1", black_box(probes[i])),
+                    Status::Included
+                );
             })
         });
         group.bench_function(BenchmarkId::new("segstore", "miss"), |b| {
             let mut i = 0;
             b.iter(|| {
                 i = (i + 1) & 4095;
-                assert_eq!(snapshot.check("bench.g1", black_box(&misses[i])), Status::Unknown);
+                assert_eq!(
+                    snapshot.check("bench.g1", black_box(&misses[i])),
+                    Status::Unknown
+                );
             })
         });
         group.bench_function(BenchmarkId::new("bare-fst", "hit"), |b| {
@@ -109,7 +124,13 @@ fn bench_check(c: &mut Criterion) {
             })
         });
         group.finish();
-        let table_bytes: u64 = segstore::stats(dir.path()).unwrap().files.iter().filter(|f| f.kind == "table").map(|f| f.bytes).sum();
+        let table_bytes: u64 = segstore::stats(dir.path())
+            .unwrap()
+            .files
+            .iter()
+            .filter(|f| f.kind == "table")
+            .map(|f| f.bytes)
+            .sum();
         let fst_bytes = std::fs::metadata(&fst_path).unwrap().len();
         eprintln!(
             "{shape} {n} keys: segstore table {:.1} B/key, bare fst {:.1} B/key",

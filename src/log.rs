@@ -323,6 +323,11 @@ impl LogWriter {
         Ok(())
     }
 
+    /// fsyncs the file's data (used at close when writes are not synced one by one).
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io(&self.path, e))
+    }
+
     /// The log's number.
     pub fn number(&self) -> u64 {
         self.number

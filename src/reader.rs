@@ -280,6 +280,15 @@ impl ReaderInner {
             follow.next_seq = scan.next_seq;
             match rotate_to {
                 Some(number) => {
+                    if number != follow.log_number + 1 {
+                        return Err(Error::corrupt(
+                            &follow.log_path,
+                            format!(
+                                "rotates to log {number}, expected {}",
+                                follow.log_number + 1
+                            ),
+                        ));
+                    }
                     let path = self.dir.join(log_file_name(number));
                     let log = File::open(&path).map_err(|e| Error::io(&path, e))?;
                     let mut head = vec![0u8; LOG_HEADER_LEN];

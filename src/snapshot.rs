@@ -73,7 +73,7 @@ impl ListState {
     /// Number of keys in the list.
     pub fn len(&self) -> u64 {
         let base = self.table.as_ref().map_or(0, |t| t.table.len());
-        base + self.added.len() as u64 - self.removed.len() as u64
+        (base + self.added.len() as u64).saturating_sub(self.removed.len() as u64)
     }
 
     /// True if the overlay changes nothing.

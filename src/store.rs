@@ -392,9 +392,11 @@ impl Store {
         };
         let mut w = inner.writer.lock();
         let committed = inner.commit(&mut w, entry);
+        // After a failed append the record may be on disk and name the table: keep it then.
+        let may_be_logged = w.poisoned.is_some();
         drop(w);
         if let Err(e) = committed {
-            if let Some(t) = table_ref {
+            if let (Some(t), false) = (table_ref, may_be_logged) {
                 let _ = std::fs::remove_file(inner.dir.join(table_file_name(t.file_id)));
             }
             return Err(e);
@@ -425,6 +427,11 @@ impl Drop for Store {
         self.inner.compact_signal.lock().take();
         if let Some(handle) = self.compactor.take() {
             let _ = handle.join();
+        }
+        // With `sync: false`, closing is the point where writes become durable.
+        let w = self.inner.writer.lock();
+        if !self.inner.options.sync && w.poisoned.is_none() {
+            let _ = w.log.sync();
         }
     }
 }
@@ -497,6 +504,7 @@ impl Inner {
     /// Appends `entry` to the log (fsynced per the options) and publishes the new state.
     /// A failed append poisons the writer: the record may or may not be on disk.
     fn commit(&self, w: &mut WriterState, entry: Entry) -> Result<u64> {
+        usable(w)?;
         let seq = w.next_seq;
         let record = encode_record(seq, &entry.encode())?;
         let mut next = Snapshot::clone(&self.current.load());
@@ -547,6 +555,11 @@ impl Inner {
             let snapshot = self.current.load_full();
             let number = w.log.number() + 1;
             let first_seq = w.next_seq + 1;
+            // A log past the live one is outside the chain: a leftover of a failed rotation.
+            let leftover = self.dir.join(log_file_name(number));
+            if leftover.exists() {
+                std::fs::remove_file(&leftover).map_err(|e| Error::io(&leftover, e))?;
+            }
             let new_log = LogWriter::create(
                 &self.dir,
                 &LogHeader {
@@ -686,18 +699,25 @@ impl Inner {
                 cursor: snapshot.cursor.clone(),
                 segments,
             };
-            manifest.store(&self.dir)?;
             Ok(manifest)
         })();
-        match result {
-            Ok(m) => Ok((m, written.len())),
+        let manifest = match result {
+            Ok(m) => m,
             Err(e) => {
+                // Nothing names these tables yet.
                 for id in written {
                     let _ = std::fs::remove_file(self.dir.join(table_file_name(id)));
                 }
-                Err(e)
+                return Err(e);
             }
+        };
+        if let Err(e) = manifest.store(&self.dir) {
+            // The rename may or may not have happened: either manifest may be the live one,
+            // so keep every table both name, and stop writing until a reopen settles it.
+            self.writer.lock().poisoned = Some(e.to_string());
+            return Err(e);
         }
+        Ok((manifest, written.len()))
     }
 }
 
@@ -738,7 +758,9 @@ fn remove_orphans(
         } else if let Some(number) = parse_log_file_name(name) {
             !chain.contains(&number)
         } else {
-            name == "MANIFEST.tmp" || (name.starts_with(".tmp") && path.is_dir())
+            name == "MANIFEST.tmp"
+                || ((name.starts_with(".tmp") || name.starts_with("segstore-sort-"))
+                    && path.is_dir())
         };
         if orphan {
             let result = if path.is_dir() {

@@ -20,27 +20,56 @@ fn batch(i: u64) -> Batch {
     if i > 1 {
         b = b.remove("two.g1", List::Excluded, format!("c{}", i - 1));
     }
-    b.with_cursor(if i == 1 { String::new() } else { (i - 1).to_string() }, i.to_string())
+    b.with_cursor(
+        if i == 1 {
+            String::new()
+        } else {
+            (i - 1).to_string()
+        },
+        i.to_string(),
+    )
 }
 
 /// Checks that `snap` is the state after exactly `c` writes; returns `c`.
 fn check_prefix(snap: &Snapshot, probe: u64) -> u64 {
     let cursor = snap.metadata().cursor;
-    let c: u64 = if cursor.is_empty() { 0 } else { cursor.parse().unwrap() };
+    let c: u64 = if cursor.is_empty() {
+        0
+    } else {
+        cursor.parse().unwrap()
+    };
     let j = if c == 0 { 0 } else { probe % c + 1 };
     if c > 0 {
-        assert_eq!(snap.check("one.g1", format!("a{j}").as_bytes()), Status::Included);
-        assert_eq!(snap.check("two.g1", format!("b{j}").as_bytes()), Status::Included);
-        assert_eq!(snap.check("two.g1", format!("c{c}").as_bytes()), Status::Excluded);
+        assert_eq!(
+            snap.check("one.g1", format!("a{j}").as_bytes()),
+            Status::Included
+        );
+        assert_eq!(
+            snap.check("two.g1", format!("b{j}").as_bytes()),
+            Status::Included
+        );
+        assert_eq!(
+            snap.check("two.g1", format!("c{c}").as_bytes()),
+            Status::Excluded
+        );
         if j < c {
-            assert_eq!(snap.check("two.g1", format!("c{j}").as_bytes()), Status::Unknown);
+            assert_eq!(
+                snap.check("two.g1", format!("c{j}").as_bytes()),
+                Status::Unknown
+            );
         }
         assert_eq!(snap.segment("one.g1").unwrap().included, c);
         assert_eq!(snap.segment("two.g1").unwrap().excluded, 1);
     }
     let next = c + 1;
-    assert_eq!(snap.check("one.g1", format!("a{next}").as_bytes()), Status::Unknown);
-    assert_eq!(snap.check("two.g1", format!("b{next}").as_bytes()), Status::Unknown);
+    assert_eq!(
+        snap.check("one.g1", format!("a{next}").as_bytes()),
+        Status::Unknown
+    );
+    assert_eq!(
+        snap.check("two.g1", format!("b{next}").as_bytes()),
+        Status::Unknown
+    );
     c
 }
 
@@ -64,7 +93,9 @@ fn readers_see_whole_prefixes_during_writes_and_compactions() {
             let mut last = 0;
             let mut probe = t;
             while !done.load(Ordering::Acquire) {
-                probe = probe.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                probe = probe
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let c = check_prefix(&store.snapshot(), probe >> 33);
                 assert!(c >= last, "went back from {last} to {c}");
                 last = c;

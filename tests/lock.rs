@@ -15,8 +15,14 @@ fn options() -> Options {
 fn second_writer_in_the_same_process_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let first = Store::create(dir.path(), options()).unwrap();
-    assert!(matches!(Store::open(dir.path(), options()), Err(Error::Locked { .. })));
-    assert!(matches!(Store::create(dir.path(), options()), Err(Error::Locked { .. })));
+    assert!(matches!(
+        Store::open(dir.path(), options()),
+        Err(Error::Locked { .. })
+    ));
+    assert!(matches!(
+        Store::create(dir.path(), options()),
+        Err(Error::Locked { .. })
+    ));
     let _reader = ReadOnlyStore::open(dir.path(), options()).unwrap();
     drop(first);
     Store::open(dir.path(), options()).unwrap();
@@ -39,7 +45,13 @@ fn lock_holder_child() {
 fn second_writer_in_another_process_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "lock_holder_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "lock_holder_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("SEGSTORE_LOCK_TEST_DIR", dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -47,8 +59,14 @@ fn second_writer_in_another_process_is_refused() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    assert!(lines.any(|l| l.unwrap().contains("LOCKED")), "child never took the lock");
-    assert!(matches!(Store::open(dir.path(), options()), Err(Error::Locked { .. })));
+    assert!(
+        lines.any(|l| l.unwrap().contains("LOCKED")),
+        "child never took the lock"
+    );
+    assert!(matches!(
+        Store::open(dir.path(), options()),
+        Err(Error::Locked { .. })
+    ));
     // Reading works while the other process holds the lock.
     let reader = ReadOnlyStore::open(dir.path(), options()).unwrap();
     assert!(reader.snapshot().segments().is_empty());

@@ -58,16 +58,27 @@ fn torn_tail_is_truncated_and_earlier_writes_survive() {
             std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
         }
         let copied_log = copy.path().join(log.file_name().unwrap());
-        OpenOptions::new().write(true).open(&copied_log).unwrap().set_len(cut).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&copied_log)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
         assert!(segstore::verify(copy.path()).unwrap().is_empty());
         let store = Store::open(copy.path(), options()).unwrap();
         let snap = store.snapshot();
         assert_eq!(snap.check("s.g1", b"k0"), Status::Included);
         assert_eq!(snap.check("s.g1", b"k1"), Status::Included);
         assert_eq!(snap.check("s.g1", b"k2"), Status::Unknown);
-        assert_eq!(std::fs::metadata(&copied_log).unwrap().len(), ends[1], "truncated");
+        assert_eq!(
+            std::fs::metadata(&copied_log).unwrap().len(),
+            ends[1],
+            "truncated"
+        );
         // And writing continues cleanly after the repaired tail.
-        store.write(Batch::new().add("s.g1", List::Included, "k9")).unwrap();
+        store
+            .write(Batch::new().add("s.g1", List::Included, "k9"))
+            .unwrap();
         drop(store);
         let store = Store::open(copy.path(), options()).unwrap();
         assert_eq!(store.snapshot().check("s.g1", b"k9"), Status::Included);
@@ -79,7 +90,12 @@ fn zero_filled_tail_is_a_clean_end() {
     let dir = tempfile::tempdir().unwrap();
     three_writes(dir.path());
     let log = live_log(dir.path());
-    OpenOptions::new().append(true).open(&log).unwrap().write_all(&[0u8; 8192]).unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(&[0u8; 8192])
+        .unwrap();
     let store = Store::open(dir.path(), options()).unwrap();
     assert_eq!(store.snapshot().check("s.g1", b"k2"), Status::Included);
 }
@@ -111,7 +127,12 @@ fn missing_or_damaged_table_is_reported() {
     {
         let store = Store::create(dir.path(), options()).unwrap();
         store
-            .replace_list("s.g1", None, List::Included, (0..100).map(|i| Ok(format!("key{i}").into_bytes())))
+            .replace_list(
+                "s.g1",
+                None,
+                List::Included,
+                (0..100).map(|i| Ok(format!("key{i}").into_bytes())),
+            )
             .unwrap();
         store.compact().unwrap();
     }

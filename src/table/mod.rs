@@ -36,7 +36,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 use crate::error::{Error, Result};
 
 pub use code::is_hash_key;
-use code::{CODE_LEN, HASH_KEY_LEN};
+use code::CODE_LEN;
 
 /// The magic number at offset 0 of every table file.
 pub const TABLE_MAGIC: [u8; 8] = *b"SEGSTBL\0";
@@ -231,7 +231,9 @@ fn parse_header(path: &Path, bytes: &[u8], store_id: &[u8; 16]) -> Result<Header
         .get(..HEADER_LEN)
         .ok_or_else(|| corrupt("shorter than the 64-byte header".into()))?;
     if h.get(0..8) != Some(&TABLE_MAGIC[..]) {
-        return Err(corrupt("not a segstore table (bad magic at offset 0)".into()));
+        return Err(corrupt(
+            "not a segstore table (bad magic at offset 0)".into(),
+        ));
     }
     let version = read_u32(h, 8).ok_or_else(|| corrupt("header truncated".into()))?;
     if version > TABLE_FORMAT_VERSION {
@@ -279,8 +281,8 @@ fn parse_footer(path: &Path, bytes: &[u8], kind: TableKind) -> Result<Footer> {
     if head.get(48..56) != Some(&FOOTER_MAGIC[..]) {
         return Err(corrupt(format!("bad footer magic at offset {}", at + 48)));
     }
-    let stored = read_u64(bytes, at + FOOTER_LEN - 8)
-        .ok_or_else(|| corrupt("footer truncated".into()))?;
+    let stored =
+        read_u64(bytes, at + FOOTER_LEN - 8).ok_or_else(|| corrupt("footer truncated".into()))?;
     let computed = meta_hash(header, head);
     if stored != computed {
         return Err(corrupt(format!(
@@ -507,10 +509,7 @@ impl Table {
     pub fn keys(&self) -> TableKeys<'_> {
         match &self.body {
             Body::Fst(set) => TableKeys(KeysInner::Fst(set.stream())),
-            Body::Hashed(h) => TableKeys(KeysInner::Hashed {
-                body: h,
-                pos: 0,
-            }),
+            Body::Hashed(h) => TableKeys(KeysInner::Hashed { body: h, pos: 0 }),
         }
     }
 
@@ -564,7 +563,9 @@ fn open_fst(path: &Path, map: &Arc<Mmap>, footer: &Footer) -> Result<fst::Set<Ma
     // obvious corruptions are reported rather than trusted.
     let n = bytes.len();
     if n < FST_MIN_LEN {
-        return Err(corrupt(format!("fst body is {n} bytes, at least 36 needed")));
+        return Err(corrupt(format!(
+            "fst body is {n} bytes, at least 36 needed"
+        )));
     }
     let version = read_u64(bytes, 0).unwrap_or(0);
     let ty = read_u64(bytes, 8).unwrap_or(u64::MAX);
@@ -620,7 +621,10 @@ impl HashedBody {
             return None;
         }
         let at = self.codes_start.checked_add(i.checked_mul(CODE_LEN)?)?;
-        self.bytes().get(at..at.checked_add(CODE_LEN)?)?.try_into().ok()
+        self.bytes()
+            .get(at..at.checked_add(CODE_LEN)?)?
+            .try_into()
+            .ok()
     }
 
     /// The codes at positions `lo..hi`, if in bounds.
@@ -896,9 +900,7 @@ impl TableBuilder {
             finished: false,
         };
         // From here on, dropping `builder` removes the file.
-        writer
-            .write_all(&header)
-            .map_err(|e| Error::io(path, e))?;
+        writer.write_all(&header).map_err(|e| Error::io(path, e))?;
         builder.state = match kind {
             TableKind::Fst => BuildState::Fst {
                 builder: fst::SetBuilder::new(writer).map_err(|e| fst_error(path, e))?,
@@ -937,9 +939,7 @@ impl TableBuilder {
                 if self.key_count > 0 && key <= last.as_slice() {
                     return Err(out_of_order());
                 }
-                builder
-                    .insert(key)
-                    .map_err(|e| fst_error(&self.path, e))?;
+                builder.insert(key).map_err(|e| fst_error(&self.path, e))?;
                 last.clear();
                 last.extend_from_slice(key);
             }
@@ -1059,7 +1059,6 @@ impl TableBuilder {
             checksum,
         })
     }
-
 }
 
 impl Drop for TableBuilder {
