@@ -210,9 +210,13 @@ fn orphans_from_a_crash_are_removed_by_the_writer_only() {
     let orphan_log = dir.path().join("log-00000000000000ff.seglog");
     std::fs::write(&orphan_table, b"half a table").unwrap();
     std::fs::write(&orphan_log, b"half a log").unwrap();
+    let sort_dir = dir.path().join("segstore-sort-AbC123");
+    std::fs::create_dir(&sort_dir).unwrap();
+    std::fs::write(sort_dir.join("run-000001"), b"spilled keys").unwrap();
     drop(ReadOnlyStore::open(dir.path(), options()).unwrap());
     assert!(orphan_table.exists(), "readers never delete");
     drop(Store::open(dir.path(), options()).unwrap());
     assert!(!orphan_table.exists());
     assert!(!orphan_log.exists());
+    assert!(!sort_dir.exists());
 }
