@@ -40,9 +40,9 @@ pub struct ReplaceStats {
 /// What a compaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompactionStats {
-    /// Bytes of tables and logs before.
+    /// Bytes of the tables the store stood on and of its log records, before.
     pub bytes_before: u64,
-    /// Bytes of tables and logs after.
+    /// Bytes of the tables the new manifest names and of log records written meanwhile.
     pub bytes_after: u64,
     /// Tables written.
     pub tables_written: usize,
@@ -602,7 +602,7 @@ impl Inner {
             old_manifest
                 .tables()
                 .map(|t| t.file_id)
-                .chain(snapshot_tables(&snapshot))
+                .chain(snapshot_tables(&snapshot).map(|t| t.file_id))
                 .filter(|id| !keep.contains(id))
                 .collect::<HashSet<_>>()
                 .into_iter()
@@ -625,10 +625,15 @@ impl Inner {
         }
         // 5. Retire what the new manifest no longer names.
         let mut retired = 0;
-        let mut bytes_before = old_log_bytes;
+        let tables_before: std::collections::HashMap<u64, u64> = old_manifest
+            .tables()
+            .copied()
+            .chain(snapshot_tables(&snapshot))
+            .map(|t| (t.file_id, t.info.file_len))
+            .collect();
+        let bytes_before = old_log_bytes + tables_before.values().sum::<u64>();
         for id in retired_tables {
             let path = self.dir.join(table_file_name(id));
-            bytes_before += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             if std::fs::remove_file(&path).is_ok() {
                 retired += 1;
             }
@@ -640,15 +645,11 @@ impl Inner {
         }
         sync_dir(&self.dir)?;
         self.tables.lock().prune();
-        let kept: u64 = manifest.tables().map(|t| t.info.file_len).sum();
-        bytes_before += old_manifest
-            .tables()
-            .filter(|t| manifest.tables().any(|n| n.file_id == t.file_id))
-            .map(|t| t.info.file_len)
-            .sum::<u64>();
+        let bytes_after =
+            manifest.tables().map(|t| t.info.file_len).sum::<u64>() + self.writer.lock().log_bytes;
         Ok(CompactionStats {
             bytes_before,
-            bytes_after: kept,
+            bytes_after,
             tables_written: written,
             files_retired: retired,
         })
@@ -721,13 +722,13 @@ impl Inner {
     }
 }
 
-fn snapshot_tables(snapshot: &Snapshot) -> Vec<u64> {
+/// The tables a snapshot's lists stand on.
+fn snapshot_tables(snapshot: &Snapshot) -> impl Iterator<Item = TableRef> + '_ {
     snapshot
         .segments
         .values()
         .flat_map(|s| s.lists.iter())
-        .filter_map(|l| l.table.as_ref().map(|t| t.table_ref.file_id))
-        .collect()
+        .filter_map(|l| l.table.as_ref().map(|t| t.table_ref))
 }
 
 /// Removes files a crash left behind: tables nothing names, logs outside the chain, temp

@@ -144,9 +144,10 @@ pub struct StoreStats {
     pub files: Vec<FileStats>,
     /// Manifest generation.
     pub generation: u64,
-    /// Bytes of the tables the manifest names.
+    /// Bytes of the tables the manifest or the log names (a table a later replace superseded
+    /// still counts until the next compaction retires it).
     pub table_bytes: u64,
-    /// Keys in the tables the manifest names.
+    /// Keys in those tables.
     pub table_keys: u64,
     /// Bytes of the log chain (headers included).
     pub log_bytes: u64,
@@ -180,6 +181,8 @@ pub fn stats(dir: &Path) -> Result<StoreStats> {
     files.sort_by(|a, b| a.name.cmp(&b.name));
     let mut log_bytes = 0;
     let mut log_records = 0;
+    let mut live_tables: std::collections::BTreeMap<u64, TableRef> =
+        manifest.tables().map(|t| (t.file_id, *t)).collect();
     let mut number = manifest.log_number;
     let mut next_seq = manifest.log_first_seq;
     let torn_tail = loop {
@@ -188,6 +191,11 @@ pub fn stats(dir: &Path) -> Result<StoreStats> {
         let scan = scan_records(body, LOG_HEADER_LEN as u64, next_seq, &path)?;
         log_bytes += bytes.len() as u64;
         log_records += scan.records.len() as u64;
+        for (_, entry) in &scan.records {
+            if let Entry::ReplaceList { table: Some(t), .. } = entry {
+                live_tables.insert(t.file_id, *t);
+            }
+        }
         if !scan.rotated {
             break matches!(scan.tail, Tail::Torn { .. });
         }
@@ -197,8 +205,8 @@ pub fn stats(dir: &Path) -> Result<StoreStats> {
     Ok(StoreStats {
         files,
         generation: manifest.generation,
-        table_bytes: manifest.tables().map(|t| t.info.file_len).sum(),
-        table_keys: manifest.tables().map(|t| t.info.key_count).sum(),
+        table_bytes: live_tables.values().map(|t| t.info.file_len).sum(),
+        table_keys: live_tables.values().map(|t| t.info.key_count).sum(),
         log_bytes,
         log_records,
         torn_tail,

@@ -1,1 +1,141 @@
-fn main() {}
+//! `segstore`: the operator's command line over the segstore library.
+//!
+//! Exit codes: 0 success; 1 runtime error (I/O, corruption, bad input); 2 usage error;
+//! 3 cursor mismatch while applying patches. Errors are one line on stderr starting with
+//! `error:`. A closed stdout (`segstore export ... | head`) is a quiet, successful stop.
+
+mod cmd_apply;
+mod cmd_check;
+mod cmd_compact;
+mod cmd_demo;
+mod cmd_export;
+mod cmd_import;
+mod cmd_init;
+mod cmd_membership;
+mod cmd_meta;
+mod cmd_segment;
+mod cmd_segments;
+mod cmd_stats;
+mod cmd_verify;
+mod common;
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use common::{one_line, require_dir, CmdResult, Failure};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// An embedded membership store for synced ("big") segments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "segstore",
+    version,
+    propagate_version = true,
+    after_help = "Exit codes: 0 success, 1 runtime error (I/O, corruption, bad input), \
+                  2 usage error, 3 cursor mismatch (apply --format patches).\n\
+                  Read commands (check, membership, export, segments, segment show, meta, stats, \
+                  verify) open the store read-only and work while a writer holds the lock; \
+                  writing commands fail fast when it is held.\n\
+                  New here? Run `segstore demo`."
+)]
+pub struct Cli {
+    /// The store directory.
+    #[arg(long, global = true, env = "SEGSTORE_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an empty store (error if one exists).
+    Init,
+    /// Bulk load keys into one list of a segment, from a file or stdin.
+    Import(cmd_import::ImportArgs),
+    /// Apply JSON Lines input: each line is one atomic, durable batch, applied in order.
+    Apply(cmd_apply::ApplyArgs),
+    /// Print `included`, `excluded` or `unknown` for a key in a segment.
+    Check(cmd_check::CheckArgs),
+    /// Print every segment that mentions a key, as one JSON object `{"ref": true|false}`.
+    Membership(cmd_membership::MembershipArgs),
+    /// List segments: ref, kind, included and excluded counts, name, tags.
+    Segments(cmd_segments::SegmentsArgs),
+    /// Show, set or delete one segment's details.
+    #[command(subcommand)]
+    Segment(cmd_segment::SegmentCommand),
+    /// Print a list's keys, one per line, in byte order.
+    Export(cmd_export::ExportArgs),
+    /// Show the sync metadata: synchronized_on, its age, and the cursor.
+    Meta(cmd_meta::MetaArgs),
+    /// Set synchronized_on (default: now).
+    MarkSynced(cmd_meta::MarkSyncedArgs),
+    /// Compact now and report sizes before and after.
+    Compact,
+    /// Check every file of the store: prints `ok` (exit 0) or every problem found (exit 1).
+    Verify,
+    /// Files, sizes, key counts, log length and bytes per key.
+    Stats(cmd_stats::StatsArgs),
+    /// Build a demo store from the bundled samples, showing each command as it runs.
+    Demo(cmd_demo::DemoArgs),
+}
+
+/// Runs one parsed command line. `dir_given` is true when --dir came from the command line
+/// (not SEGSTORE_DIR): `demo` only builds into a directory named explicitly.
+pub fn run(cli: Cli, dir_given: bool) -> CmdResult {
+    let dir = cli.dir.as_ref();
+    match cli.command {
+        Command::Demo(args) => cmd_demo::run(if dir_given { dir } else { None }, &args),
+        Command::Init => cmd_init::run(require_dir(dir)?),
+        Command::Import(args) => cmd_import::run(require_dir(dir)?, &args),
+        Command::Apply(args) => cmd_apply::run(require_dir(dir)?, &args),
+        Command::Check(args) => cmd_check::run(require_dir(dir)?, &args),
+        Command::Membership(args) => cmd_membership::run(require_dir(dir)?, &args),
+        Command::Segments(args) => cmd_segments::run(require_dir(dir)?, &args),
+        Command::Segment(sub) => cmd_segment::run(require_dir(dir)?, &sub),
+        Command::Export(args) => cmd_export::run(require_dir(dir)?, &args),
+        Command::Meta(args) => cmd_meta::run_meta(require_dir(dir)?, &args),
+        Command::MarkSynced(args) => cmd_meta::run_mark_synced(require_dir(dir)?, &args),
+        Command::Compact => cmd_compact::run(require_dir(dir)?),
+        Command::Verify => cmd_verify::run(require_dir(dir)?),
+        Command::Stats(args) => cmd_stats::run(require_dir(dir)?, &args),
+    }
+}
+
+/// Parses `args` (argv, program name first) the way `main` does. `Err` is clap's error, to
+/// print and exit with.
+pub fn parse<I, T>(args: I) -> Result<(Cli, bool), clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let dir_given = matches.value_source("dir") == Some(ValueSource::CommandLine);
+    let cli = Cli::from_arg_matches(&matches)?;
+    Ok((cli, dir_given))
+}
+
+/// Prints a failure (if it has a message) and returns its exit code.
+pub fn report(failure: Failure) -> ExitCode {
+    if let Some(message) = failure.message {
+        let _ = writeln!(std::io::stderr(), "error: {}", one_line(&message));
+    }
+    ExitCode::from(failure.code)
+}
+
+fn main() -> ExitCode {
+    let (cli, dir_given) = match parse(std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            // Help and version go to stdout with exit 0; usage errors to stderr with exit 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(common::EXIT_USAGE));
+        }
+    };
+    match run(cli, dir_given) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => report(failure),
+    }
+}

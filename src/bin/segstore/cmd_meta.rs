@@ -1,0 +1,75 @@
+//! `segstore meta` and `segstore mark-synced`: the sync metadata.
+
+use crate::common::{
+    format_age, format_utc, now_ms, open_reader, open_writer, CmdResult, Failure, Out,
+};
+use clap::Args;
+use std::path::Path;
+
+/// Arguments of `meta`.
+#[derive(Debug, Args)]
+pub struct MetaArgs {
+    /// Print JSON: {synchronized_on, synchronized_on_utc, age_ms, cursor} (null when never
+    /// synced).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `mark-synced`.
+#[derive(Debug, Args)]
+pub struct MarkSyncedArgs {
+    /// The time to record, in Unix milliseconds (default: now).
+    #[arg(long, value_name = "UNIX_MS")]
+    pub at: Option<u64>,
+}
+
+/// Runs `meta`.
+pub fn run_meta(dir: &Path, args: &MetaArgs) -> CmdResult {
+    let store = open_reader(dir)?;
+    let meta = store.snapshot().metadata();
+    let now = now_ms();
+    let age = meta.synchronized_on.map(|at| now.saturating_sub(at));
+    let mut out = Out::new();
+    if args.json {
+        let json = serde_json::json!({
+            "synchronized_on": meta.synchronized_on,
+            "synchronized_on_utc": meta.synchronized_on.map(format_utc),
+            "age_ms": age,
+            "cursor": meta.cursor,
+        });
+        let text = serde_json::to_string_pretty(&json)
+            .map_err(|e| Failure::runtime(format!("encoding JSON: {e}")))?;
+        out.line(text)?;
+        return out.finish();
+    }
+    match meta.synchronized_on {
+        Some(at) => {
+            out.line(format_args!("synchronized_on: {at} ({})", format_utc(at)))?;
+            let age = if at > now {
+                format!("{} in the future (clock skew?)", format_age(at - now))
+            } else {
+                format!("{} ago", format_age(now - at))
+            };
+            out.line(format_args!("age:             {age}"))?;
+        }
+        None => {
+            out.line("synchronized_on: never (stale)")?;
+            out.line("age:             -")?;
+        }
+    }
+    out.line(format_args!("cursor:          {:?}", meta.cursor))?;
+    out.finish()
+}
+
+/// Runs `mark-synced`.
+pub fn run_mark_synced(dir: &Path, args: &MarkSyncedArgs) -> CmdResult {
+    let at = args.at.unwrap_or_else(now_ms);
+    let store = open_writer(dir)?;
+    store.mark_synced(at)?;
+    let mut out = Out::new();
+    out.line(format_args!(
+        "synchronized_on set to {at} ({})",
+        format_utc(at)
+    ))?;
+    out.finish()
+}
