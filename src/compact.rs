@@ -4,6 +4,7 @@
 use crate::entry::TableRef;
 use crate::error::Result;
 use crate::files::table_file_name;
+use crate::io::Io;
 use crate::snapshot::{ListState, LoadedTable};
 use crate::table::{is_hash_key, Table, TableBuilder, TableKind, Verification};
 use std::path::Path;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 /// kind (every key must be a hash key for [`TableKind::Hashed`]). Returns `None` and writes
 /// nothing when there are no keys. The file is fsynced; the directory is not.
 pub(crate) fn build_table<I>(
+    io: &Io,
     dir: &Path,
     store_id: &[u8; 16],
     file_id: u64,
@@ -29,7 +31,7 @@ where
     }
     let path = dir.join(table_file_name(file_id));
     let result = (|| {
-        let mut builder = TableBuilder::create(&path, store_id, kind, expected_len)?;
+        let mut builder = TableBuilder::create(io, &path, store_id, kind, expected_len)?;
         for key in keys {
             builder.push(&key?)?;
         }
@@ -64,6 +66,7 @@ pub(crate) fn merged_kind(list: &ListState) -> TableKind {
 /// Builds the table that replaces `list`'s table and overlay: `(table ∪ added) \ removed`,
 /// streamed in key order. `Ok(None)` when the list is empty.
 pub(crate) fn compact_list(
+    io: &Io,
     dir: &Path,
     store_id: &[u8; 16],
     file_id: u64,
@@ -71,6 +74,7 @@ pub(crate) fn compact_list(
 ) -> Result<Option<Arc<LoadedTable>>> {
     let expected = list.len();
     build_table(
+        io,
         dir,
         store_id,
         file_id,

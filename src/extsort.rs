@@ -33,6 +33,7 @@ use std::iter::FusedIterator;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::io::{Io, IoWriter};
 
 /// The default [`SortOptions::memory_budget`]: 256 MiB.
 pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
@@ -62,6 +63,8 @@ pub struct SortOptions {
     /// The directory in which a private temporary directory for spilled runs is created.
     /// Default: [`std::env::temp_dir`].
     pub temp_dir: PathBuf,
+    /// The file-operation layer spills go through (fault-injection tests install a hook).
+    pub io: Io,
 }
 
 impl Default for SortOptions {
@@ -69,6 +72,7 @@ impl Default for SortOptions {
         SortOptions {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             temp_dir: std::env::temp_dir(),
+            io: Io::default(),
         }
     }
 }
@@ -126,6 +130,7 @@ where
     let mut chunk = Chunk::default();
     let mut spill = Spill {
         temp_dir: &options.temp_dir,
+        io: &options.io,
         dir: None,
         runs: VecDeque::new(),
         next_id: 0,
@@ -166,7 +171,7 @@ where
         let group = (spill.runs.len() - fan_in + 1).min(fan_in);
         let inputs: Vec<RunMeta> = spill.runs.drain(..group).collect();
         let path = spill.new_run_path()?;
-        let meta = merge_to_run(inputs, path, read_buf)?;
+        let meta = merge_to_run(&options.io, inputs, path, read_buf)?;
         #[cfg(test)]
         if let Some(hook) = tuning.on_run_written {
             hook(&meta.path);
@@ -462,6 +467,7 @@ struct RunMeta {
 /// The temporary directory and the runs written so far.
 struct Spill<'a> {
     temp_dir: &'a Path,
+    io: &'a Io,
     dir: Option<tempfile::TempDir>,
     runs: VecDeque<RunMeta>,
     next_id: u64,
@@ -476,7 +482,12 @@ impl Spill<'_> {
                 .map_err(|e| Error::io(self.temp_dir, e))?;
             self.dir = Some(dir);
         }
-        let dir = self.dir.as_ref().expect("created above");
+        let Some(dir) = self.dir.as_ref() else {
+            return Err(Error::io(
+                self.temp_dir,
+                std::io::ErrorKind::NotFound.into(),
+            ));
+        };
         let path = dir.path().join(format!("run-{:06}", self.next_id));
         self.next_id += 1;
         Ok(path)
@@ -486,7 +497,7 @@ impl Spill<'_> {
     fn write_chunk(&mut self, chunk: &Chunk, tuning: &Tuning) -> Result<()> {
         let path = self.new_run_path()?;
         let size = chunk.used + TRAILER_LEN;
-        let mut w = RunWriter::create(path, size.min(WRITE_BUF))?;
+        let mut w = RunWriter::create(self.io, path, size.min(WRITE_BUF))?;
         for key in chunk.keys() {
             w.push(key)?;
         }
@@ -505,7 +516,7 @@ impl Spill<'_> {
 /// Writes one run file. Buffers itself so that the CRC is computed over large blocks.
 struct RunWriter {
     path: PathBuf,
-    file: File,
+    file: IoWriter,
     buf: Vec<u8>,
     crc: crc32fast::Hasher,
     count: u64,
@@ -514,12 +525,9 @@ struct RunWriter {
 }
 
 impl RunWriter {
-    fn create(path: PathBuf, buf_size: usize) -> Result<Self> {
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+    fn create(io: &Io, path: PathBuf, buf_size: usize) -> Result<Self> {
+        let file = io.create_new(&path).map_err(|e| Error::io(&path, e))?;
+        let file = io.writer(file, &path);
         Ok(RunWriter {
             path,
             file,
@@ -824,14 +832,14 @@ impl Merger {
 }
 
 /// Merges `inputs` into a new run at `path`, then deletes the inputs.
-fn merge_to_run(inputs: Vec<RunMeta>, path: PathBuf, read_buf: usize) -> Result<RunMeta> {
+fn merge_to_run(io: &Io, inputs: Vec<RunMeta>, path: PathBuf, read_buf: usize) -> Result<RunMeta> {
     let paths: Vec<PathBuf> = inputs.iter().map(|m| m.path.clone()).collect();
     let mut sources = Vec::with_capacity(inputs.len());
     for meta in inputs {
         sources.push(Source::File(RunReader::open(meta, read_buf)?));
     }
     let mut merger = Merger::new(sources)?;
-    let mut w = RunWriter::create(path, WRITE_BUF)?;
+    let mut w = RunWriter::create(io, path, WRITE_BUF)?;
     while merger.advance()? {
         w.push(&merger.last)?;
     }
@@ -855,6 +863,7 @@ mod tests {
         SortOptions {
             memory_budget: budget,
             temp_dir: dir.path().to_path_buf(),
+            io: Io::default(),
         }
     }
 
@@ -1008,6 +1017,7 @@ mod tests {
         let options = SortOptions {
             memory_budget: 0,
             temp_dir: missing.clone(),
+            io: Io::default(),
         };
         let keys = vec![b"a".to_vec(), b"b".to_vec()];
         let err = sort_keys(ok_keys(&keys), &options, |_| true).unwrap_err();
@@ -1019,6 +1029,7 @@ mod tests {
         let options = SortOptions {
             memory_budget: 1 << 20,
             temp_dir: missing,
+            io: Io::default(),
         };
         let sorted = sort_keys(ok_keys(&keys), &options, |_| true).unwrap();
         assert_eq!(collect(sorted).unwrap(), keys);
@@ -1041,7 +1052,7 @@ mod tests {
     }
 
     fn write_run(path: PathBuf, keys: &[&[u8]]) -> RunMeta {
-        let mut w = RunWriter::create(path, 64).unwrap();
+        let mut w = RunWriter::create(&Io::default(), path, 64).unwrap();
         for k in keys {
             w.push(k).unwrap();
         }

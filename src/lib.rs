@@ -17,6 +17,7 @@ mod compact;
 mod entry;
 mod files;
 mod fsutil;
+pub mod io;
 mod log;
 mod manifest;
 mod options;

@@ -9,6 +9,7 @@ use crate::entry::{
 };
 use crate::error::{Error, Result};
 use crate::fsutil::{read_file, replace_file};
+use crate::io::Io;
 use crate::key::MAX_NAME_LEN;
 use std::path::Path;
 
@@ -180,7 +181,7 @@ impl Manifest {
     }
 
     /// Reads `dir/MANIFEST`. A missing file is [`Error::NotFound`].
-    pub fn load(dir: &Path) -> Result<Manifest> {
+    pub fn load(io: &Io, dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
         let len = match std::fs::metadata(&path) {
             Ok(m) => m.len(),
@@ -197,12 +198,12 @@ impl Manifest {
                 format!("{len} bytes, over the 1 GiB limit"),
             ));
         }
-        Manifest::decode(&read_file(&path)?, &path)
+        Manifest::decode(&read_file(io, &path)?, &path)
     }
 
     /// Writes the manifest atomically (temp file, fsync, rename, fsync directory).
-    pub fn store(&self, dir: &Path) -> Result<()> {
-        replace_file(dir, MANIFEST_FILE, &self.encode())
+    pub fn store(&self, io: &Io, dir: &Path) -> Result<()> {
+        replace_file(io, dir, MANIFEST_FILE, &self.encode())
     }
 
     /// Every table the manifest names.

@@ -1,6 +1,8 @@
 //! Options for opening a store.
 
+use crate::io::{FaultInjector, Io};
 use crate::table::Verification;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a store is opened. `Options::default()` is the safe choice: fsync per write, tables
@@ -25,6 +27,18 @@ pub struct Options {
     /// How often a read-only handle looks for new writes (default 50 ms). `None` turns the
     /// background poll off; call `refresh` yourself.
     pub poll_interval: Option<Duration>,
+    /// A hook that can make file operations fail, for fault-injection tests (default none).
+    pub fault_injector: Option<Arc<dyn FaultInjector>>,
+}
+
+impl Options {
+    /// The file-operation layer these options ask for.
+    pub(crate) fn io(&self) -> Io {
+        match &self.fault_injector {
+            Some(injector) => Io::with_injector(injector.clone()),
+            None => Io::default(),
+        }
+    }
 }
 
 impl Default for Options {
@@ -37,6 +51,7 @@ impl Default for Options {
             compact_log_ratio: 0.25,
             sort_memory_budget: 256 << 20,
             poll_interval: Some(Duration::from_millis(50)),
+            fault_injector: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use crate::entry::Entry;
 use crate::error::{Error, Result};
+use crate::io::{Io, IoOp};
 use crate::log::{log_file_name, scan_records, LogHeader, LOG_HEADER_LEN};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::options::Options;
@@ -57,6 +58,7 @@ struct Follow {
 #[derive(Debug)]
 struct ReaderInner {
     dir: PathBuf,
+    io: Io,
     options: Options,
     current: ArcSwap<Snapshot>,
     follow: Mutex<Follow>,
@@ -99,9 +101,10 @@ fn load_follow(dir: &Path, options: &Options, tables: TableCache) -> Result<(Sna
             }
             Err(e) => return Err(e),
         };
-        let attempt = Manifest::load(dir).and_then(|m| {
+        let io = options.io();
+        let attempt = Manifest::load(&io, dir).and_then(|m| {
             let store_id = m.store_id;
-            let loaded = load(dir, m, &mut tables, options.verification)?;
+            let loaded = load(&io, dir, m, &mut tables, options.verification)?;
             let path = loaded.live_log.path.clone();
             let log = File::open(&path).map_err(|e| Error::io(&path, e))?;
             Ok((loaded, log, store_id))
@@ -145,6 +148,7 @@ impl ReadOnlyStore {
         let dir = dir.as_ref().to_owned();
         let (snapshot, follow) = load_follow(&dir, &options, TableCache::default())?;
         let inner = Arc::new(ReaderInner {
+            io: options.io(),
             dir,
             current: ArcSwap::from_pointee(snapshot),
             follow: Mutex::new(follow),
@@ -253,6 +257,9 @@ impl ReaderInner {
             if len <= follow.offset {
                 break;
             }
+            self.io
+                .check(IoOp::Read, &follow.log_path)
+                .map_err(|e| Error::io(&follow.log_path, e))?;
             let mut bytes = vec![0u8; (len - follow.offset) as usize];
             follow
                 .log
@@ -269,7 +276,14 @@ impl ReaderInner {
                 let store_id = follow.store_id;
                 let tables = &mut follow.tables;
                 state.apply(*seq, entry, &mut |t| {
-                    tables.resolve(&self.dir, &store_id, t, self.options.verification, &name)
+                    tables.resolve(
+                        &self.io,
+                        &self.dir,
+                        &store_id,
+                        t,
+                        self.options.verification,
+                        &name,
+                    )
                 })?;
                 if let Entry::Rotate { next_log } = entry {
                     rotate_to = Some(*next_log);

@@ -6,6 +6,7 @@
 use crate::entry::{Entry, TableRef};
 use crate::error::{Error, Result};
 use crate::files::table_file_name;
+use crate::io::{Io, IoOp};
 use crate::log::{log_file_name, scan_records, LogHeader, LOG_HEADER_LEN};
 use crate::manifest::Manifest;
 use crate::snapshot::{ListState, LoadedTable, SegmentState, Snapshot};
@@ -24,6 +25,7 @@ impl TableCache {
     /// The table `table_ref` names, opened (and verified) on first use.
     pub fn resolve(
         &mut self,
+        io: &Io,
         dir: &Path,
         store_id: &[u8; 16],
         table_ref: &TableRef,
@@ -42,6 +44,8 @@ impl TableCache {
                 referenced_by: referenced_by.to_owned(),
             });
         }
+        io.check(IoOp::Read, &path)
+            .map_err(|e| Error::io(&path, e))?;
         let table = Table::open(&path, store_id, &table_ref.info, verification)?;
         let loaded = Arc::new(LoadedTable {
             table_ref: *table_ref,
@@ -88,6 +92,7 @@ pub(crate) struct Loaded {
 
 /// The base snapshot a manifest describes (no log applied).
 pub(crate) fn base_snapshot(
+    io: &Io,
     dir: &Path,
     manifest: &Manifest,
     cache: &mut TableCache,
@@ -104,6 +109,7 @@ pub(crate) fn base_snapshot(
         for (slot, table) in lists.iter_mut().zip(&record.tables) {
             if let Some(table_ref) = table {
                 slot.table = Some(cache.resolve(
+                    io,
                     dir,
                     &manifest.store_id,
                     table_ref,
@@ -126,13 +132,14 @@ pub(crate) fn base_snapshot(
 
 /// Reads one log file whole and checks its header against what the chain expects.
 pub(crate) fn read_log(
+    io: &Io,
     dir: &Path,
     number: u64,
     store_id: &[u8; 16],
     first_seq: u64,
 ) -> Result<(PathBuf, Vec<u8>)> {
     let path = dir.join(log_file_name(number));
-    let bytes = match std::fs::read(&path) {
+    let bytes = match io.read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::MissingFile {
@@ -168,19 +175,20 @@ pub(crate) fn read_log(
 
 /// Loads the manifest's tables and replays the log chain.
 pub(crate) fn load(
+    io: &Io,
     dir: &Path,
     manifest: Manifest,
     cache: &mut TableCache,
     verification: Verification,
 ) -> Result<Loaded> {
-    let mut snapshot = base_snapshot(dir, &manifest, cache, verification)?;
+    let mut snapshot = base_snapshot(io, dir, &manifest, cache, verification)?;
     let mut number = manifest.log_number;
     let mut next_seq = manifest.log_first_seq;
     let mut log_numbers = Vec::new();
     let mut log_tables = Vec::new();
     let mut log_bytes = 0u64;
     loop {
-        let (path, bytes) = read_log(dir, number, &manifest.store_id, next_seq)?;
+        let (path, bytes) = read_log(io, dir, number, &manifest.store_id, next_seq)?;
         log_numbers.push(number);
         let body = bytes.get(LOG_HEADER_LEN..).unwrap_or_default();
         let scan = scan_records(body, LOG_HEADER_LEN as u64, next_seq, &path)?;
@@ -194,7 +202,7 @@ pub(crate) fn load(
                 next_log = Some(*n);
             }
             snapshot.apply(*seq, entry, &mut |t| {
-                cache.resolve(dir, &manifest.store_id, t, verification, &name)
+                cache.resolve(io, dir, &manifest.store_id, t, verification, &name)
             })?;
         }
         log_bytes += scan.valid_end - LOG_HEADER_LEN as u64;

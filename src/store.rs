@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::extsort::{sort_keys, SortOptions};
 use crate::files::{parse_table_file_name, table_file_name, LOCK_FILE};
 use crate::fsutil::sync_dir;
+use crate::io::Io;
 use crate::key::{validate_key, validate_kind, validate_ref, MAX_NAME_LEN};
 use crate::log::{encode_record, log_file_name, parse_log_file_name, LogHeader, LogWriter};
 use crate::manifest::{Manifest, SegmentRecord, MANIFEST_FILE};
@@ -67,6 +68,7 @@ struct WriterState {
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
+    io: Io,
     options: Options,
     store_id: [u8; 16],
     _lock: File,
@@ -142,12 +144,15 @@ impl Store {
             });
         }
         let store_id = new_store_id(dir);
+        let io = options.io();
         // A create that crashed before its manifest may have left the first log.
         let first_log = dir.join(log_file_name(1));
         if first_log.exists() {
-            std::fs::remove_file(&first_log).map_err(|e| Error::io(&first_log, e))?;
+            io.remove_file(&first_log)
+                .map_err(|e| Error::io(&first_log, e))?;
         }
         LogWriter::create(
+            &io,
             dir,
             &LogHeader {
                 store_id,
@@ -165,7 +170,7 @@ impl Store {
             cursor: String::new(),
             segments: Vec::new(),
         };
-        manifest.store(dir)?;
+        manifest.store(&io, dir)?;
         drop(lock);
         Store::open(dir, options)
     }
@@ -176,13 +181,15 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         let dir = dir.as_ref().to_owned();
         let lock = lock_dir(&dir)?;
-        let manifest = Manifest::load(&dir)?;
+        let io = options.io();
+        let manifest = Manifest::load(&io, &dir)?;
         let mut cache = TableCache::default();
-        let loaded = load(&dir, manifest, &mut cache, options.verification)?;
+        let loaded = load(&io, &dir, manifest, &mut cache, options.verification)?;
         let live = &loaded.live_log;
-        let log = LogWriter::open(&live.path, live.number, live.valid_end)?;
+        let log = LogWriter::open(&io, &live.path, live.number, live.valid_end)?;
         let store_id = loaded.manifest.store_id;
         let max_id = remove_orphans(
+            &io,
             &dir,
             &loaded.manifest,
             &loaded.log_tables,
@@ -193,6 +200,7 @@ impl Store {
             .max(loaded.manifest.next_file_id);
         let inner = Arc::new(Inner {
             dir,
+            io,
             store_id,
             _lock: lock,
             current: ArcSwap::from_pointee(loaded.snapshot),
@@ -353,6 +361,7 @@ impl Store {
         let sort_options = SortOptions {
             memory_budget: inner.options.sort_memory_budget,
             temp_dir: inner.dir.clone(),
+            io: inner.io.clone(),
         };
         let sorted = sort_keys(checked, &sort_options, is_hash_key)?;
         let keys_read = sorted.len_upper_bound();
@@ -364,6 +373,7 @@ impl Store {
         };
         let file_id = inner.next_file_id.fetch_add(1, Ordering::SeqCst);
         let table = build_table(
+            &inner.io,
             &inner.dir,
             &inner.store_id,
             file_id,
@@ -371,8 +381,12 @@ impl Store {
             keys_read,
             sorted,
         )?;
-        if table.is_some() {
-            sync_dir(&inner.dir)?;
+        if let Some(t) = &table {
+            if let Err(e) = sync_dir(&inner.io, &inner.dir) {
+                // Nothing names the table yet: remove it.
+                let _ = std::fs::remove_file(inner.dir.join(table_file_name(t.table_ref.file_id)));
+                return Err(e);
+            }
         }
         let stats = ReplaceStats {
             keys: table.as_ref().map_or(0, |t| t.table.len()),
@@ -529,6 +543,7 @@ impl Inner {
 
     fn resolve(&self, table_ref: &TableRef, referenced_by: &str) -> Result<Arc<LoadedTable>> {
         self.tables.lock().resolve(
+            &self.io,
             &self.dir,
             &self.store_id,
             table_ref,
@@ -558,9 +573,12 @@ impl Inner {
             // A log past the live one is outside the chain: a leftover of a failed rotation.
             let leftover = self.dir.join(log_file_name(number));
             if leftover.exists() {
-                std::fs::remove_file(&leftover).map_err(|e| Error::io(&leftover, e))?;
+                self.io
+                    .remove_file(&leftover)
+                    .map_err(|e| Error::io(&leftover, e))?;
             }
             let new_log = LogWriter::create(
+                &self.io,
                 &self.dir,
                 &LogHeader {
                     store_id: self.store_id,
@@ -612,8 +630,13 @@ impl Inner {
             let mut w = self.writer.lock();
             let pending = w.since_rotation.take().unwrap_or_default();
             let mut cache = self.tables.lock();
-            let mut next =
-                base_snapshot(&self.dir, &manifest, &mut cache, self.options.verification)?;
+            let mut next = base_snapshot(
+                &self.io,
+                &self.dir,
+                &manifest,
+                &mut cache,
+                self.options.verification,
+            )?;
             drop(cache);
             next.last_seq = new_first_seq - 1;
             for (seq, entry) in &pending {
@@ -634,16 +657,22 @@ impl Inner {
         let bytes_before = old_log_bytes + tables_before.values().sum::<u64>();
         for id in retired_tables {
             let path = self.dir.join(table_file_name(id));
-            if std::fs::remove_file(&path).is_ok() {
+            if self.io.remove_file(&path).is_ok() {
                 retired += 1;
             }
         }
         for number in old_manifest.log_number..new_log_number {
-            if std::fs::remove_file(self.dir.join(log_file_name(number))).is_ok() {
+            if self
+                .io
+                .remove_file(&self.dir.join(log_file_name(number)))
+                .is_ok()
+            {
                 retired += 1;
             }
         }
-        sync_dir(&self.dir)?;
+        // Best effort: a retired file that reappears after a crash is an orphan, removed at
+        // the next open. The compaction itself is complete.
+        let _ = sync_dir(&self.io, &self.dir);
         self.tables.lock().prune();
         let bytes_after =
             manifest.tables().map(|t| t.info.file_len).sum::<u64>() + self.writer.lock().log_bytes;
@@ -673,7 +702,7 @@ impl Inner {
                         list.table.as_ref().map(|t| t.table_ref)
                     } else {
                         let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
-                        let built = compact_list(&self.dir, &self.store_id, id, list)?;
+                        let built = compact_list(&self.io, &self.dir, &self.store_id, id, list)?;
                         built.map(|t| {
                             written.push(t.table_ref.file_id);
                             let r = t.table_ref;
@@ -689,7 +718,7 @@ impl Inner {
                     tables,
                 });
             }
-            sync_dir(&self.dir)?;
+            sync_dir(&self.io, &self.dir)?;
             let manifest = Manifest {
                 store_id: self.store_id,
                 generation: old.generation + 1,
@@ -712,7 +741,7 @@ impl Inner {
                 return Err(e);
             }
         };
-        if let Err(e) = manifest.store(&self.dir) {
+        if let Err(e) = manifest.store(&self.io, &self.dir) {
             // The rename may or may not have happened: either manifest may be the live one,
             // so keep every table both name, and stop writing until a reopen settles it.
             self.writer.lock().poisoned = Some(e.to_string());
@@ -734,6 +763,7 @@ fn snapshot_tables(snapshot: &Snapshot) -> impl Iterator<Item = TableRef> + '_ {
 /// Removes files a crash left behind: tables nothing names, logs outside the chain, temp
 /// files. Returns the largest table id seen on disk.
 fn remove_orphans(
+    io: &Io,
     dir: &Path,
     manifest: &Manifest,
     log_tables: &[TableRef],
@@ -765,16 +795,16 @@ fn remove_orphans(
         };
         if orphan {
             let result = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
+                io.remove_dir_all(&path)
             } else {
-                std::fs::remove_file(&path)
+                io.remove_file(&path)
             };
             result.map_err(|e| Error::io(&path, e))?;
             removed = true;
         }
     }
     if removed {
-        sync_dir(dir)?;
+        sync_dir(io, dir)?;
     }
     Ok(max_id)
 }

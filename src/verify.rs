@@ -3,6 +3,7 @@
 use crate::entry::{Entry, TableRef};
 use crate::error::{Error, Result};
 use crate::files::{parse_table_file_name, table_file_name};
+use crate::io::Io;
 use crate::log::{log_file_name, parse_log_file_name, scan_records, Tail, LOG_HEADER_LEN};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::recovery::{load, read_log, TableCache};
@@ -51,7 +52,7 @@ impl Problem {
 /// problem (the writer truncates it on open). Takes no lock; safe beside a running writer.
 pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
     let manifest_path = dir.join(MANIFEST_FILE);
-    let manifest = match Manifest::load(dir) {
+    let manifest = match Manifest::load(&Io::default(), dir) {
         Ok(m) => m,
         Err(e @ Error::NotFound { .. }) => return Err(e),
         Err(e) => return Ok(vec![Problem::from_error(&manifest_path, &e)]),
@@ -78,13 +79,14 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
     let mut number = manifest.log_number;
     let mut next_seq = manifest.log_first_seq;
     loop {
-        let (path, bytes) = match read_log(dir, number, &manifest.store_id, next_seq) {
-            Ok(found) => found,
-            Err(e) => {
-                problems.push(Problem::from_error(&dir.join(log_file_name(number)), &e));
-                break;
-            }
-        };
+        let (path, bytes) =
+            match read_log(&Io::default(), dir, number, &manifest.store_id, next_seq) {
+                Ok(found) => found,
+                Err(e) => {
+                    problems.push(Problem::from_error(&dir.join(log_file_name(number)), &e));
+                    break;
+                }
+            };
         let body = bytes.get(LOG_HEADER_LEN..).unwrap_or_default();
         let scan = match scan_records(body, LOG_HEADER_LEN as u64, next_seq, &path) {
             Ok(scan) => scan,
@@ -119,7 +121,13 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
     if problems.is_empty() {
         // Everything checks out file by file; replay it all to catch what only the whole shows.
         let mut cache = TableCache::default();
-        if let Err(e) = load(dir, manifest, &mut cache, Verification::Structure) {
+        if let Err(e) = load(
+            &Io::default(),
+            dir,
+            manifest,
+            &mut cache,
+            Verification::Structure,
+        ) {
             problems.push(Problem::from_error(dir, &e));
         }
     }
@@ -159,7 +167,7 @@ pub struct StoreStats {
 
 /// Lists the store's files and counts what they hold. Read-only.
 pub fn stats(dir: &Path) -> Result<StoreStats> {
-    let manifest = Manifest::load(dir)?;
+    let manifest = Manifest::load(&Io::default(), dir)?;
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
@@ -186,7 +194,7 @@ pub fn stats(dir: &Path) -> Result<StoreStats> {
     let mut number = manifest.log_number;
     let mut next_seq = manifest.log_first_seq;
     let torn_tail = loop {
-        let (path, bytes) = read_log(dir, number, &manifest.store_id, next_seq)?;
+        let (path, bytes) = read_log(&Io::default(), dir, number, &manifest.store_id, next_seq)?;
         let body = bytes.get(LOG_HEADER_LEN..).unwrap_or_default();
         let scan = scan_records(body, LOG_HEADER_LEN as u64, next_seq, &path)?;
         log_bytes += bytes.len() as u64;

@@ -23,7 +23,7 @@
 mod code;
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,7 @@ use memmap2::Mmap;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::error::{Error, Result};
+use crate::io::{Io, IoWriter};
 
 pub use code::is_hash_key;
 use code::CODE_LEN;
@@ -799,7 +800,7 @@ pub fn verify_table(path: &Path, store_id: &[u8; 16], expected: &TableInfo) -> R
 
 /// A writer that hashes (xxh3-64) and counts what passes through.
 struct HashingWriter {
-    inner: BufWriter<File>,
+    inner: BufWriter<IoWriter>,
     hasher: Box<Xxh3>,
     written: u64,
 }
@@ -875,16 +876,14 @@ impl TableBuilder {
     /// real count is fine (the index is shrunk at finish); a larger one only makes lookups
     /// search larger buckets.
     pub fn create(
+        io: &Io,
         path: &Path,
         store_id: &[u8; 16],
         kind: TableKind,
         expected_len: u64,
     ) -> Result<TableBuilder> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
+        let file = io.create_new(path).map_err(|e| Error::io(path, e))?;
+        let file = io.writer(file, path);
         let header = encode_header(kind, store_id);
         let mut writer = HashingWriter {
             inner: BufWriter::with_capacity(1 << 16, file),
@@ -1049,7 +1048,7 @@ impl TableBuilder {
         let checksum = writer.hasher.digest();
         let file_len = writer.written;
         let file = writer.inner.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
+        let file = file.sync_all().map_err(io)?;
         drop(file);
         self.finished = true;
         Ok(TableInfo {

@@ -14,7 +14,7 @@ fn hash_key(rng: &mut impl Rng) -> Vec<u8> {
 }
 
 fn build(path: &Path, kind: TableKind, keys: &BTreeSet<Vec<u8>>, hint: u64) -> TableInfo {
-    let mut b = TableBuilder::create(path, &STORE, kind, hint).unwrap();
+    let mut b = TableBuilder::create(&Io::default(), path, &STORE, kind, hint).unwrap();
     for k in keys {
         b.push(k).unwrap();
     }
@@ -153,9 +153,9 @@ fn hashed_index_shrinks_when_hint_is_too_large() {
 fn builder_rejects_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t");
-    let mut b = TableBuilder::create(&path, &STORE, TableKind::Fst, 10).unwrap();
+    let mut b = TableBuilder::create(&Io::default(), &path, &STORE, TableKind::Fst, 10).unwrap();
     assert!(matches!(
-        TableBuilder::create(&path, &STORE, TableKind::Fst, 10),
+        TableBuilder::create(&Io::default(), &path, &STORE, TableKind::Fst, 10),
         Err(Error::Io { .. })
     ));
     b.push(b"b").unwrap();
@@ -172,7 +172,7 @@ fn builder_rejects_bad_input() {
     assert_eq!(info.key_count, 2);
 
     let path = dir.path().join("h");
-    let mut b = TableBuilder::create(&path, &STORE, TableKind::Hashed, 10).unwrap();
+    let mut b = TableBuilder::create(&Io::default(), &path, &STORE, TableKind::Hashed, 10).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(4);
     let keys = hash_keys(&mut rng, 2);
     let (k1, k2) = (keys.first().unwrap(), keys.last().unwrap());

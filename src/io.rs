@@ -1,0 +1,205 @@
+//! Every file operation of the engine goes through [`Io`], so that tests can make the N-th
+//! write, fsync, rename or read fail (EIO, ENOSPC, a short write) and check what the engine
+//! does about it. In production no [`FaultInjector`] is installed and each call is the plain
+//! `std::fs` call.
+
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The kinds of file operation the engine performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IoOp {
+    /// Creating a file.
+    Create,
+    /// Writing bytes to a file.
+    Write,
+    /// fsync/fdatasync of a file.
+    Sync,
+    /// fsync of a directory.
+    SyncDir,
+    /// Renaming a file.
+    Rename,
+    /// Removing a file or directory.
+    Remove,
+    /// Reading or mapping a file.
+    Read,
+    /// Truncating a file.
+    Truncate,
+}
+
+/// What an injected fault does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The call fails with this OS error (e.g. `libc::EIO`, `libc::ENOSPC`) and does nothing.
+    Error(i32),
+    /// A write stores only this many bytes of its buffer, then fails with `ENOSPC`.
+    ShortWrite(usize),
+}
+
+/// Decides, before each file operation, whether it fails. Tests implement this.
+pub trait FaultInjector: Send + Sync + Debug {
+    /// Called before `op` on `path`; `None` lets the operation run.
+    fn inject(&self, op: IoOp, path: &Path) -> Option<Fault>;
+}
+
+/// The engine's file-operation layer: plain `std::fs` calls, each first offered to the
+/// fault injector if one is installed.
+#[derive(Debug, Clone, Default)]
+pub struct Io {
+    injector: Option<Arc<dyn FaultInjector>>,
+}
+
+fn fault_error(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+impl Io {
+    /// An `Io` that consults `injector` before every operation.
+    pub fn with_injector(injector: Arc<dyn FaultInjector>) -> Io {
+        Io {
+            injector: Some(injector),
+        }
+    }
+
+    fn fault(&self, op: IoOp, path: &Path) -> Option<Fault> {
+        self.injector.as_ref().and_then(|i| i.inject(op, path))
+    }
+
+    /// Fails if a fault is injected for a non-write operation.
+    pub fn check(&self, op: IoOp, path: &Path) -> io::Result<()> {
+        match self.fault(op, path) {
+            None => Ok(()),
+            Some(Fault::Error(errno)) => Err(fault_error(errno)),
+            Some(Fault::ShortWrite(_)) => Err(fault_error(libc::ENOSPC)),
+        }
+    }
+
+    /// Creates a new file for writing (`O_CREAT|O_EXCL`).
+    pub fn create_new(&self, path: &Path) -> io::Result<File> {
+        self.check(IoOp::Create, path)?;
+        OpenOptions::new().write(true).create_new(true).open(path)
+    }
+
+    /// Creates or truncates a file for writing.
+    pub fn create_truncate(&self, path: &Path) -> io::Result<File> {
+        self.check(IoOp::Create, path)?;
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+    }
+
+    /// Writes all of `buf` at `offset`.
+    pub fn write_all_at(
+        &self,
+        file: &File,
+        buf: &[u8],
+        offset: u64,
+        path: &Path,
+    ) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        match self.fault(IoOp::Write, path) {
+            None => file.write_all_at(buf, offset),
+            Some(Fault::Error(errno)) => Err(fault_error(errno)),
+            Some(Fault::ShortWrite(n)) => {
+                file.write_all_at(buf.get(..n.min(buf.len())).unwrap_or_default(), offset)?;
+                Err(fault_error(libc::ENOSPC))
+            }
+        }
+    }
+
+    /// fsyncs a file's data and metadata.
+    pub fn sync_all(&self, file: &File, path: &Path) -> io::Result<()> {
+        self.check(IoOp::Sync, path)?;
+        file.sync_all()
+    }
+
+    /// fdatasyncs a file.
+    pub fn sync_data(&self, file: &File, path: &Path) -> io::Result<()> {
+        self.check(IoOp::Sync, path)?;
+        file.sync_data()
+    }
+
+    /// fsyncs a directory.
+    pub fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.check(IoOp::SyncDir, dir)?;
+        File::open(dir)?.sync_all()
+    }
+
+    /// Renames `from` to `to`.
+    pub fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check(IoOp::Rename, to)?;
+        std::fs::rename(from, to)
+    }
+
+    /// Removes a file.
+    pub fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.check(IoOp::Remove, path)?;
+        std::fs::remove_file(path)
+    }
+
+    /// Removes a directory and its contents.
+    pub fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.check(IoOp::Remove, path)?;
+        std::fs::remove_dir_all(path)
+    }
+
+    /// Reads a whole file.
+    pub fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.check(IoOp::Read, path)?;
+        std::fs::read(path)
+    }
+
+    /// Truncates (or extends) a file to `len` bytes.
+    pub fn set_len(&self, file: &File, len: u64, path: &Path) -> io::Result<()> {
+        self.check(IoOp::Truncate, path)?;
+        file.set_len(len)
+    }
+
+    /// Wraps `file` so that every `write` goes through the injector.
+    pub fn writer(&self, file: File, path: &Path) -> IoWriter {
+        IoWriter {
+            file,
+            io: self.clone(),
+            path: path.to_owned(),
+        }
+    }
+}
+
+/// A file whose writes go through [`Io`] (used under a `BufWriter` for streamed files).
+#[derive(Debug)]
+pub struct IoWriter {
+    file: File,
+    io: Io,
+    path: PathBuf,
+}
+
+impl IoWriter {
+    /// fsyncs the file through [`Io`] and returns it.
+    pub fn sync_all(self) -> io::Result<File> {
+        self.io.sync_all(&self.file, &self.path)?;
+        Ok(self.file)
+    }
+}
+
+impl Write for IoWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.io.fault(IoOp::Write, &self.path) {
+            None => self.file.write(buf),
+            Some(Fault::Error(errno)) => Err(fault_error(errno)),
+            Some(Fault::ShortWrite(n)) => {
+                let part = buf.get(..n.min(buf.len())).unwrap_or_default();
+                self.file.write_all(part)?;
+                Err(fault_error(libc::ENOSPC))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
