@@ -173,6 +173,36 @@ pub(crate) fn read_log(
     Ok((path, bytes))
 }
 
+/// The chain ends at log `number` (no `Rotate` record). A log `number + 1` may exist only as
+/// the leftover of a rotation that crashed before its `Rotate` record was durable: then it
+/// holds no record. One that holds records means log `number` lost its end (it was cut short
+/// after the rotation), and replaying without it would silently drop acknowledged writes.
+fn check_no_successor(
+    io: &Io,
+    dir: &Path,
+    number: u64,
+    store_id: &[u8; 16],
+    live_path: &Path,
+) -> Result<()> {
+    let next = dir.join(log_file_name(number + 1));
+    let bytes = match io.read(&next) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(&next, e)),
+    };
+    let ours = LogHeader::decode(&bytes, &next).is_ok_and(|h| h.store_id == *store_id);
+    if ours && bytes.len() > LOG_HEADER_LEN {
+        return Err(Error::corrupt(
+            live_path,
+            format!(
+                "ends without a rotate record, but {} holds records: this log was cut short",
+                log_file_name(number + 1)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Loads the manifest's tables and replays the log chain.
 pub(crate) fn load(
     io: &Io,
@@ -218,6 +248,7 @@ pub(crate) fn load(
                 ))
             }
             None => {
+                check_no_successor(io, dir, number, &manifest.store_id, &path)?;
                 let live_log = LiveLog {
                     number,
                     path,

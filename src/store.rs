@@ -180,6 +180,9 @@ impl Store {
     /// compactor if enabled.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         let dir = dir.as_ref().to_owned();
+        if !dir.is_dir() {
+            return Err(Error::NotFound { path: dir });
+        }
         let lock = lock_dir(&dir)?;
         let io = options.io();
         let manifest = Manifest::load(&io, &dir)?;

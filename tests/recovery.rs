@@ -220,3 +220,58 @@ fn orphans_from_a_crash_are_removed_by_the_writer_only() {
     assert!(!orphan_log.exists());
     assert!(!sort_dir.exists());
 }
+
+/// Fails the first table file creation (so a compaction stops after rotating the log).
+#[derive(Debug, Default)]
+struct FailFirstTableCreate(std::sync::atomic::AtomicBool);
+
+impl segstore::io::FaultInjector for FailFirstTableCreate {
+    fn inject(&self, op: segstore::io::IoOp, path: &Path) -> Option<segstore::io::Fault> {
+        let is_table = path.extension().is_some_and(|e| e == "sstbl");
+        if op == segstore::io::IoOp::Create
+            && is_table
+            && !self.0.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Some(segstore::io::Fault::Error(libc::EIO));
+        }
+        None
+    }
+}
+
+#[test]
+fn a_rotated_log_cut_short_is_corruption_not_a_silent_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_log = dir.path().join("log-0000000000000001.seglog");
+    {
+        let store = Store::create(
+            dir.path(),
+            Options {
+                fault_injector: Some(std::sync::Arc::new(FailFirstTableCreate::default())),
+                ..options()
+            },
+        )
+        .unwrap();
+        store
+            .write(Batch::new().add("s.g1", List::Included, "a"))
+            .unwrap();
+        // The compaction rotates to log 2, then fails building its table: the chain is 1 → 2.
+        assert!(store.compact().is_err());
+        store
+            .write(Batch::new().add("s.g1", List::Included, "b"))
+            .unwrap();
+    }
+    assert!(dir.path().join("log-0000000000000002.seglog").exists());
+    // Cut log 1 just before its rotate record.
+    let bytes = std::fs::read(&first_log).unwrap();
+    let rotate_len = 16 + 9 + 4;
+    std::fs::write(&first_log, &bytes[..bytes.len() - rotate_len]).unwrap();
+    match Store::open(dir.path(), options()) {
+        Err(Error::Corrupt { path, .. }) => assert_eq!(path, first_log),
+        other => panic!("expected corruption naming log 1, got {other:?}"),
+    }
+    assert!(
+        dir.path().join("log-0000000000000002.seglog").exists(),
+        "the later log, holding an acknowledged write, must not be removed"
+    );
+    assert_eq!(segstore::verify(dir.path()).unwrap()[0].path, first_log);
+}
