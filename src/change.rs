@@ -137,8 +137,17 @@ impl Batch {
         self
     }
 
-    /// Adds `key` to `list` of `segment`.
+    /// Adds `key` to `list` of `segment`. Calls apply in the order made: an add after a
+    /// remove in the same list starts a new change, since within one change removes apply
+    /// after adds.
     pub fn add(mut self, segment: &str, list: List, key: impl Into<Vec<u8>>) -> Self {
+        let after_remove = self
+            .changes
+            .last()
+            .is_some_and(|c| c.segment == segment && !c.list(list).remove.is_empty());
+        if after_remove {
+            self.changes.push(SegmentChange::new(segment));
+        }
         self.change_for(segment).list_mut(list).add.push(key.into());
         self
     }
@@ -175,7 +184,36 @@ impl Batch {
         if !found {
             self.changes.push(SegmentChange::new(segment));
         }
-        let last = self.changes.len() - 1;
-        &mut self.changes[last]
+        match self.changes.last_mut() {
+            Some(change) => change,
+            None => unreachable!("a change was pushed above"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_calls_keep_their_order() {
+        let b = Batch::new()
+            .remove("s", List::Included, "k")
+            .add("s", List::Included, "k")
+            .add("s", List::Included, "j")
+            .remove("s", List::Excluded, "x");
+        assert_eq!(b.changes.len(), 2, "{b:?}");
+        assert_eq!(b.changes[0].included.remove, vec![b"k".to_vec()]);
+        assert_eq!(
+            b.changes[1].included.add,
+            vec![b"k".to_vec(), b"j".to_vec()]
+        );
+        assert_eq!(b.changes[1].excluded.remove, vec![b"x".to_vec()]);
+        let merged = Batch::new()
+            .add("s", List::Included, "a")
+            .remove("s", List::Included, "b")
+            .add("s", List::Excluded, "c");
+        assert_eq!(merged.changes.len(), 1);
+        assert_eq!(merged.op_count(), 3);
     }
 }

@@ -513,6 +513,18 @@ impl Spill<'_> {
     }
 }
 
+fn le_u32(bytes: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.iter_mut().zip(bytes).for_each(|(d, s)| *d = *s);
+    u32::from_le_bytes(a)
+}
+
+fn le_u64(bytes: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.iter_mut().zip(bytes).for_each(|(d, s)| *d = *s);
+    u64::from_le_bytes(a)
+}
+
 /// Writes one run file. Buffers itself so that the CRC is computed over large blocks.
 struct RunWriter {
     path: PathBuf,
@@ -660,6 +672,15 @@ impl RunReader {
         Ok(())
     }
 
+    /// `len` buffered bytes starting `skip` bytes past the read position (which `fill` made
+    /// available).
+    fn buffered(&self, skip: usize, len: usize) -> Result<&[u8]> {
+        let start = self.pos + skip;
+        self.buf
+            .get(start..start + len)
+            .ok_or_else(|| self.corrupt(format!("{len} bytes expected at buffer offset {start}")))
+    }
+
     /// Reads the next key into `out`; `false` at the end, after the trailer was verified.
     fn next_into(&mut self, out: &mut Vec<u8>) -> Result<bool> {
         if self.remaining == 0 {
@@ -670,7 +691,7 @@ impl RunReader {
             return Ok(false);
         }
         self.fill(4)?;
-        let len = u32::from_le_bytes(self.buf[self.pos..self.pos + 4].try_into().unwrap());
+        let len = le_u32(self.buffered(0, 4)?);
         if len > self.meta.max_len {
             return Err(self.corrupt(format!(
                 "record {} at byte {} has length {len}, but no key longer than {} was written",
@@ -682,7 +703,7 @@ impl RunReader {
         let len = len as usize;
         self.fill(4 + len)?;
         out.clear();
-        out.extend_from_slice(&self.buf[self.pos + 4..self.pos + 4 + len]);
+        out.extend_from_slice(self.buffered(4, len)?);
         self.pos += 4 + len;
         self.remaining -= 1;
         Ok(true)
@@ -690,10 +711,9 @@ impl RunReader {
 
     fn check_trailer(&mut self) -> Result<()> {
         self.fill(TRAILER_LEN)?;
-        let t = &self.buf[self.pos..self.pos + TRAILER_LEN];
-        let marker = u32::from_le_bytes(t[0..4].try_into().unwrap());
-        let count = u64::from_le_bytes(t[4..12].try_into().unwrap());
-        let stored = u32::from_le_bytes(t[12..16].try_into().unwrap());
+        let marker = le_u32(self.buffered(0, 4)?);
+        let count = le_u64(self.buffered(4, 8)?);
+        let stored = le_u32(self.buffered(12, 4)?);
         if marker != END_MARKER {
             return Err(self.corrupt(format!(
                 "expected the end marker after {} records at byte {}, found {marker:#x}",

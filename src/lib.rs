@@ -6,6 +6,7 @@ pub mod error;
 pub mod extsort;
 pub mod ingest;
 pub mod key;
+pub mod sync;
 pub mod table;
 
 pub use change::{Batch, List, ListChange, Patch, SegmentChange};
