@@ -6,6 +6,7 @@ use crate::common::{
 };
 use clap::Args;
 use segstore::ingest::{parse_line, Format, Parsed};
+use segstore::sync::event_batches;
 use segstore::{Batch, Patch, Store};
 use std::path::{Path, PathBuf};
 
@@ -168,48 +169,27 @@ fn applied_note(totals: &Totals) -> String {
 
 /// Applies one event's patches as one atomic batch; returns its key operations.
 fn apply_patches(store: &Store, patches: Vec<Patch>) -> CmdResult<u64> {
-    let Some(first) = patches.first() else {
-        return Ok(0);
-    };
-    let expect = first.previous_version.clone();
-    // The chain within the event: each patch must apply on the cursor the previous one leaves.
-    for (i, pair) in patches.windows(2).enumerate() {
-        if let [before, after] = pair {
-            if after.previous_version != before.version {
+    // The chain within the event (each patch must apply on the cursor the previous one
+    // leaves) is checked by the same function the sync daemon uses.
+    let batches = event_batches(patches, usize::MAX, Some(now_ms())).map_err(|e| Failure {
+        code: EXIT_CURSOR,
+        message: Some(format!("cursor mismatch: {e}")),
+    })?;
+    let mut ops = 0;
+    for batch in batches {
+        let batch_ops = batch.op_count() as u64;
+        match store.write(batch) {
+            Ok(_) => ops += batch_ops,
+            Err(segstore::Error::CursorMismatch { expected, found }) => {
                 return Err(Failure {
                     code: EXIT_CURSOR,
                     message: Some(format!(
-                        "cursor mismatch: patch {} of the event expects previous version {:?}, but patch {} leaves the cursor at {:?}",
-                        i + 2,
-                        after.previous_version,
-                        i + 1,
-                        before.version
+                        "cursor mismatch: the patch expects previous version {expected:?}, the store is at {found:?}"
                     )),
-                });
+                })
             }
+            Err(e) => return Err(e.into()),
         }
     }
-    let mut set = String::new();
-    let mut changes = Vec::with_capacity(patches.len());
-    for patch in patches {
-        set = patch.version;
-        changes.push(patch.change);
-    }
-    let batch = Batch {
-        changes,
-        expect_cursor: Some(expect),
-        set_cursor: Some(set),
-        synchronized_on: Some(now_ms()),
-    };
-    let ops = batch.op_count() as u64;
-    match store.write(batch) {
-        Ok(_) => Ok(ops),
-        Err(segstore::Error::CursorMismatch { expected, found }) => Err(Failure {
-            code: EXIT_CURSOR,
-            message: Some(format!(
-                "cursor mismatch: the patch expects previous version {expected:?}, the store is at {found:?}"
-            )),
-        }),
-        Err(e) => Err(e.into()),
-    }
+    Ok(ops)
 }

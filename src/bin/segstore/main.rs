@@ -16,6 +16,7 @@ mod cmd_meta;
 mod cmd_segment;
 mod cmd_segments;
 mod cmd_stats;
+mod cmd_sync;
 mod cmd_verify;
 mod common;
 
@@ -80,6 +81,8 @@ pub enum Command {
     Stats(cmd_stats::StatsArgs),
     /// Build a demo store from the bundled samples, showing each command as it runs.
     Demo(cmd_demo::DemoArgs),
+    /// Keep the store current from LaunchDarkly's big-segment feed (SDK key in LD_SDK_KEY).
+    Sync(cmd_sync::SyncArgs),
 }
 
 /// Runs one parsed command line. `dir_given` is true when --dir came from the command line
@@ -101,6 +104,7 @@ pub fn run(cli: Cli, dir_given: bool) -> CmdResult {
         Command::Compact => cmd_compact::run(require_dir(dir)?),
         Command::Verify => cmd_verify::run(require_dir(dir)?),
         Command::Stats(args) => cmd_stats::run(require_dir(dir)?, &args),
+        Command::Sync(args) => cmd_sync::run(require_dir(dir)?, &args),
     }
 }
 

@@ -1,0 +1,3 @@
+//! Helpers shared by the sync tests.
+
+pub mod fake_ld;
