@@ -4,6 +4,7 @@
 pub mod change;
 pub mod error;
 pub mod extsort;
+pub mod ffi;
 pub mod ingest;
 pub mod key;
 pub mod sync;

@@ -1,0 +1,176 @@
+'use strict';
+/**
+ * segstore as the big-segment store of the LaunchDarkly Node.js server-side SDK, over the C
+ * ABI (include/segstore.h) through koffi.
+ *
+ *     const ld = require('@launchdarkly/node-server-sdk');
+ *     const { SegstoreBigSegmentStore } = require('segstore-ld');
+ *     const client = ld.init(sdkKey, {
+ *       bigSegments: { store: () => new SegstoreBigSegmentStore('/var/lib/segstore') },
+ *     });
+ *
+ * The library is libsegstore.so from `cargo build`: the path in SEGSTORE_LIB, or else the
+ * newer of target/release and target/debug in the repository that holds this package.
+ */
+
+const fs = require('node:fs');
+const path = require('node:path');
+const koffi = require('koffi');
+
+const SEGSTORE_OK = 0;
+const SEGSTORE_ERROR = -1;
+const SEGSTORE_INCLUDED = 1;
+const SEGSTORE_EXCLUDED = 2;
+const LIB_NAME = 'libsegstore.so';
+
+/** A segstore call failed; the message is the library's segstore_last_error(). */
+class SegstoreError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'SegstoreError';
+  }
+}
+
+/** The path of libsegstore.so (see the module comment). */
+function findLibrary() {
+  const explicit = process.env.SEGSTORE_LIB;
+  if (explicit) {
+    if (!fs.existsSync(explicit)) {
+      throw new SegstoreError(`SEGSTORE_LIB=${explicit} does not exist`);
+    }
+    return explicit;
+  }
+  const repo = path.resolve(__dirname, '..', '..');
+  const candidates = ['release', 'debug'].map((p) => path.join(repo, 'target', p, LIB_NAME));
+  const present = candidates.filter((p) => fs.existsSync(p));
+  if (present.length === 0) {
+    throw new SegstoreError(
+      `${LIB_NAME} not found: set SEGSTORE_LIB or run \`cargo build\` in ${repo} ` +
+        `(looked for ${candidates.join(', ')})`,
+    );
+  }
+  present.sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs);
+  return present[0];
+}
+
+let native = null;
+
+/** The library's functions, declared once per process (koffi type names are global). */
+function load() {
+  if (native) return native;
+  const lib = koffi.load(findLibrary());
+  koffi.opaque('segstore_reader');
+  const Metadata = koffi.struct('segstore_metadata', {
+    has_synchronized_on: 'bool',
+    synchronized_on: 'uint64_t',
+  });
+  const Entry = koffi.struct('segstore_membership_entry', {
+    segment: 'const char *',
+    included: 'bool',
+  });
+  const Membership = koffi.struct('segstore_membership', {
+    len: 'size_t',
+    entries: 'segstore_membership_entry *',
+  });
+  native = {
+    Metadata,
+    Entry,
+    Membership,
+    open: lib.func('segstore_reader *segstore_open_read_only(const char *dir)'),
+    close: lib.func('void segstore_close(segstore_reader *reader)'),
+    getMetadata: lib.func(
+      'int32_t segstore_get_metadata(const segstore_reader *reader, _Out_ segstore_metadata *out)',
+    ),
+    getMembership: lib.func(
+      'segstore_membership *segstore_get_membership(const segstore_reader *reader, const char *context_hash)',
+    ),
+    free: lib.func('void segstore_membership_free(segstore_membership *membership)'),
+    check: lib.func(
+      'int32_t segstore_check(const segstore_reader *reader, const char *segment, const char *key)',
+    ),
+    lastError: lib.func('const char *segstore_last_error(void)'),
+  };
+  return native;
+}
+
+function lastError(n) {
+  return new SegstoreError(n.lastError() ?? 'unknown error');
+}
+
+/**
+ * A read-only handle on a segstore directory, implementing the SDK's BigSegmentStore. It
+ * follows the writer (`segstore sync`, `segstore apply`, any process holding the store) on
+ * its own, polling every 50 ms; many application processes may open one store.
+ */
+class SegstoreBigSegmentStore {
+  /** @param {string} storeDir the store directory */
+  constructor(storeDir) {
+    this._native = load();
+    const handle = this._native.open(storeDir);
+    if (!handle) throw lastError(this._native);
+    this._handle = handle;
+  }
+
+  /** The synchronous form of getUserMembership: `{ref: included}` or undefined. */
+  membershipSync(contextHash) {
+    const n = this._native;
+    const result = n.getMembership(this._live(), contextHash);
+    if (!result) throw lastError(n);
+    try {
+      const head = koffi.decode(result, n.Membership);
+      if (head.len === 0) return undefined;
+      const entries = koffi.decode(head.entries, n.Entry, head.len);
+      const membership = {};
+      for (const entry of entries) membership[entry.segment] = entry.included;
+      return membership;
+    } finally {
+      n.free(result);
+    }
+  }
+
+  /** The synchronous form of getMetadata: `{lastUpToDate}` (undefined if never synced). */
+  metadataSync() {
+    const n = this._native;
+    const out = {};
+    if (n.getMetadata(this._live(), out) !== SEGSTORE_OK) throw lastError(n);
+    return {
+      lastUpToDate: out.has_synchronized_on ? Number(out.synchronized_on) : undefined,
+    };
+  }
+
+  /** 'included', 'excluded' or undefined (unknown) for one key in one segment. */
+  check(segment, key) {
+    const n = this._native;
+    const rc = n.check(this._live(), segment, key);
+    if (rc === SEGSTORE_ERROR) throw lastError(n);
+    if (rc === SEGSTORE_INCLUDED) return 'included';
+    if (rc === SEGSTORE_EXCLUDED) return 'excluded';
+    return undefined;
+  }
+
+  /** BigSegmentStore.getMetadata. */
+  async getMetadata() {
+    return this.metadataSync();
+  }
+
+  /** BigSegmentStore.getUserMembership. */
+  async getUserMembership(userHash) {
+    return this.membershipSync(userHash);
+  }
+
+  /** BigSegmentStore.close: closes the handle (idempotent). */
+  close() {
+    if (this._handle) {
+      const handle = this._handle;
+      this._handle = null;
+      this._native.close(handle);
+    }
+  }
+
+  _live() {
+    if (!this._handle) throw new SegstoreError('the store is closed');
+    return this._handle;
+  }
+}
+
+module.exports = { SegstoreBigSegmentStore, SegstoreError, findLibrary };

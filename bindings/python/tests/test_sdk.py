@@ -1,0 +1,162 @@
+"""The adapter under the official LaunchDarkly Python SDK, offline: flags and segments from
+its file data source, membership from a store the `segstore` CLI wrote in other processes."""
+
+from __future__ import annotations
+
+import time
+
+from ldclient.context import Context
+
+from conftest import CountingStore, flag_matching, now_ms, segment
+from segstore_ld import SegstoreBigSegmentStore
+
+REF = "big.g3"
+
+
+def evaluate(client, flag: str, context: Context):
+    detail = client.variation_detail(flag, context, "default")
+    return detail.value, detail.reason
+
+
+def user(key: str) -> Context:
+    return Context.create(key)
+
+
+def standard_store(store_dir, synced_at=None):
+    """`big.g3`: in-user and both-user included; out-user and both-user excluded."""
+    store_dir.import_keys(REF, ["in-user", "both-user"])
+    store_dir.import_keys(REF, ["out-user", "both-user"], excluded=True)
+    store_dir.mark_synced(synced_at)
+    return CountingStore(store_dir.path)
+
+
+FLAGS = {"flag": flag_matching("flag", "big")}
+SEGMENTS = {"big": segment("big", generation=3)}
+
+
+def test_an_included_context_matches_the_rule_and_is_healthy(store_dir, make_client):
+    client = make_client(standard_store(store_dir), FLAGS, SEGMENTS)
+    value, reason = evaluate(client, "flag", user("in-user"))
+    assert value is True
+    assert reason["kind"] == "RULE_MATCH"
+    assert reason["bigSegmentsStatus"] == "HEALTHY"
+
+
+def test_an_excluded_only_context_falls_through(store_dir, make_client):
+    client = make_client(standard_store(store_dir), FLAGS, SEGMENTS)
+    value, reason = evaluate(client, "flag", user("out-user"))
+    assert value is False
+    assert reason["kind"] == "FALLTHROUGH"
+    assert reason["bigSegmentsStatus"] == "HEALTHY"
+
+
+def test_included_and_excluded_means_included(store_dir, make_client):
+    store = standard_store(store_dir)
+    assert store.get_membership(_hash("both-user")) == {REF: True}
+    client = make_client(store, FLAGS, SEGMENTS)
+    value, reason = evaluate(client, "flag", user("both-user"))
+    assert value is True
+    assert reason["kind"] == "RULE_MATCH"
+    assert reason["bigSegmentsStatus"] == "HEALTHY"
+
+
+def test_an_unknown_context_falls_through(store_dir, make_client):
+    store = standard_store(store_dir)
+    client = make_client(store, FLAGS, SEGMENTS)
+    value, reason = evaluate(client, "flag", user("nobody"))
+    assert value is False
+    assert reason["kind"] == "FALLTHROUGH"
+    assert reason["bigSegmentsStatus"] == "HEALTHY"
+    assert store.membership_queries == [_hash("nobody")]
+
+
+def test_a_sync_older_than_stale_after_is_stale(store_dir, make_client):
+    store = standard_store(store_dir, synced_at=now_ms() - 10 * 60 * 1000)
+    client = make_client(store, FLAGS, SEGMENTS, stale_after=60)
+    value, reason = evaluate(client, "flag", user("in-user"))
+    assert value is True
+    assert reason["bigSegmentsStatus"] == "STALE"
+
+
+def test_a_store_never_synced_is_stale(store_dir, make_client):
+    store_dir.import_keys(REF, ["in-user"])
+    store = SegstoreBigSegmentStore(store_dir.path)
+    assert store.get_metadata().last_up_to_date is None
+    client = make_client(store, FLAGS, SEGMENTS)
+    value, reason = evaluate(client, "flag", user("in-user"))
+    assert value is True
+    assert reason["bigSegmentsStatus"] == "STALE"
+
+
+def test_a_segment_without_a_generation_is_not_configured_and_never_queried(store_dir, make_client):
+    store = standard_store(store_dir)
+    client = make_client(store, FLAGS, {"big": segment("big", generation=None)})
+    value, reason = evaluate(client, "flag", user("in-user"))
+    assert value is False
+    assert reason["bigSegmentsStatus"] == "NOT_CONFIGURED"
+    assert store.membership_queries == []
+
+
+def test_an_org_segment_is_queried_with_the_org_of_a_multi_kind_context(store_dir, make_client):
+    store_dir.import_keys("orgs.g1", ["org-1"], kind="org")
+    store_dir.mark_synced()
+    store = CountingStore(store_dir.path)
+    client = make_client(
+        store,
+        {"org-flag": flag_matching("org-flag", "orgs")},
+        {"orgs": segment("orgs", generation=1, kind="org")},
+    )
+    multi = Context.create_multi(Context.create("someone"), Context.create("org-1", "org"))
+    value, reason = evaluate(client, "org-flag", multi)
+    assert value is True
+    assert reason["kind"] == "RULE_MATCH"
+    assert reason["bigSegmentsStatus"] == "HEALTHY"
+    assert store.membership_queries == [_hash("org-1")]
+
+    # A user whose key happens to be the org's is not the org.
+    value, reason = evaluate(client, "org-flag", Context.create("org-1"))
+    assert value is False
+    assert store.membership_queries == [_hash("org-1")]
+
+
+def test_a_write_by_another_process_shows_up_after_the_cache_time(store_dir, make_client):
+    store = standard_store(store_dir)
+    cache_time = 1.0
+    client = make_client(store, FLAGS, SEGMENTS, cache_time=cache_time)
+    assert evaluate(client, "flag", user("late-user"))[0] is False
+
+    written = time.monotonic()
+    store_dir.apply_updates({"segment": REF, "included": {"add": ["late-user"]}})
+    deadline = written + cache_time + 5.0
+    while True:
+        value, reason = evaluate(client, "flag", user("late-user"))
+        if value is True:
+            break
+        assert time.monotonic() < deadline, "the write never reached the SDK"
+        time.sleep(0.02)
+    print(f"visible to the SDK {time.monotonic() - written:.3f} s after the write (cache {cache_time} s)")
+    assert reason["kind"] == "RULE_MATCH"
+    assert reason["bigSegmentsStatus"] == "HEALTHY"
+
+
+def test_errors_raise_and_stop_is_final(store_dir):
+    from segstore_ld import SegstoreError
+    import pytest
+
+    with pytest.raises(SegstoreError, match="no store"):
+        SegstoreBigSegmentStore(store_dir.path / "missing")
+    store = SegstoreBigSegmentStore(store_dir.path)
+    with pytest.raises(SegstoreError, match="invalid key"):
+        store.get_membership("")
+    assert store.check(REF, _hash("in-user")) is None
+    store.stop()
+    store.stop()
+    with pytest.raises(SegstoreError, match="stopped"):
+        store.get_membership(_hash("in-user"))
+
+
+def _hash(key: str) -> str:
+    import base64
+    import hashlib
+
+    return base64.b64encode(hashlib.sha256(key.encode("utf-8")).digest()).decode("ascii")
