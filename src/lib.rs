@@ -19,6 +19,7 @@ mod compact;
 mod entry;
 mod files;
 mod fsutil;
+mod index;
 pub mod io;
 mod log;
 mod manifest;

@@ -9,6 +9,7 @@ use crate::entry::{
 };
 use crate::error::{Error, Result};
 use crate::fsutil::{read_file, replace_file};
+use crate::index::IndexRef;
 use crate::io::Io;
 use crate::key::MAX_NAME_LEN;
 use std::path::Path;
@@ -54,6 +55,8 @@ pub struct Manifest {
     pub cursor: String,
     /// Segments in ref order.
     pub segments: Vec<SegmentRecord>,
+    /// The membership index over the hashed tables, if one was built.
+    pub index: Option<IndexRef>,
 }
 
 impl Manifest {
@@ -74,6 +77,17 @@ impl Manifest {
             encode_details(&mut p, &s.details);
             for t in &s.tables {
                 encode_opt_table(&mut p, t.as_ref());
+            }
+        }
+        match &self.index {
+            None => p.u8(0),
+            Some(index) => {
+                p.u8(1);
+                encode_opt_table(&mut p, Some(&index.keys));
+                p.u64(index.postings_id);
+                p.u64(index.entry_count);
+                p.u64(index.postings_len);
+                p.u64(index.postings_checksum);
             }
         }
         let payload = p.into_bytes();
@@ -167,8 +181,30 @@ impl Manifest {
                 tables: [included, excluded],
             });
         }
+        let index = match d.u8().map_err(corrupt)? {
+            0 => None,
+            1 => {
+                let keys = decode_opt_table(&mut d)
+                    .map_err(corrupt)?
+                    .ok_or_else(|| Error::corrupt(path, "membership index without a key table"))?;
+                Some(IndexRef {
+                    keys,
+                    postings_id: d.u64().map_err(corrupt)?,
+                    entry_count: d.u64().map_err(corrupt)?,
+                    postings_len: d.u64().map_err(corrupt)?,
+                    postings_checksum: d.u64().map_err(corrupt)?,
+                })
+            }
+            other => {
+                return Err(Error::corrupt(
+                    path,
+                    format!("index presence byte {other} is neither 0 nor 1"),
+                ))
+            }
+        };
         d.finish().map_err(corrupt)?;
         Ok(Manifest {
+            index,
             store_id,
             generation,
             log_number,
@@ -206,7 +242,16 @@ impl Manifest {
         replace_file(io, dir, MANIFEST_FILE, &self.encode())
     }
 
-    /// Every table the manifest names.
+    /// Ids of every file the manifest names beside the segments' tables: the membership
+    /// index's key table and postings file.
+    pub fn index_files(&self) -> (Option<u64>, Option<u64>) {
+        match &self.index {
+            Some(i) => (Some(i.keys.file_id), Some(i.postings_id)),
+            None => (None, None),
+        }
+    }
+
+    /// Every segment table the manifest names (not the index's key table).
     pub fn tables(&self) -> impl Iterator<Item = &TableRef> {
         self.segments.iter().flat_map(|s| s.tables.iter().flatten())
     }
@@ -226,6 +271,7 @@ mod tests {
             next_file_id: 12,
             synchronized_on: Some(1_700_000_000_000),
             cursor: "v9".into(),
+            index: None,
             segments: vec![
                 SegmentRecord {
                     segment: "a.g1".into(),

@@ -3,14 +3,16 @@
 //! Used by the writer at open (which then repairs a torn tail and removes orphans) and by
 //! read-only handles (which repair nothing).
 
+use crate::change::List;
 use crate::entry::{Entry, TableRef};
 use crate::error::{Error, Result};
 use crate::files::table_file_name;
+use crate::index::MembershipIndex;
 use crate::io::{Io, IoOp};
 use crate::log::{log_file_name, scan_records, LogHeader, LOG_HEADER_LEN};
 use crate::manifest::Manifest;
-use crate::snapshot::{ListState, LoadedTable, SegmentState, Snapshot};
-use crate::table::{Table, Verification};
+use crate::snapshot::{IndexState, ListState, LoadedTable, SegmentState, Snapshot};
+use crate::table::{Table, TableKind, Verification};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -126,6 +128,34 @@ pub(crate) fn base_snapshot(
                 lists,
             }),
         );
+    }
+    if let Some(index) = &manifest.index {
+        let keys = cache.resolve(
+            io,
+            dir,
+            &manifest.store_id,
+            &index.keys,
+            verification,
+            crate::manifest::MANIFEST_FILE,
+        )?;
+        let opened = MembershipIndex::open(io, dir, &manifest.store_id, index, keys, verification)?;
+        let ordinals: Vec<Arc<str>> = manifest
+            .segments
+            .iter()
+            .map(|r| Arc::from(r.segment.as_str()))
+            .collect();
+        // Lists in fst tables are not indexed: membership probes them one by one.
+        for (record, segment) in manifest.segments.iter().zip(&ordinals) {
+            for (list, table) in List::BOTH.into_iter().zip(&record.tables) {
+                if table.is_some_and(|t| t.info.kind != TableKind::Hashed) {
+                    snapshot.probe.insert((segment.clone(), list));
+                }
+            }
+        }
+        snapshot.index = Some(Arc::new(IndexState {
+            index: opened,
+            ordinals,
+        }));
     }
     Ok(snapshot)
 }

@@ -7,6 +7,7 @@
 use crate::change::{List, SegmentChange};
 use crate::entry::{Details, Entry, TableRef};
 use crate::error::{Error, Result};
+use crate::index::MembershipIndex;
 use crate::table::Table;
 use imbl::{OrdMap, OrdSet};
 use std::sync::Arc;
@@ -238,10 +239,23 @@ pub struct SegmentInfo {
     pub excluded: u64,
 }
 
+/// The membership index as a snapshot uses it: the index and the segment ref of each
+/// ordinal it names.
+#[derive(Debug)]
+pub(crate) struct IndexState {
+    pub index: MembershipIndex,
+    pub ordinals: Vec<Arc<str>>,
+}
+
 /// An immutable view of the whole store at one point in its history.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub(crate) segments: OrdMap<Arc<str>, Arc<SegmentState>>,
+    /// The membership index of the manifest this snapshot stands on, if any.
+    pub(crate) index: Option<Arc<IndexState>>,
+    /// Lists the index does not answer for: held in fst tables, or changed since the index
+    /// was built. `membership` probes these one by one.
+    pub(crate) probe: OrdSet<(Arc<str>, List)>,
     pub(crate) cursor: String,
     pub(crate) synchronized_on: Option<u64>,
     /// Sequence number of the last record applied (0 before any).
@@ -265,15 +279,46 @@ impl Snapshot {
     }
 
     /// Every segment that mentions `key`. An unknown key is an empty membership.
+    ///
+    /// With a membership index (built at compaction over the hashed tables) this is one
+    /// index probe plus a probe of each list the index does not answer for; without one it
+    /// probes every segment.
     pub fn membership(&self, key: &[u8]) -> Membership {
-        let mut entries = Vec::new();
-        for (segment, state) in &self.segments {
-            if state.lists[0].contains(key) {
-                entries.push((segment.clone(), true));
-            } else if state.lists[1].contains(key) {
-                entries.push((segment.clone(), false));
+        let Some(index) = &self.index else {
+            let mut entries = Vec::new();
+            for (segment, state) in &self.segments {
+                if state.lists[0].contains(key) {
+                    entries.push((segment.clone(), true));
+                } else if state.lists[1].contains(key) {
+                    entries.push((segment.clone(), false));
+                }
+            }
+            return Membership { entries };
+        };
+        let mut entries: Vec<(Arc<str>, bool)> = Vec::new();
+        let mut note = |segment: &Arc<str>, list: List| {
+            let included = list == List::Included;
+            match entries.iter_mut().find(|(s, _)| s == segment) {
+                Some((_, b)) => *b |= included,
+                None => entries.push((segment.clone(), included)),
+            }
+        };
+        for (ordinal, list) in index.index.lookup(key) {
+            let Some(segment) = index.ordinals.get(ordinal as usize) else {
+                continue;
+            };
+            if self.probe.is_empty() || !self.probe.contains(&(segment.clone(), list)) {
+                note(segment, list);
             }
         }
+        for (segment, list) in &self.probe {
+            if let Some(state) = self.segments.get(segment) {
+                if state.list(*list).contains(key) {
+                    note(segment, *list);
+                }
+            }
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Membership { entries }
     }
 
@@ -346,12 +391,14 @@ impl Snapshot {
                 }
             }
             Entry::CreateSegment { segment, kind } => {
+                self.mark_changed(segment, List::BOTH);
                 self.segments.insert(
                     Arc::from(segment.as_str()),
                     Arc::new(SegmentState::new(kind)),
                 );
             }
             Entry::DeleteSegment { segment } => {
+                self.mark_changed(segment, List::BOTH);
                 self.segments.remove(segment.as_str());
             }
             Entry::SetDetails { segment, details } => {
@@ -369,6 +416,7 @@ impl Snapshot {
                     Some(t) => Some(resolve(t)?),
                     None => None,
                 };
+                self.mark_changed(segment, [*list]);
                 let state = self.segment_entry(segment, kind, None);
                 *state.list_mut(*list) = ListState {
                     table: loaded,
@@ -381,8 +429,23 @@ impl Snapshot {
         Ok(())
     }
 
+    /// Notes that lists of `segment` may no longer match the membership index.
+    fn mark_changed<const N: usize>(&mut self, segment: &str, lists: [List; N]) {
+        if self.index.is_none() {
+            return;
+        }
+        for list in lists {
+            self.probe.insert((Arc::from(segment), list));
+        }
+    }
+
     fn apply_change(&mut self, change: &SegmentChange) {
         let kind = change.kind.as_deref().unwrap_or(DEFAULT_KIND);
+        for list in List::BOTH {
+            if !change.list(list).is_empty() {
+                self.mark_changed(&change.segment, [list]);
+            }
+        }
         let state = self.segment_entry(&change.segment, kind, change.name.as_deref());
         for list in List::BOTH {
             let lc = change.list(list);

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::extsort::{sort_keys, SortOptions};
 use crate::files::{parse_table_file_name, table_file_name, LOCK_FILE};
 use crate::fsutil::sync_dir;
+use crate::index::{build_index, parse_postings_file_name, postings_file_name};
 use crate::io::Io;
 use crate::key::{validate_key, validate_kind, validate_ref, MAX_NAME_LEN};
 use crate::log::{encode_record, log_file_name, parse_log_file_name, LogHeader, LogWriter};
@@ -169,6 +170,7 @@ impl Store {
             synchronized_on: None,
             cursor: String::new(),
             segments: Vec::new(),
+            index: None,
         };
         manifest.store(&io, dir)?;
         drop(lock);
@@ -619,10 +621,15 @@ impl Inner {
         };
         // 4. Publish: the new tables plus the entries written since the rotation.
         let retired_tables: Vec<u64> = {
-            let keep: HashSet<u64> = manifest.tables().map(|t| t.file_id).collect();
+            let keep: HashSet<u64> = manifest
+                .tables()
+                .map(|t| t.file_id)
+                .chain(manifest.index_files().0)
+                .collect();
             old_manifest
                 .tables()
                 .map(|t| t.file_id)
+                .chain(old_manifest.index_files().0)
                 .chain(snapshot_tables(&snapshot).map(|t| t.file_id))
                 .filter(|id| !keep.contains(id))
                 .collect::<HashSet<_>>()
@@ -664,6 +671,16 @@ impl Inner {
                 retired += 1;
             }
         }
+        if let Some(id) = old_manifest.index_files().1 {
+            if manifest.index_files().1 != Some(id)
+                && self
+                    .io
+                    .remove_file(&self.dir.join(postings_file_name(id)))
+                    .is_ok()
+            {
+                retired += 1;
+            }
+        }
         for number in old_manifest.log_number..new_log_number {
             if self
                 .io
@@ -697,6 +714,7 @@ impl Inner {
     ) -> Result<(Manifest, usize)> {
         let mut segments = Vec::with_capacity(snapshot.segments.len());
         let mut written = Vec::new();
+        let mut written_postings = None;
         let result = (|| {
             for (segment, state) in &snapshot.segments {
                 let mut tables = [None, None];
@@ -721,6 +739,37 @@ impl Inner {
                     tables,
                 });
             }
+            // The membership index over every hashed table of the new manifest.
+            let mut hashed = Vec::new();
+            for (ordinal, record) in segments.iter().enumerate() {
+                for (list, table) in List::BOTH.into_iter().zip(&record.tables) {
+                    if let Some(t) = table.filter(|t| t.info.kind == TableKind::Hashed) {
+                        let ordinal =
+                            u32::try_from(ordinal).map_err(|_| Error::InvalidArgument {
+                                what: "store",
+                                detail: "more than 2^32 segments".into(),
+                            })?;
+                        hashed.push((ordinal, list, self.resolve(&t, MANIFEST_FILE)?));
+                    }
+                }
+            }
+            let keys_id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
+            let postings_id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
+            let index = build_index(
+                &self.io,
+                &self.dir,
+                &self.store_id,
+                keys_id,
+                postings_id,
+                &hashed,
+            )?;
+            drop(hashed);
+            let index = index.map(|(index, keys)| {
+                written.push(keys_id);
+                written_postings = Some(postings_id);
+                self.tables.lock().insert(keys);
+                index
+            });
             sync_dir(&self.io, &self.dir)?;
             let manifest = Manifest {
                 store_id: self.store_id,
@@ -731,6 +780,7 @@ impl Inner {
                 synchronized_on: snapshot.synchronized_on,
                 cursor: snapshot.cursor.clone(),
                 segments,
+                index,
             };
             Ok(manifest)
         })();
@@ -740,6 +790,9 @@ impl Inner {
                 // Nothing names these tables yet.
                 for id in written {
                     let _ = std::fs::remove_file(self.dir.join(table_file_name(id)));
+                }
+                if let Some(id) = written_postings {
+                    let _ = std::fs::remove_file(self.dir.join(postings_file_name(id)));
                 }
                 return Err(e);
             }
@@ -772,10 +825,12 @@ fn remove_orphans(
     log_tables: &[TableRef],
     log_numbers: &[u64],
 ) -> Result<Option<u64>> {
+    let (index_keys, index_postings) = manifest.index_files();
     let referenced: HashSet<u64> = manifest
         .tables()
         .chain(log_tables)
         .map(|t| t.file_id)
+        .chain(index_keys)
         .collect();
     let chain: HashSet<u64> = log_numbers.iter().copied().collect();
     let mut max_id = None;
@@ -791,6 +846,9 @@ fn remove_orphans(
             !referenced.contains(&id)
         } else if let Some(number) = parse_log_file_name(name) {
             !chain.contains(&number)
+        } else if let Some(id) = parse_postings_file_name(name) {
+            max_id = max_id.max(Some(id));
+            index_postings != Some(id)
         } else {
             name == "MANIFEST.tmp"
                 || ((name.starts_with(".tmp") || name.starts_with("segstore-sort-"))

@@ -3,6 +3,7 @@
 use crate::entry::{Entry, TableRef};
 use crate::error::{Error, Result};
 use crate::files::{parse_table_file_name, table_file_name};
+use crate::index::{parse_postings_file_name, postings_file_name, MembershipIndex};
 use crate::io::Io;
 use crate::log::{log_file_name, parse_log_file_name, scan_records, Tail, LOG_HEADER_LEN};
 use crate::manifest::{Manifest, MANIFEST_FILE};
@@ -76,6 +77,43 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
     for table in manifest.tables() {
         check_table(table, &mut problems);
     }
+    if let Some(index) = &manifest.index {
+        let before = problems.len();
+        check_table(&index.keys, &mut problems);
+        if problems.len() == before {
+            let io = Io::default();
+            let keys_path = dir.join(table_file_name(index.keys.file_id));
+            let opened = crate::table::Table::open(
+                &keys_path,
+                &manifest.store_id,
+                &index.keys.info,
+                Verification::Structure,
+            )
+            .map(|table| {
+                std::sync::Arc::new(crate::snapshot::LoadedTable {
+                    table_ref: index.keys,
+                    table,
+                })
+            })
+            .and_then(|keys| {
+                MembershipIndex::open(
+                    &io,
+                    dir,
+                    &manifest.store_id,
+                    index,
+                    keys,
+                    Verification::Checksum,
+                )
+            })
+            .and_then(|opened| opened.check_structure(manifest.segments.len()));
+            if let Err(e) = opened {
+                problems.push(Problem::from_error(
+                    &dir.join(postings_file_name(index.postings_id)),
+                    &e,
+                ));
+            }
+        }
+    }
     let mut number = manifest.log_number;
     let mut next_seq = manifest.log_first_seq;
     loop {
@@ -139,7 +177,7 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
 pub struct FileStats {
     /// File name.
     pub name: String,
-    /// `manifest`, `log`, `table`, `lock` or `other`.
+    /// `manifest`, `log`, `table`, `index` (membership postings), `lock` or `other`.
     pub kind: &'static str,
     /// Size in bytes.
     pub bytes: u64,
@@ -181,6 +219,8 @@ pub fn stats(dir: &Path) -> Result<StoreStats> {
             "log"
         } else if parse_table_file_name(&name).is_some() {
             "table"
+        } else if parse_postings_file_name(&name).is_some() {
+            "index"
         } else {
             "other"
         };

@@ -1,7 +1,7 @@
 //! Every kind of damage to every kind of file of a store.
 //!
 //! Files: the manifest, the live log, a hashed table named by the manifest, an fst table named
-//! only by the log. Damage: a bit flip at every byte (tables: header, footer and a stride of
+//! only by the log, and the membership index (its key table and postings file). Damage: a bit flip at every byte (tables: header, footer and a stride of
 //! the body), truncation at every length (inside and at every record boundary), zero-filled
 //! blocks, appended garbage and appended zeros, the file missing, and the same file from
 //! another store.
@@ -238,9 +238,15 @@ fn every_damage_to_every_file_is_reported_or_is_a_torn_tail() {
     let dir = fixture.dir.path();
     let log = files(dir, "seglog").pop().unwrap();
     let tables = files(dir, "sstbl");
-    assert_eq!(tables.len(), 2, "a manifest table and a log-named table");
+    assert_eq!(
+        tables.len(),
+        3,
+        "a manifest table, a log-named table and the membership index's key table"
+    );
+    let postings = files(dir, "ssidx");
+    assert_eq!(postings.len(), 1, "the membership index's postings");
     let mut targets = vec![(dir.join("MANIFEST"), true), (log.clone(), true)];
-    targets.extend(tables.iter().map(|t| (t.clone(), false)));
+    targets.extend(tables.iter().chain(&postings).map(|t| (t.clone(), false)));
     let log_ends = record_ends(&std::fs::read(&log).unwrap());
     assert_eq!(
         log_ends.len() + 1,

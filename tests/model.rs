@@ -20,6 +20,16 @@ fn key_universe() -> Vec<Vec<u8>> {
     keys
 }
 
+/// Segments 0 and 1 hold only context hashes (so compaction gives them hashed tables and the
+/// membership index); segments 2 and 3 mix both shapes (fst tables, probed one by one).
+fn key_for(keys: &[Vec<u8>], segment: usize, k: usize) -> Vec<u8> {
+    if segment < 2 {
+        keys[10 + k % 10].clone()
+    } else {
+        keys[k].clone()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 struct ModelSegment {
     kind: String,
@@ -242,9 +252,9 @@ fn run(ops: Vec<Op>, auto_compact: bool) {
                         };
                         let lc: &mut ListChange = change.list_mut(list);
                         if add {
-                            lc.add.push(keys[k].clone());
+                            lc.add.push(key_for(&keys, seg, k));
                         } else {
-                            lc.remove.push(keys[k].clone());
+                            lc.remove.push(key_for(&keys, seg, k));
                         }
                     }
                     batch.changes.push(change);
@@ -287,7 +297,7 @@ fn run(ops: Vec<Op>, auto_compact: bool) {
                 } else {
                     List::Included
                 };
-                let chosen: Vec<Vec<u8>> = idx.iter().map(|&k| keys[k].clone()).collect();
+                let chosen: Vec<Vec<u8>> = idx.iter().map(|&k| key_for(&keys, i, k)).collect();
                 let stats = s
                     .replace_list(
                         SEGMENTS[i],

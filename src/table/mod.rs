@@ -481,6 +481,18 @@ impl Table {
         }
     }
 
+    /// The position of `key` in the table's key order, if the table holds it. Only hashed
+    /// tables answer (the membership index uses it to find a key's postings); an fst table
+    /// returns `None`.
+    pub fn rank(&self, key: &[u8]) -> Option<u64> {
+        match &self.body {
+            Body::Fst(_) => None,
+            Body::Hashed(h) => code::encode(key)
+                .and_then(|code| h.rank_code(&code))
+                .map(|r| r as u64),
+        }
+    }
+
     /// The number of keys.
     pub fn len(&self) -> u64 {
         self.info.key_count
@@ -641,27 +653,28 @@ impl HashedBody {
 
     #[inline]
     fn contains_code(&self, code: &[u8; CODE_LEN]) -> bool {
+        self.rank_code(code).is_some()
+    }
+
+    /// The position of `code` among the table's codes, if present.
+    #[inline]
+    fn rank_code(&self, code: &[u8; CODE_LEN]) -> Option<usize> {
         let b = code::bucket(code, self.bucket_bits);
-        let (Some(lo), Some(hi)) = (self.index_entry(b), self.index_entry(b + 1)) else {
-            return false;
-        };
-        let Some(slice) = self.codes(lo, hi) else {
-            return false;
-        };
+        let first = self.index_entry(b)?;
+        let end = self.index_entry(b + 1)?;
+        let slice = self.codes(first, end)?;
         // Buckets hold a few keys on average; a binary search keeps a corrupt index cheap too.
         let (mut lo, mut hi) = (0usize, slice.len() / CODE_LEN);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let Some(c) = slice.get(mid * CODE_LEN..(mid + 1) * CODE_LEN) else {
-                return false;
-            };
+            let c = slice.get(mid * CODE_LEN..(mid + 1) * CODE_LEN)?;
             match c.cmp(&code[..]) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return true,
+                std::cmp::Ordering::Equal => return first.checked_add(mid),
             }
         }
-        false
+        None
     }
 
     /// The position of the first key `>= start` (`len` if none).

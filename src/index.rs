@@ -1,0 +1,396 @@
+//! The membership index: which segments' lists hold a key, in one probe.
+//!
+//! Built at compaction over every hashed table the new manifest names (LaunchDarkly context
+//! hashes: what SDKs ask `membership` with). Two files: a hashed key table (`t-*.sstbl`) of
+//! every distinct key, and a postings file (`x-*.ssidx`) that gives, for the key at rank `r`,
+//! the (segment ordinal, list) pairs whose table holds it. Ordinals index the manifest's
+//! segment list. Lists held in general-key (fst) tables, and lists changed since the index
+//! was built, are probed one by one beside it (see `Snapshot::membership`).
+//!
+//! Postings file layout (little endian; see `format-spec.md`, "Membership index"):
+//! `header (32) | entries: u32 × entry_count | offsets: u64 × (key_count + 1) |
+//! key_count u64 | entry_count u64 | xxh3_64 (8) of every byte before it`.
+
+use crate::change::List;
+use crate::error::{Error, Result};
+use crate::io::{Io, IoOp};
+use crate::snapshot::LoadedTable;
+use crate::table::{Table, TableBuilder, TableInfo, TableKind, Verification};
+use memmap2::Mmap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The first eight bytes of a postings file.
+pub const POSTINGS_MAGIC: [u8; 8] = *b"SEGSIDX\0";
+/// The postings format version.
+pub const POSTINGS_VERSION: u32 = 1;
+const HEADER_LEN: usize = 32;
+const FOOTER_LEN: usize = 24;
+
+/// The file name of postings file `id`.
+pub fn postings_file_name(id: u64) -> String {
+    format!("x-{id:016x}.ssidx")
+}
+
+/// Parses a postings file name back to its id.
+pub fn parse_postings_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix("x-")?.strip_suffix(".ssidx")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// What the manifest records about the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexRef {
+    /// The key table (hashed kind).
+    pub keys: crate::entry::TableRef,
+    /// Id of the postings file.
+    pub postings_id: u64,
+    /// Postings entries.
+    pub entry_count: u64,
+    /// Postings file length.
+    pub postings_len: u64,
+    /// xxh3-64 of the whole postings file.
+    pub postings_checksum: u64,
+}
+
+/// An opened index.
+#[derive(Debug)]
+pub struct MembershipIndex {
+    keys: Arc<LoadedTable>,
+    postings: Mmap,
+    path: PathBuf,
+    key_count: u64,
+    entry_count: u64,
+    offsets_start: usize,
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(b.try_into().ok()?))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let b = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_le_bytes(b.try_into().ok()?))
+}
+
+/// Encodes a posting: the segment ordinal and the list.
+fn posting(ordinal: u32, list: List) -> u32 {
+    (ordinal << 1) | list.index() as u32
+}
+
+impl MembershipIndex {
+    /// Opens the postings file `index` names, beside its already opened key table.
+    pub(crate) fn open(
+        io: &Io,
+        dir: &Path,
+        store_id: &[u8; 16],
+        index: &IndexRef,
+        keys: Arc<LoadedTable>,
+        verification: Verification,
+    ) -> Result<MembershipIndex> {
+        let path = dir.join(postings_file_name(index.postings_id));
+        io.check(IoOp::Read, &path)
+            .map_err(|e| Error::io(&path, e))?;
+        let file = std::fs::File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::MissingFile {
+                path: path.clone(),
+                referenced_by: crate::manifest::MANIFEST_FILE.to_owned(),
+            },
+            _ => Error::io(&path, e),
+        })?;
+        // SAFETY: postings files are immutable once written: segstore writes each once,
+        // fsyncs it before the manifest names it, and never modifies it; it is removed only
+        // when no manifest names it. The map is read-only, and every read below is
+        // bounds-checked, so even a file truncated by another program cannot cause undefined
+        // reads through safe code paths beyond what the OS reports as SIGBUS, which is
+        // outside the contract (format-spec.md §8).
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        let _ = map.advise(memmap2::Advice::Random);
+        let bytes: &[u8] = &map;
+        let corrupt = |d: String| Error::corrupt(&path, d);
+        if bytes.len() as u64 != index.postings_len {
+            return Err(corrupt(format!(
+                "{} bytes, the manifest says {}",
+                bytes.len(),
+                index.postings_len
+            )));
+        }
+        if bytes.get(..8) != Some(&POSTINGS_MAGIC[..]) {
+            return Err(corrupt("not a segstore postings file (bad magic)".into()));
+        }
+        let version = read_u32(bytes, 8).unwrap_or(0);
+        if version != POSTINGS_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path,
+                found: version,
+                supported: POSTINGS_VERSION,
+            });
+        }
+        if bytes.get(16..32) != Some(&store_id[..]) {
+            return Err(Error::ForeignFile { path });
+        }
+        let footer = bytes.len().saturating_sub(FOOTER_LEN);
+        let key_count = read_u64(bytes, footer).unwrap_or(u64::MAX);
+        let entry_count = read_u64(bytes, footer + 8).unwrap_or(u64::MAX);
+        if key_count != keys.table.len() || entry_count != index.entry_count {
+            return Err(corrupt(format!(
+                "header says {key_count} keys and {entry_count} entries; expected {} and {}",
+                keys.table.len(),
+                index.entry_count
+            )));
+        }
+        let offsets_start = entry_count
+            .checked_mul(4)
+            .and_then(|n| n.checked_add(HEADER_LEN as u64));
+        let expected_len = offsets_start
+            .and_then(|o| key_count.checked_add(1)?.checked_mul(8)?.checked_add(o))
+            .and_then(|n| n.checked_add(FOOTER_LEN as u64));
+        if expected_len != Some(bytes.len() as u64) {
+            return Err(corrupt(
+                "section sizes do not add up to the file size".into(),
+            ));
+        }
+        let offsets_start = usize::try_from(offsets_start.unwrap_or(0))
+            .map_err(|_| corrupt("too large for this platform".into()))?;
+        if verification == Verification::Checksum {
+            let body = bytes.get(..bytes.len() - 8).unwrap_or_default();
+            let found = xxhash_rust::xxh3::xxh3_64(body);
+            let stored = read_u64(bytes, bytes.len() - 8).unwrap_or(0);
+            if found != stored || found != index.postings_checksum {
+                return Err(Error::ChecksumMismatch {
+                    path,
+                    expected: index.postings_checksum,
+                    found,
+                });
+            }
+        }
+        Ok(MembershipIndex {
+            keys,
+            postings: map,
+            path,
+            key_count,
+            entry_count,
+            offsets_start,
+        })
+    }
+
+    /// The (segment ordinal, list) pairs whose indexed table holds `key`.
+    pub fn lookup(&self, key: &[u8]) -> impl Iterator<Item = (u32, List)> + '_ {
+        let range = self
+            .keys
+            .table
+            .rank(key)
+            .and_then(|r| self.entry_range(r))
+            .unwrap_or(0..0);
+        range.filter_map(move |i| {
+            let at = HEADER_LEN.checked_add(i.checked_mul(4)?)?;
+            let p = read_u32(&self.postings, at)?;
+            let list = if p & 1 == 0 {
+                List::Included
+            } else {
+                List::Excluded
+            };
+            Some((p >> 1, list))
+        })
+    }
+
+    fn entry_range(&self, rank: u64) -> Option<std::ops::Range<usize>> {
+        if rank >= self.key_count {
+            return None;
+        }
+        let at = |r: u64| {
+            let off = usize::try_from(r).ok()?.checked_mul(8)?;
+            read_u64(&self.postings, self.offsets_start.checked_add(off)?)
+        };
+        let (start, end) = (at(rank)?, at(rank + 1)?);
+        if start > end || end > self.entry_count {
+            return None;
+        }
+        Some(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
+    }
+
+    /// Checks every offset and entry against the number of segments (for `verify`).
+    pub(crate) fn check_structure(&self, segments: usize) -> Result<()> {
+        let mut previous = 0u64;
+        for r in 0..=self.key_count {
+            let off = usize::try_from(r).ok().and_then(|r| r.checked_mul(8));
+            let v = off
+                .and_then(|o| read_u64(&self.postings, self.offsets_start.checked_add(o)?))
+                .ok_or_else(|| Error::corrupt(&self.path, format!("offset {r} out of bounds")))?;
+            if v < previous || v > self.entry_count || (r == 0 && v != 0) {
+                return Err(Error::corrupt(
+                    &self.path,
+                    format!("offset {r} is out of order"),
+                ));
+            }
+            if r == self.key_count && v != self.entry_count {
+                return Err(Error::corrupt(
+                    &self.path,
+                    "the last offset is not the entry count",
+                ));
+            }
+            if r > 0 && v == previous {
+                return Err(Error::corrupt(
+                    &self.path,
+                    format!("key {} has no postings", r - 1),
+                ));
+            }
+            previous = v;
+        }
+        for i in 0..self.entry_count {
+            let at = usize::try_from(i)
+                .ok()
+                .and_then(|i| HEADER_LEN.checked_add(i.checked_mul(4)?));
+            let p = at
+                .and_then(|a| read_u32(&self.postings, a))
+                .ok_or_else(|| Error::corrupt(&self.path, format!("entry {i} out of bounds")))?;
+            if (p >> 1) as usize >= segments {
+                return Err(Error::corrupt(
+                    &self.path,
+                    format!("entry {i} names segment {} of {segments}", p >> 1),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds the index over `lists` — (segment ordinal, list, hashed table) — into key table
+/// `keys_id` and postings file `postings_id`. Both files are fsynced; the directory is not.
+/// Returns `None` (and writes nothing) when there are no keys.
+pub(crate) fn build_index(
+    io: &Io,
+    dir: &Path,
+    store_id: &[u8; 16],
+    keys_id: u64,
+    postings_id: u64,
+    lists: &[(u32, List, Arc<LoadedTable>)],
+) -> Result<Option<(IndexRef, Arc<LoadedTable>)>> {
+    let expected: u64 = lists.iter().map(|(_, _, t)| t.table.len()).sum();
+    if expected == 0 {
+        return Ok(None);
+    }
+    let keys_path = dir.join(crate::files::table_file_name(keys_id));
+    let postings_path = dir.join(postings_file_name(postings_id));
+    let result = write_index(io, &keys_path, &postings_path, store_id, expected, lists).and_then(
+        |(info, entry_count, postings_len, postings_checksum)| {
+            let table = Table::open(&keys_path, store_id, &info, Verification::Structure)?;
+            let keys = Arc::new(LoadedTable {
+                table_ref: crate::entry::TableRef {
+                    file_id: keys_id,
+                    info,
+                },
+                table,
+            });
+            let index = IndexRef {
+                keys: keys.table_ref,
+                postings_id,
+                entry_count,
+                postings_len,
+                postings_checksum,
+            };
+            Ok((index, keys))
+        },
+    );
+    if result.is_err() {
+        let _ = std::fs::remove_file(&keys_path);
+        let _ = std::fs::remove_file(&postings_path);
+    }
+    result.map(Some)
+}
+
+/// Merges the lists' keys in order, writing distinct keys to the key table and their
+/// postings to the postings file.
+fn write_index(
+    io: &Io,
+    keys_path: &Path,
+    postings_path: &Path,
+    store_id: &[u8; 16],
+    expected: u64,
+    lists: &[(u32, List, Arc<LoadedTable>)],
+) -> Result<(TableInfo, u64, u64, u64)> {
+    let mut builder = TableBuilder::create(io, keys_path, store_id, TableKind::Hashed, expected)?;
+    let file = io
+        .create_new(postings_path)
+        .map_err(|e| Error::io(postings_path, e))?;
+    let mut out = HashingWriter {
+        inner: std::io::BufWriter::with_capacity(1 << 16, io.writer(file, postings_path)),
+        hasher: Box::default(),
+        written: 0,
+    };
+    let pio = |e: std::io::Error| Error::io(postings_path, e);
+    let mut header = [0u8; HEADER_LEN];
+    header[..8].copy_from_slice(&POSTINGS_MAGIC);
+    header[8..12].copy_from_slice(&POSTINGS_VERSION.to_le_bytes());
+    header[16..32].copy_from_slice(store_id);
+    out.write_all(&header).map_err(pio)?;
+
+    let mut heads: BinaryHeap<Reverse<(Vec<u8>, usize)>> = BinaryHeap::new();
+    let mut iters: Vec<_> = lists.iter().map(|(_, _, t)| t.table.keys()).collect();
+    for (i, it) in iters.iter_mut().enumerate() {
+        if let Some(k) = it.next() {
+            heads.push(Reverse((k, i)));
+        }
+    }
+    let mut offsets: Vec<u64> = Vec::new();
+    let mut entries = 0u64;
+    let mut current: Vec<u8> = Vec::new();
+    while let Some(Reverse((key, i))) = heads.pop() {
+        if offsets.is_empty() || current != key {
+            builder.push(&key)?;
+            offsets.push(entries);
+            current.clone_from(&key);
+        }
+        if let Some((ordinal, list, _)) = lists.get(i) {
+            out.write_all(&posting(*ordinal, *list).to_le_bytes())
+                .map_err(pio)?;
+            entries += 1;
+        }
+        if let Some(next) = iters.get_mut(i).and_then(Iterator::next) {
+            heads.push(Reverse((next, i)));
+        }
+    }
+    offsets.push(entries);
+    for o in &offsets {
+        out.write_all(&o.to_le_bytes()).map_err(pio)?;
+    }
+    let key_count = offsets.len() as u64 - 1;
+    out.write_all(&key_count.to_le_bytes()).map_err(pio)?;
+    out.write_all(&entries.to_le_bytes()).map_err(pio)?;
+    let checksum = out.hasher.digest();
+    let len = out.written + 8;
+    let mut inner = out.inner;
+    inner.write_all(&checksum.to_le_bytes()).map_err(pio)?;
+    let file = inner.into_inner().map_err(|e| pio(e.into_error()))?;
+    file.sync_all().map_err(pio)?;
+    let info = builder.finish()?;
+    Ok((info, entries, len, checksum))
+}
+
+/// Hashes (xxh3-64) and counts what passes through to the file.
+struct HashingWriter {
+    inner: std::io::BufWriter<crate::io::IoWriter>,
+    hasher: Box<xxhash_rust::xxh3::Xxh3>,
+    written: u64,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let done = buf.get(..n).unwrap_or(buf);
+        self.hasher.update(done);
+        self.written += done.len() as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
