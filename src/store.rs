@@ -704,6 +704,44 @@ impl Inner {
         })
     }
 
+    /// Builds the membership index over the hashed tables of `segments`, recording the files
+    /// it writes so a failure can remove them.
+    fn build_index_for(
+        &self,
+        segments: &[SegmentRecord],
+        written: &mut Vec<u64>,
+        written_postings: &mut Option<u64>,
+    ) -> Result<Option<crate::index::IndexRef>> {
+        let mut hashed = Vec::new();
+        for (ordinal, record) in segments.iter().enumerate() {
+            for (list, table) in List::BOTH.into_iter().zip(&record.tables) {
+                if let Some(t) = table.filter(|t| t.info.kind == TableKind::Hashed) {
+                    let ordinal = u32::try_from(ordinal).map_err(|_| Error::InvalidArgument {
+                        what: "store",
+                        detail: "more than 2^32 segments".into(),
+                    })?;
+                    hashed.push((ordinal, list, self.resolve(&t, MANIFEST_FILE)?));
+                }
+            }
+        }
+        let keys_id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
+        let postings_id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
+        let built = build_index(
+            &self.io,
+            &self.dir,
+            &self.store_id,
+            keys_id,
+            postings_id,
+            &hashed,
+        )?;
+        Ok(built.map(|(index, keys)| {
+            written.push(keys_id);
+            *written_postings = Some(postings_id);
+            self.tables.lock().insert(keys);
+            index
+        }))
+    }
+
     /// Builds the tables for `snapshot` and writes the manifest that names them.
     fn build_compacted(
         &self,
@@ -739,37 +777,17 @@ impl Inner {
                     tables,
                 });
             }
-            // The membership index over every hashed table of the new manifest.
-            let mut hashed = Vec::new();
-            for (ordinal, record) in segments.iter().enumerate() {
-                for (list, table) in List::BOTH.into_iter().zip(&record.tables) {
-                    if let Some(t) = table.filter(|t| t.info.kind == TableKind::Hashed) {
-                        let ordinal =
-                            u32::try_from(ordinal).map_err(|_| Error::InvalidArgument {
-                                what: "store",
-                                detail: "more than 2^32 segments".into(),
-                            })?;
-                        hashed.push((ordinal, list, self.resolve(&t, MANIFEST_FILE)?));
-                    }
-                }
-            }
-            let keys_id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
-            let postings_id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
-            let index = build_index(
-                &self.io,
-                &self.dir,
-                &self.store_id,
-                keys_id,
-                postings_id,
-                &hashed,
-            )?;
-            drop(hashed);
-            let index = index.map(|(index, keys)| {
-                written.push(keys_id);
-                written_postings = Some(postings_id);
-                self.tables.lock().insert(keys);
-                index
-            });
+            // The membership index over every hashed table of the new manifest: the old one
+            // still fits if no segment or table changed.
+            let unchanged = segments.len() == old.segments.len()
+                && segments
+                    .iter()
+                    .zip(&old.segments)
+                    .all(|(a, b)| a.segment == b.segment && a.tables == b.tables);
+            let index = match old.index {
+                Some(index) if unchanged => Some(index),
+                _ => self.build_index_for(&segments, &mut written, &mut written_postings)?,
+            };
             sync_dir(&self.io, &self.dir)?;
             let manifest = Manifest {
                 store_id: self.store_id,
