@@ -15,7 +15,7 @@ use crate::change::List;
 use crate::error::{Error, Result};
 use crate::io::{Io, IoOp};
 use crate::snapshot::LoadedTable;
-use crate::table::{Table, TableBuilder, TableInfo, TableKind, Verification};
+use crate::table::{HashingWriter, Table, TableBuilder, TableInfo, TableKind, Verification};
 use memmap2::Mmap;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -320,11 +320,7 @@ fn write_index(
     let file = io
         .create_new(postings_path)
         .map_err(|e| Error::io(postings_path, e))?;
-    let mut out = HashingWriter {
-        inner: std::io::BufWriter::with_capacity(1 << 16, io.writer(file, postings_path)),
-        hasher: Box::default(),
-        written: 0,
-    };
+    let mut out = HashingWriter::new(io.writer(file, postings_path));
     let pio = |e: std::io::Error| Error::io(postings_path, e);
     let mut header = [0u8; HEADER_LEN];
     header[..8].copy_from_slice(&POSTINGS_MAGIC);
@@ -372,25 +368,4 @@ fn write_index(
     file.sync_all().map_err(pio)?;
     let info = builder.finish()?;
     Ok((info, entries, len, checksum))
-}
-
-/// Hashes (xxh3-64) and counts what passes through to the file.
-struct HashingWriter {
-    inner: std::io::BufWriter<crate::io::IoWriter>,
-    hasher: Box<xxhash_rust::xxh3::Xxh3>,
-    written: u64,
-}
-
-impl Write for HashingWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        let done = buf.get(..n).unwrap_or(buf);
-        self.hasher.update(done);
-        self.written += done.len() as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }

@@ -811,11 +811,23 @@ pub fn verify_table(path: &Path, store_id: &[u8; 16], expected: &TableInfo) -> R
     Table::open(path, store_id, expected, Verification::Checksum)?.check_contents()
 }
 
-/// A writer that hashes (xxh3-64) and counts what passes through.
-struct HashingWriter {
-    inner: BufWriter<IoWriter>,
-    hasher: Box<Xxh3>,
-    written: u64,
+/// A writer that hashes (xxh3-64) and counts what passes through (also used for the
+/// membership index's postings file).
+pub(crate) struct HashingWriter {
+    pub(crate) inner: BufWriter<IoWriter>,
+    pub(crate) hasher: Box<Xxh3>,
+    pub(crate) written: u64,
+}
+
+impl HashingWriter {
+    /// A 64 KiB buffered, hashing writer over `file`.
+    pub(crate) fn new(file: IoWriter) -> Self {
+        HashingWriter {
+            inner: BufWriter::with_capacity(1 << 16, file),
+            hasher: Box::default(),
+            written: 0,
+        }
+    }
 }
 
 impl Write for HashingWriter {
@@ -898,11 +910,7 @@ impl TableBuilder {
         let file = io.create_new(path).map_err(|e| Error::io(path, e))?;
         let file = io.writer(file, path);
         let header = encode_header(kind, store_id);
-        let mut writer = HashingWriter {
-            inner: BufWriter::with_capacity(1 << 16, file),
-            hasher: Box::default(),
-            written: 0,
-        };
+        let mut writer = HashingWriter::new(file);
         let mut builder = TableBuilder {
             path: path.to_path_buf(),
             kind,
