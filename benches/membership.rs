@@ -1,0 +1,124 @@
+//! `membership(key)` as the number of segments grows: 10, 100 and 1,000 segments of LD-hash
+//! keys (100,000 keys each in a large run, `SEGSTORE_BENCH_KEYS` ≥ 10M; 10,000 each by
+//! default; `SEGSTORE_BENCH_SEGMENT_KEYS` overrides), hit (a key of one segment) and miss,
+//! beside `check` on one of those segments. One store grows from 10 to 1,000 segments; it is
+//! compacted before each measurement (the compaction time is printed too).
+//!
+//! `cargo bench --bench membership`; `SEGSTORE_BENCH_KEYS=10000000 cargo bench --bench
+//! membership` for 100k keys per segment. Latency method as in `benches/latency.rs`.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use segstore::{List, Status, Store};
+use std::hint::black_box;
+use std::time::Instant;
+
+/// Key `j` of segment `s`: a canonical LD context hash (base64 of 32 random bytes).
+fn segment_key(s: u64, j: u64) -> Vec<u8> {
+    let mut bytes = [0u8; 32];
+    let seed = s << 32 | j;
+    bytes[..16].copy_from_slice(
+        &xxhash_rust::xxh3::xxh3_128_with_seed(&seed.to_le_bytes(), 3).to_le_bytes(),
+    );
+    bytes[16..].copy_from_slice(
+        &xxhash_rust::xxh3::xxh3_128_with_seed(&seed.to_le_bytes(), 4).to_le_bytes(),
+    );
+    base64::engine::general_purpose::STANDARD
+        .encode(bytes)
+        .into_bytes()
+}
+
+fn segment_ref(s: u64) -> String {
+    format!("segment-{s:04}.g1")
+}
+
+fn keys_per_segment() -> u64 {
+    std::env::var("SEGSTORE_BENCH_SEGMENT_KEYS")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(if large_run() { 100_000 } else { 10_000 })
+}
+
+fn main() -> BenchResult<()> {
+    let per_segment = keys_per_segment();
+    println!(
+        "## membership, {per_segment} LD-hash keys per segment — {}",
+        machine()
+    );
+    let dir = bench_root().join("scratch").join("membership");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let store = Store::create(&dir, build_options())?;
+    print_latency_header("membership(key) and check as segments grow");
+    let mut built = 0u64;
+    let mut build_secs = 0.0;
+    let mut compactions = Vec::new();
+    for segments in [10u64, 100, 1_000] {
+        let started = Instant::now();
+        while built < segments {
+            let s = built;
+            store.replace_list(
+                &segment_ref(s),
+                None,
+                List::Included,
+                (0..per_segment).map(|j| Ok(segment_key(s, j))),
+            )?;
+            built += 1;
+        }
+        build_secs += started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        store.compact()?;
+        compactions.push((segments, started.elapsed()));
+        let snapshot = store.snapshot();
+        let probes: Vec<(String, Vec<u8>)> = probe_indexes(1 << 14, segments * per_segment, 41)
+            .into_iter()
+            .map(|i| {
+                (
+                    segment_ref(i / per_segment),
+                    segment_key(i / per_segment, i % per_segment),
+                )
+            })
+            .collect();
+        let misses: Vec<Vec<u8>> = (0..1u64 << 14)
+            .map(|j| segment_key(u32::MAX as u64, j))
+            .collect();
+        let mask = (1 << 14) - 1;
+        let calls = (4_000_000 / segments as usize).clamp(4_000, 400_000);
+        let l = measure(1, calls, |_| {
+            |i: usize| {
+                let (segment, key) = &probes[i & mask];
+                let m = snapshot.membership(black_box(key));
+                assert_eq!(m.get(segment), Some(true));
+            }
+        });
+        print_latency_row(&format!("membership hit, {segments} segments"), 1, &l);
+        let l = measure(1, calls, |_| {
+            |i: usize| {
+                let m = snapshot.membership(black_box(&misses[i & mask]));
+                assert!(m.is_empty());
+            }
+        });
+        print_latency_row(&format!("membership miss, {segments} segments"), 1, &l);
+        let l = measure(1, 400_000, |_| {
+            |i: usize| {
+                let (segment, key) = &probes[i & mask];
+                assert_eq!(snapshot.check(segment, black_box(key)), Status::Included);
+            }
+        });
+        print_latency_row(&format!("check hit, one of {segments} segments"), 1, &l);
+    }
+    println!(
+        "\nbuilt {built} segments × {per_segment} keys in {build_secs:.1} s; compaction before measuring: {}",
+        compactions
+            .iter()
+            .map(|(s, d)| format!("{s} segments {:.2} s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    drop(store);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
