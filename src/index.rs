@@ -262,6 +262,90 @@ impl MembershipIndex {
     }
 }
 
+impl MembershipIndex {
+    /// Checks that the index says exactly what `lists` — the manifest's hashed tables, as
+    /// (segment ordinal, list, table) in manifest order — hold: the same keys, and for each
+    /// the same postings. Used by `verify`.
+    pub(crate) fn check_against(&self, lists: &[(u32, List, Arc<LoadedTable>)]) -> Result<()> {
+        let mut merged = merged_keys(lists);
+        let mut index_keys = self.keys.table.keys();
+        let mut rank = 0u64;
+        loop {
+            let expected = merged.next_key();
+            let found = index_keys.next();
+            match (expected, found) {
+                (None, None) => return Ok(()),
+                (Some((key, postings)), Some(indexed)) if key == indexed => {
+                    let range = self.entry_range(rank).unwrap_or(0..0);
+                    let stored: Vec<u32> = range
+                        .filter_map(|i| {
+                            read_u32(&self.postings, HEADER_LEN.checked_add(i.checked_mul(4)?)?)
+                        })
+                        .collect();
+                    if stored != postings {
+                        return Err(Error::corrupt(
+                            &self.path,
+                            format!("postings of key {rank} do not match the tables"),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(Error::corrupt(
+                        &self.path,
+                        format!("index key {rank} does not match the tables' keys"),
+                    ))
+                }
+            }
+            rank += 1;
+        }
+    }
+}
+
+/// The distinct keys of several tables in order, each with its postings.
+struct MergedKeys<'a> {
+    heads: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
+    iters: Vec<crate::table::TableKeys<'a>>,
+    lists: &'a [(u32, List, Arc<LoadedTable>)],
+}
+
+fn merged_keys(lists: &[(u32, List, Arc<LoadedTable>)]) -> MergedKeys<'_> {
+    let mut iters: Vec<_> = lists.iter().map(|(_, _, t)| t.table.keys()).collect();
+    let mut heads = BinaryHeap::new();
+    for (i, it) in iters.iter_mut().enumerate() {
+        if let Some(k) = it.next() {
+            heads.push(Reverse((k, i)));
+        }
+    }
+    MergedKeys {
+        heads,
+        iters,
+        lists,
+    }
+}
+
+impl MergedKeys<'_> {
+    /// The next distinct key and its postings, in (ordinal, list) order of `lists`.
+    fn next_key(&mut self) -> Option<(Vec<u8>, Vec<u32>)> {
+        let Reverse((key, first)) = self.heads.pop()?;
+        let mut postings = Vec::new();
+        let mut take = |i: usize, heads: &mut BinaryHeap<Reverse<(Vec<u8>, usize)>>| {
+            if let Some((ordinal, list, _)) = self.lists.get(i) {
+                postings.push(posting(*ordinal, *list));
+            }
+            if let Some(next) = self.iters.get_mut(i).and_then(Iterator::next) {
+                heads.push(Reverse((next, i)));
+            }
+        };
+        take(first, &mut self.heads);
+        while self.heads.peek().is_some_and(|Reverse((k, _))| *k == key) {
+            if let Some(Reverse((_, i))) = self.heads.pop() {
+                take(i, &mut self.heads);
+            }
+        }
+        Some((key, postings))
+    }
+}
+
 /// Builds the index over `lists` — (segment ordinal, list, hashed table) — into key table
 /// `keys_id` and postings file `postings_id`. Both files are fsynced; the directory is not.
 /// Returns `None` (and writes nothing) when there are no keys.
@@ -328,29 +412,15 @@ fn write_index(
     header[16..32].copy_from_slice(store_id);
     out.write_all(&header).map_err(pio)?;
 
-    let mut heads: BinaryHeap<Reverse<(Vec<u8>, usize)>> = BinaryHeap::new();
-    let mut iters: Vec<_> = lists.iter().map(|(_, _, t)| t.table.keys()).collect();
-    for (i, it) in iters.iter_mut().enumerate() {
-        if let Some(k) = it.next() {
-            heads.push(Reverse((k, i)));
-        }
-    }
+    let mut merged = merged_keys(lists);
     let mut offsets: Vec<u64> = Vec::new();
     let mut entries = 0u64;
-    let mut current: Vec<u8> = Vec::new();
-    while let Some(Reverse((key, i))) = heads.pop() {
-        if offsets.is_empty() || current != key {
-            builder.push(&key)?;
-            offsets.push(entries);
-            current.clone_from(&key);
-        }
-        if let Some((ordinal, list, _)) = lists.get(i) {
-            out.write_all(&posting(*ordinal, *list).to_le_bytes())
-                .map_err(pio)?;
+    while let Some((key, postings)) = merged.next_key() {
+        builder.push(&key)?;
+        offsets.push(entries);
+        for p in postings {
+            out.write_all(&p.to_le_bytes()).map_err(pio)?;
             entries += 1;
-        }
-        if let Some(next) = iters.get_mut(i).and_then(Iterator::next) {
-            heads.push(Reverse((next, i)));
         }
     }
     offsets.push(entries);

@@ -5,6 +5,8 @@ pub mod change;
 pub mod error;
 pub mod extsort;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod key;
 pub mod sync;

@@ -21,6 +21,9 @@ pub const LOG_HEADER_LEN: usize = 56;
 pub const RECORD_HEADER_LEN: usize = 16;
 /// Size of a record's trailer (`payload_crc`).
 pub const RECORD_TRAILER_LEN: usize = 4;
+/// Generations, log numbers, sequence numbers and file ids are below this (2^62): a file
+/// holding a larger one is corrupt, so incrementing them never overflows.
+pub const MAX_COUNTER: u64 = 1 << 62;
 /// The largest record payload, in bytes. A batch that encodes larger is refused.
 pub const MAX_RECORD_LEN: usize = 64 * 1024 * 1024;
 
@@ -101,6 +104,14 @@ impl LogHeader {
         let covered = head.get(..crc_end).unwrap_or_default();
         if crc32fast::hash(covered) != crc {
             return Err(Error::corrupt(path, "log header checksum mismatch"));
+        }
+        if number >= MAX_COUNTER || first_seq >= MAX_COUNTER {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "log header number {number} or first sequence {first_seq} is not below 2^62"
+                ),
+            ));
         }
         Ok(LogHeader {
             store_id,
@@ -232,7 +243,12 @@ pub fn scan_records(bytes: &[u8], start: u64, next_seq: u64, path: &Path) -> Res
         scan.records.push((seq, entry));
         pos += total;
         scan.valid_end = start + pos as u64;
-        scan.next_seq = seq + 1;
+        scan.next_seq = seq.checked_add(1).ok_or_else(|| {
+            Error::corrupt(
+                path,
+                format!("record at offset {offset}: sequence number {seq} has no successor"),
+            )
+        })?;
     }
     Ok(scan)
 }

@@ -156,6 +156,19 @@ impl Manifest {
         let log_number = d.u64().map_err(corrupt)?;
         let log_first_seq = d.u64().map_err(corrupt)?;
         let next_file_id = d.u64().map_err(corrupt)?;
+        for (field, value) in [
+            ("generation", generation),
+            ("log_number", log_number),
+            ("log_first_seq", log_first_seq),
+            ("next_file_id", next_file_id),
+        ] {
+            if value >= crate::log::MAX_COUNTER {
+                return Err(Error::corrupt(
+                    path,
+                    format!("manifest {field} {value} is not below 2^62"),
+                ));
+            }
+        }
         let synchronized_on = d.opt_u64().map_err(corrupt)?;
         let cursor = d.str(MAX_NAME_LEN).map_err(corrupt)?.to_owned();
         let count = d.u32().map_err(corrupt)? as usize;

@@ -294,12 +294,12 @@ impl ReaderInner {
             follow.next_seq = scan.next_seq;
             match rotate_to {
                 Some(number) => {
-                    if number != follow.log_number + 1 {
+                    if Some(number) != follow.log_number.checked_add(1) {
                         return Err(Error::corrupt(
                             &follow.log_path,
                             format!(
                                 "rotates to log {number}, expected {}",
-                                follow.log_number + 1
+                                follow.log_number.wrapping_add(1)
                             ),
                         ));
                     }

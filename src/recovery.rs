@@ -214,7 +214,10 @@ fn check_no_successor(
     store_id: &[u8; 16],
     live_path: &Path,
 ) -> Result<()> {
-    let next = dir.join(log_file_name(number + 1));
+    let Some(successor) = number.checked_add(1) else {
+        return Ok(());
+    };
+    let next = dir.join(log_file_name(successor));
     let bytes = match io.read(&next) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -226,7 +229,7 @@ fn check_no_successor(
             live_path,
             format!(
                 "ends without a rotate record, but {} holds records: this log was cut short",
-                log_file_name(number + 1)
+                log_file_name(successor)
             ),
         ));
     }
@@ -267,14 +270,14 @@ pub(crate) fn load(
         }
         log_bytes += scan.valid_end - LOG_HEADER_LEN as u64;
         match next_log {
-            Some(n) if n == number + 1 => {
+            Some(n) if Some(n) == number.checked_add(1) => {
                 number = n;
                 next_seq = scan.next_seq;
             }
             Some(n) => {
                 return Err(Error::corrupt(
                     &path,
-                    format!("rotates to log {n}, expected {}", number + 1),
+                    format!("rotates to log {n}, expected {}", number.wrapping_add(1)),
                 ))
             }
             None => {

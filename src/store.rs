@@ -201,7 +201,7 @@ impl Store {
             &loaded.log_numbers,
         )?;
         let next_file_id = max_id
-            .map_or(1, |m| m + 1)
+            .map_or(1, |m| m.saturating_add(1))
             .max(loaded.manifest.next_file_id);
         let inner = Arc::new(Inner {
             dir,
