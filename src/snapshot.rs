@@ -295,30 +295,27 @@ impl Snapshot {
             }
             return Membership { entries };
         };
-        let mut entries: Vec<(Arc<str>, bool)> = Vec::new();
-        let mut note = |segment: &Arc<str>, list: List| {
-            let included = list == List::Included;
-            match entries.iter_mut().find(|(s, _)| s == segment) {
-                Some((_, b)) => *b |= included,
-                None => entries.push((segment.clone(), included)),
-            }
-        };
+        // (segment, included) for every list holding the key; a segment may appear twice.
+        let mut found: Vec<(Arc<str>, bool)> = Vec::new();
         for (ordinal, list) in index.index.lookup(key) {
             let Some(segment) = index.ordinals.get(ordinal as usize) else {
                 continue;
             };
             if self.probe.is_empty() || !self.probe.contains(&(segment.clone(), list)) {
-                note(segment, list);
+                found.push((segment.clone(), list == List::Included));
             }
         }
         for (segment, list) in &self.probe {
             if let Some(state) = self.segments.get(segment) {
                 if state.list(*list).contains(key) {
-                    note(segment, *list);
+                    found.push((segment.clone(), *list == List::Included));
                 }
             }
         }
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Sort by ref, included first, and keep the first of each ref: included beats excluded.
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        found.dedup_by(|later, first| later.0 == first.0);
+        let entries = found;
         Membership { entries }
     }
 
