@@ -27,6 +27,11 @@ pub struct Options {
     /// How often a read-only handle looks for new writes (default 50 ms). `None` turns the
     /// background poll off; call `refresh` yourself.
     pub poll_interval: Option<Duration>,
+    /// Build the membership index at compaction only when at least this many lists are held
+    /// in hashed tables (default 8). Below it `membership` probes each list (~0.1–0.5 µs
+    /// apiece), and the index — a second copy of every hashed key plus postings — would
+    /// roughly double the store's size for little gain.
+    pub membership_index_min_lists: usize,
     /// A hook that can make file operations fail, for fault-injection tests (default none).
     pub fault_injector: Option<Arc<dyn FaultInjector>>,
 }
@@ -51,6 +56,7 @@ impl Default for Options {
             compact_log_ratio: 0.25,
             sort_memory_budget: 256 << 20,
             poll_interval: Some(Duration::from_millis(50)),
+            membership_index_min_lists: 8,
             fault_injector: None,
         }
     }

@@ -724,6 +724,9 @@ impl Inner {
                 }
             }
         }
+        if hashed.is_empty() || hashed.len() < self.options.membership_index_min_lists {
+            return Ok(None);
+        }
         let keys_id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
         let postings_id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
         let built = build_index(

@@ -42,6 +42,7 @@ fn options() -> Options {
     Options {
         auto_compact: false,
         poll_interval: None,
+        membership_index_min_lists: 1,
         ..Options::default()
     }
 }

@@ -141,6 +141,7 @@ fn options() -> Options {
         compact_min_log_bytes: 16 * 1024,
         compact_log_ratio: 0.0,
         sort_memory_budget: 4096,
+        membership_index_min_lists: 1,
         ..Options::default()
     }
 }

@@ -89,6 +89,7 @@ fn options(injector: Option<Arc<Countdown>>) -> Options {
         poll_interval: None,
         sort_memory_budget: 200,
         fault_injector: injector.map(|i| i as Arc<dyn FaultInjector>),
+        membership_index_min_lists: 1,
         ..Options::default()
     }
 }

@@ -124,6 +124,7 @@ fn options(auto_compact: bool) -> Options {
         compact_min_log_bytes: 600,
         compact_log_ratio: 0.0,
         poll_interval: None,
+        membership_index_min_lists: 1,
         ..Options::default()
     }
 }
