@@ -3,18 +3,29 @@
 /// The writer's lock file.
 pub const LOCK_FILE: &str = "LOCK";
 
-/// The file name of table `id`.
-pub fn table_file_name(id: u64) -> String {
-    format!("t-{id:016x}.sstbl")
+/// `{prefix}{id:016x}{suffix}`: how every numbered file of a store is named.
+pub fn numbered_name(prefix: &str, id: u64, suffix: &str) -> String {
+    format!("{prefix}{id:016x}{suffix}")
 }
 
-/// Parses a table file name back to its id.
-pub fn parse_table_file_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix("t-")?.strip_suffix(".sstbl")?;
+/// The id in a name made by [`numbered_name`] with this prefix and suffix: exactly 16 hex
+/// digits between them.
+pub fn parse_numbered_name(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    let hex = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
     if hex.len() != 16 {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
+}
+
+/// The file name of table `id`.
+pub fn table_file_name(id: u64) -> String {
+    numbered_name("t-", id, ".sstbl")
+}
+
+/// Parses a table file name back to its id.
+pub fn parse_table_file_name(name: &str) -> Option<u64> {
+    parse_numbered_name(name, "t-", ".sstbl")
 }
 
 #[cfg(test)]

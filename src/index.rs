@@ -15,7 +15,9 @@ use crate::change::List;
 use crate::error::{Error, Result};
 use crate::io::{Io, IoOp};
 use crate::snapshot::LoadedTable;
-use crate::table::{HashingWriter, Table, TableBuilder, TableInfo, TableKind, Verification};
+use crate::table::{
+    read_u32, read_u64, HashingWriter, Table, TableBuilder, TableInfo, TableKind, Verification,
+};
 use memmap2::Mmap;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -32,16 +34,12 @@ const FOOTER_LEN: usize = 24;
 
 /// The file name of postings file `id`.
 pub fn postings_file_name(id: u64) -> String {
-    format!("x-{id:016x}.ssidx")
+    crate::files::numbered_name("x-", id, ".ssidx")
 }
 
 /// Parses a postings file name back to its id.
 pub fn parse_postings_file_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix("x-")?.strip_suffix(".ssidx")?;
-    if hex.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
+    crate::files::parse_numbered_name(name, "x-", ".ssidx")
 }
 
 /// What the manifest records about the index.
@@ -68,16 +66,6 @@ pub struct MembershipIndex {
     key_count: u64,
     entry_count: u64,
     offsets_start: usize,
-}
-
-fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    let b = bytes.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes(b.try_into().ok()?))
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    let b = bytes.get(at..at.checked_add(8)?)?;
-    Some(u64::from_le_bytes(b.try_into().ok()?))
 }
 
 /// Encodes a posting: the segment ordinal and the list.

@@ -29,16 +29,12 @@ pub const MAX_RECORD_LEN: usize = 64 * 1024 * 1024;
 
 /// The file name of log number `number`.
 pub fn log_file_name(number: u64) -> String {
-    format!("log-{number:016x}.seglog")
+    crate::files::numbered_name("log-", number, ".seglog")
 }
 
 /// Parses a log file name back to its number.
 pub fn parse_log_file_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix("log-")?.strip_suffix(".seglog")?;
-    if hex.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
+    crate::files::parse_numbered_name(name, "log-", ".seglog")
 }
 
 /// What a log file's header says.

@@ -183,12 +183,14 @@ impl fmt::Debug for Table {
     }
 }
 
-fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+/// The little-endian `u32` at `at`, if in bounds.
+pub(crate) fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     let b = bytes.get(at..at.checked_add(4)?)?;
     Some(u32::from_le_bytes(b.try_into().ok()?))
 }
 
-fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+/// The little-endian `u64` at `at`, if in bounds.
+pub(crate) fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
     let b = bytes.get(at..at.checked_add(8)?)?;
     Some(u64::from_le_bytes(b.try_into().ok()?))
 }
