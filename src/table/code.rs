@@ -3,7 +3,7 @@
 //! A context hash is the standard padded base64 of a SHA-256 digest: 44 bytes, 43 significant
 //! digits and one `=`. The code replaces every digit by the rank of its *character* in ASCII
 //! order (not by its base64 value), so that comparing codes with `memcmp` gives the same order
-//! as comparing the 44-byte strings. See `docs/table-format.md` for the details and an example.
+//! as comparing the 44-byte strings. See `format-spec.md` §5.5 for the details and an example.
 
 /// Length of a hash key in bytes (the 44-character base64 string).
 pub const HASH_KEY_LEN: usize = 44;
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn worked_example() {
-        // The example of docs/table-format.md.
+        // The worked example of format-spec.md §5.5.
         let key = b"CEXjZY7cHJG/ydFy7q4+YEFwVrG3/pkJwA4FAjrbfx0=";
         let code = encode(key).unwrap();
         assert_eq!(&decode(&code), key);

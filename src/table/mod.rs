@@ -1,6 +1,6 @@
 //! Immutable key tables: one file holding a sorted set of byte-string keys.
 //!
-//! Two kinds share one header and one footer (see `docs/table-format.md`):
+//! Two kinds share one header and one footer (see `format-spec.md` §5):
 //!
 //! * [`TableKind::Fst`] stores the keys as an [`fst::Set`]: compact for keys that share
 //!   structure (prefixes, sequential ids), any keys of 1..=4096 bytes.
