@@ -258,14 +258,15 @@ pub fn table(data: &[u8]) {
 /// The body of a hashed table inside a valid header and footer whose whole-file checksum
 /// matches, so that every input reaches the code area and the bucket index. Input: one byte of
 /// bucket bits (taken mod 6), then the codes (32 bytes each) and the index (`2^bits + 1`
-/// little-endian `u32`); the index is the last `4 (2^bits + 1)` bytes (zero-padded if short)
-/// and the codes are the whole 32-byte units before it.
+/// entries of a little-endian `u32` start and `u32` filter); the index is the last
+/// `8 (2^bits + 1)` bytes (zero-padded if short) and the codes are the whole 32-byte units
+/// before it.
 pub fn table_hashed(data: &[u8]) {
     let Some((&bits, rest)) = data.split_first() else {
         return;
     };
     let bits = u32::from(bits % 6);
-    let index_len = ((1usize << bits) + 1) * 4;
+    let index_len = ((1usize << bits) + 1) * 8;
     let codes_len = rest.len().saturating_sub(index_len) / 32 * 32;
     let codes = rest.get(..codes_len).unwrap_or_default();
     let mut index = rest.get(codes_len..).unwrap_or_default().to_vec();

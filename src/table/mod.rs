@@ -51,6 +51,9 @@ const HEADER_LEN: usize = 64;
 const FOOTER_LEN: usize = 64;
 /// Largest bucket-index size the builder chooses (2^26 buckets, a 256 MiB index).
 const MAX_BUILD_BUCKET_BITS: u32 = 26;
+/// Bytes per bucket index entry: the bucket's first key position (`u32`) and its filter
+/// (`u32`: bit `code[31] & 31` set for each key of the bucket).
+const INDEX_ENTRY_LEN: usize = 8;
 /// Largest bucket-index size the reader accepts.
 const MAX_READ_BUCKET_BITS: u32 = 32;
 /// The largest number of keys a hashed table may hold (its index holds u32 key positions).
@@ -181,6 +184,12 @@ impl fmt::Debug for Table {
             .field("info", &self.info)
             .finish()
     }
+}
+
+/// The filter bit of a code in its bucket's filter word.
+#[inline]
+fn filter_bit(code: &[u8; CODE_LEN]) -> u32 {
+    1u32 << (code[CODE_LEN - 1] & 31)
 }
 
 /// The little-endian `u32` at `at`, if in bounds.
@@ -338,7 +347,7 @@ fn parse_footer(path: &Path, bytes: &[u8], kind: TableKind) -> Result<Footer> {
                     key_count.saturating_mul(CODE_LEN as u64)
                 )));
             }
-            let want_index = ((1u64 << bucket_bits) + 1) * 4;
+            let want_index = ((1u64 << bucket_bits) + 1) * INDEX_ENTRY_LEN as u64;
             if index_len != want_index {
                 return Err(corrupt(format!(
                     "bucket index is {index_len} bytes, {bucket_bits} bucket bits need {want_index}"
@@ -624,9 +633,18 @@ impl HashedBody {
     /// Index entry `i`: the position of the first key of bucket `i`.
     #[inline]
     fn index_entry(&self, i: u64) -> Option<usize> {
-        let off = usize::try_from(i).ok()?.checked_mul(4)?;
-        let v = read_u32(self.bytes(), self.index_start.checked_add(off)?)?;
-        usize::try_from(v).ok()
+        self.index_word(i).map(|(start, _)| start as usize)
+    }
+
+    /// Index entry `i` whole: the position of bucket `i`'s first key and its filter.
+    #[inline]
+    fn index_word(&self, i: u64) -> Option<(u32, u32)> {
+        let off = usize::try_from(i).ok()?.checked_mul(INDEX_ENTRY_LEN)?;
+        let at = self.index_start.checked_add(off)?;
+        Some((
+            read_u32(self.bytes(), at)?,
+            read_u32(self.bytes(), at.checked_add(4)?)?,
+        ))
     }
 
     /// Code `i` (`i < len`).
@@ -662,7 +680,12 @@ impl HashedBody {
     #[inline]
     fn rank_code(&self, code: &[u8; CODE_LEN]) -> Option<usize> {
         let b = code::bucket(code, self.bucket_bits);
-        let first = self.index_entry(b)?;
+        let (first, filter) = self.index_word(b)?;
+        // Most absent keys stop here, after one read of the index.
+        if filter & filter_bit(code) == 0 {
+            return None;
+        }
+        let first = first as usize;
         let end = self.index_entry(b + 1)?;
         let slice = self.codes(first, end)?;
         // Buckets hold a few keys on average; a binary search keeps a corrupt index cheap too.
@@ -719,8 +742,12 @@ impl HashedBody {
             .get(self.index_start..)
             .ok_or_else(|| Error::corrupt(path, "bucket index out of bounds"))?;
         let mut prev = 0u32;
-        for (i, chunk) in index.chunks_exact(4).take(entries as usize).enumerate() {
-            let v = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        for (i, chunk) in index
+            .chunks_exact(INDEX_ENTRY_LEN)
+            .take(entries as usize)
+            .enumerate()
+        {
+            let v = read_u32(chunk, 0).unwrap_or(0);
             if v < prev {
                 return Err(Error::corrupt(
                     path,
@@ -760,6 +787,13 @@ impl HashedBody {
                 return Err(Error::corrupt(
                     path,
                     format!("key {i} is not in the bucket the index assigns it ({bucket})"),
+                ));
+            }
+            let filter = self.index_word(bucket).map_or(0, |(_, f)| f);
+            if filter & filter_bit(code) == 0 {
+                return Err(Error::corrupt(
+                    path,
+                    format!("key {i} is missing from its bucket's filter ({bucket})"),
                 ));
             }
         }
@@ -856,6 +890,8 @@ enum BuildState {
         bucket_bits: u32,
         /// Entry b: the number of keys in buckets < b; filled lazily as keys arrive.
         index: Vec<u32>,
+        /// Entry b: the filter of bucket b (see `filter_bit`).
+        filters: Vec<u32>,
         last: Option<[u8; CODE_LEN]>,
     },
     Done,
@@ -885,13 +921,14 @@ impl fmt::Debug for TableBuilder {
     }
 }
 
-/// The bucket bits for `n` keys: about 2-4 keys per bucket.
+/// The bucket bits for `n` keys: 2.5 to 5 keys per bucket, so the index (8 bytes a bucket)
+/// stays within 3.2 bytes a key.
 fn bucket_bits_for(n: u64) -> u32 {
     let n = n.min(MAX_HASHED_KEYS);
-    if n < 4 {
+    if n < 5 {
         0
     } else {
-        (n.ilog2() - 1).min(MAX_BUILD_BUCKET_BITS)
+        (n * 2 / 5).ilog2().min(MAX_BUILD_BUCKET_BITS)
     }
 }
 
@@ -934,6 +971,7 @@ impl TableBuilder {
                     writer,
                     bucket_bits,
                     index: Vec::with_capacity((1usize << bucket_bits) + 1),
+                    filters: Vec::with_capacity((1usize << bucket_bits) + 1),
                     last: None,
                 }
             }
@@ -969,6 +1007,7 @@ impl TableBuilder {
                 writer,
                 bucket_bits,
                 index,
+                filters,
                 last,
             } => {
                 let code = code::encode(key).ok_or_else(|| Error::InvalidArgument {
@@ -991,6 +1030,10 @@ impl TableBuilder {
                 let count = self.key_count as u32; // <= MAX_HASHED_KEYS, checked above
                 while (index.len() as u64) <= b {
                     index.push(count);
+                    filters.push(0);
+                }
+                if let Some(f) = filters.last_mut() {
+                    *f |= filter_bit(&code);
                 }
                 writer
                     .write_all(&code)
@@ -1031,20 +1074,29 @@ impl TableBuilder {
                 mut writer,
                 bucket_bits,
                 mut index,
+                mut filters,
                 ..
             } => {
                 let n = self.key_count as u32; // <= MAX_HASHED_KEYS, checked by push
                 let full = (1usize << bucket_bits) + 1;
                 index.resize(full, n);
-                // Fewer keys than announced: a coarser index of every 2^shift-th entry.
+                filters.resize(full, 0);
+                // Fewer keys than announced: a coarser index of every 2^shift-th entry, each
+                // filter the union of the fine buckets it covers.
                 let bits = bucket_bits.min(bucket_bits_for(self.key_count));
                 let step = 1usize << (bucket_bits - bits);
                 let data_end = writer.written;
-                let mut buf = Vec::with_capacity(((1usize << bits) + 1) * 4);
-                for v in index.iter().step_by(step) {
-                    buf.extend_from_slice(&v.to_le_bytes());
+                let mut buf = Vec::with_capacity(((1usize << bits) + 1) * INDEX_ENTRY_LEN);
+                for (j, start) in index.iter().step_by(step).enumerate() {
+                    let covered = filters
+                        .get(j * step..((j + 1) * step).min(full - 1))
+                        .unwrap_or_default();
+                    let filter = covered.iter().fold(0u32, |acc, f| acc | f);
+                    buf.extend_from_slice(&start.to_le_bytes());
+                    buf.extend_from_slice(&filter.to_le_bytes());
                 }
                 drop(index);
+                drop(filters);
                 writer.write_all(&buf).map_err(io)?;
                 let to_usize = |v: u64| {
                     usize::try_from(v)

@@ -349,8 +349,8 @@ fn hashed_structure_rejects_bad_index() {
     let info = build(&path, TableKind::Hashed, &keys, 64);
     let bytes = std::fs::read(&path).unwrap();
     let index_start = HEADER_LEN + 64 * CODE_LEN;
-    // Last index entry != key_count.
-    let last = bytes.len() - FOOTER_LEN - 4;
+    // Last index entry != key_count (the start is the first half of the 8-byte entry).
+    let last = bytes.len() - FOOTER_LEN - INDEX_ENTRY_LEN;
     let mut b = bytes.clone();
     b[last] ^= 1;
     std::fs::write(&path, &b).unwrap();
@@ -361,7 +361,8 @@ fn hashed_structure_rejects_bad_index() {
     assert!(Table::open(&path, &STORE, &i2, Verification::Structure).is_err());
     // A decreasing middle entry: accepted by Structure, caught by Checksum and verify.
     let mut b = bytes.clone();
-    b[index_start + 4 * 3..index_start + 4 * 4].copy_from_slice(&1000u32.to_le_bytes());
+    let third = index_start + INDEX_ENTRY_LEN * 3;
+    b[third..third + 4].copy_from_slice(&1000u32.to_le_bytes());
     std::fs::write(&path, &b).unwrap();
     let i3 = TableInfo {
         checksum: xxh3_64(&b),
@@ -464,4 +465,37 @@ proptest! {
         check_table(&t, &keys, &probes);
         verify_table(&path, &STORE, &info).unwrap();
     }
+}
+
+#[test]
+fn hashed_filter_misses_are_caught_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let keys = hash_keys(&mut rng, 64);
+    let path = dir.path().join("h");
+    let info = build(&path, TableKind::Hashed, &keys, 64);
+    let bytes = std::fs::read(&path).unwrap();
+    let index_start = HEADER_LEN + 64 * CODE_LEN;
+    // Clear the filter of the first bucket that has keys: its keys now look absent.
+    let mut b = bytes.clone();
+    let entries = (bytes.len() - FOOTER_LEN - index_start) / INDEX_ENTRY_LEN;
+    let bucket = (0..entries - 1)
+        .find(|&i| {
+            let at = index_start + i * INDEX_ENTRY_LEN + 4;
+            u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) != 0
+        })
+        .unwrap();
+    let at = index_start + bucket * INDEX_ENTRY_LEN + 4;
+    b[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+    std::fs::write(&path, &b).unwrap();
+    let forged = TableInfo {
+        checksum: xxh3_64(&b),
+        ..info
+    };
+    let table = Table::open(&path, &STORE, &forged, Verification::Structure).unwrap();
+    assert!(
+        keys.iter().any(|k| !table.contains(k)),
+        "the filter decides misses"
+    );
+    assert!(verify_table(&path, &STORE, &forged).is_err());
 }
