@@ -69,22 +69,6 @@ impl Drop for Running {
     }
 }
 
-fn reader(dir: &Path) -> ReadOnlyStore {
-    // Wait for the sync thread to create the store.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let options = Options {
-            poll_interval: None,
-            ..Options::default()
-        };
-        match ReadOnlyStore::open(dir, options) {
-            Ok(r) => return r,
-            Err(e) if Instant::now() > deadline => panic!("no store: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
-        }
-    }
-}
-
 /// Polls `cond` (refreshing the reader) until it holds; fails the test after 20 s.
 fn wait_until(reader: &ReadOnlyStore, what: &str, mut cond: impl FnMut(&ReadOnlyStore) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -152,7 +136,7 @@ fn initial_paged_sync_with_empty_versions_then_live() {
     let fake = FakeLd::start(replies(vec![page1, page2]), vec![]);
     let (_tmp, dir) = tmp();
     let running = Running::start(&dir, config(&fake));
-    let r = reader(&dir);
+    let r = support::open_reader(&dir);
     wait_until(&r, "cursor v1 and synchronized", |r| {
         cursor(r) == "v1" && synced_on(r).is_some()
     });
@@ -196,7 +180,7 @@ fn several_patches_share_one_version_in_pages_and_events() {
     let fake = FakeLd::start(replies(vec![page]), vec![stream]);
     let (_tmp, dir) = tmp();
     let running = Running::start(&dir, config(&fake));
-    let r = reader(&dir);
+    let r = support::open_reader(&dir);
     wait_until(&r, "cursor v3", |r| cursor(r) == "v3");
     let summary = running.stop();
     assert_eq!(status(&r, "s.g1", "u1"), Status::Unknown);
@@ -228,7 +212,7 @@ fn an_out_of_order_patch_stops_a_page_and_the_next_poll_restarts_from_the_cursor
     );
     let (_tmp, dir) = tmp();
     let running = Running::start(&dir, config(&fake));
-    let r = reader(&dir);
+    let r = support::open_reader(&dir);
     wait_until(&r, "cursor v2 and synchronized", |r| {
         cursor(r) == "v2" && synced_on(r).is_some()
     });
@@ -271,7 +255,7 @@ fn an_out_of_order_event_is_not_applied_and_the_sync_restarts_from_the_cursor() 
     );
     let (_tmp, dir) = tmp();
     let running = Running::start(&dir, config(&fake));
-    let r = reader(&dir);
+    let r = support::open_reader(&dir);
     wait_until(&r, "cursor v2", |r| cursor(r) == "v2");
     running.stop();
     assert_eq!(
@@ -334,7 +318,7 @@ fn a_dropped_stream_is_reconnected_and_nothing_is_missed() {
     published.store(2, std::sync::atomic::Ordering::SeqCst);
     let (_tmp, dir) = tmp();
     let running = Running::start(&dir, config(&fake));
-    let r = reader(&dir);
+    let r = support::open_reader(&dir);
     wait_until(&r, "cursor v2", |r| cursor(r) == "v2");
     // While the sync reconnects, v3 is published: the catch-up after the reconnect gets it.
     published.store(3, std::sync::atomic::Ordering::SeqCst);
@@ -361,7 +345,7 @@ fn unauthorized_backs_off_on_the_long_schedule_then_recovers() {
     let config = config(&fake);
     let rejected = config.rejected_backoff;
     let running = Running::start(&dir, config);
-    let r = reader(&dir);
+    let r = support::open_reader(&dir);
     wait_until(&r, "cursor v1 and synchronized", |r| {
         cursor(r) == "v1" && synced_on(r).is_some()
     });
@@ -392,7 +376,7 @@ fn server_errors_back_off_on_the_short_schedule_then_recover() {
     let config = config(&fake);
     let transient = config.transient_backoff;
     let running = Running::start(&dir, config);
-    let r = reader(&dir);
+    let r = support::open_reader(&dir);
     wait_until(&r, "cursor v1", |r| cursor(r) == "v1");
     // Two refused streams, then the third connection holds.
     wait_for_hits(&fake, "stream", 3);
@@ -414,7 +398,7 @@ fn the_heartbeat_sets_synchronized_on_while_the_stream_is_quiet() {
     let mut config = config(&fake);
     config.heartbeat = Duration::from_millis(100);
     let running = Running::start(&dir, config);
-    let r = reader(&dir);
+    let r = support::open_reader(&dir);
     wait_until(&r, "first synchronized_on", |r| synced_on(r).is_some());
     let mut seen = vec![synced_on(&r).unwrap()];
     for _ in 0..3 {

@@ -8,7 +8,7 @@
 
 mod support;
 
-use segstore::{context_hash, List, Options, ReadOnlyStore, Status};
+use segstore::{context_hash, List, ReadOnlyStore, Status};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -68,21 +68,6 @@ fn send_signal(child: &Child, signal: libc::c_int) {
     assert_eq!(rc, 0, "kill failed");
 }
 
-fn open_reader(dir: &Path) -> ReadOnlyStore {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let options = Options {
-            poll_interval: None,
-            ..Options::default()
-        };
-        match ReadOnlyStore::open(dir, options) {
-            Ok(r) => return r,
-            Err(e) if Instant::now() > deadline => panic!("no store: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
-        }
-    }
-}
-
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cond() {
@@ -114,7 +99,7 @@ fn sigterm_stops_cleanly_the_lock_refuses_a_second_sync_and_the_key_is_never_log
     let (tmp, dir) = tmp();
     let log = tmp.path().join("sync.log");
     let mut child = spawn_sync(&dir, &fake, &log);
-    let r = open_reader(&dir);
+    let r = support::open_reader(&dir);
     wait_until("live", || {
         let m = refreshed(&r).snapshot().metadata();
         m.cursor == "v1" && m.synchronized_on.is_some() && fake.hits_to("poll").len() >= 3
@@ -227,7 +212,7 @@ fn kill_9_mid_event_then_restart_resumes_from_the_durable_cursor() {
         let polls_before = fake.hits_to("poll").len();
         let streams_before = fake.hits_to("stream").len();
         let mut child = spawn_sync(&dir, &fake, &log);
-        let r = reader.get_or_insert_with(|| open_reader(&dir));
+        let r = reader.get_or_insert_with(|| support::open_reader(&dir));
 
         // The restart resumes from the durable cursor: its first poll asks for what follows it.
         let (durable, _) = store_state(r);
@@ -265,7 +250,7 @@ fn kill_9_mid_event_then_restart_resumes_from_the_durable_cursor() {
         if std::env::var_os("SYNC_TEST_SHOW_LOGS").is_some() {
             eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
         }
-        let fresh = open_reader(&dir);
+        let fresh = support::open_reader(&dir);
         let (n, keys) = store_state(&fresh);
         assert!(n >= start, "round {round}: went back from {start} to {n}");
         assert_eq!(
@@ -283,7 +268,7 @@ fn kill_9_mid_event_then_restart_resumes_from_the_durable_cursor() {
     // A last, clean run catches up with everything.
     let log = tmp.path().join("sync-final.log");
     let mut child = spawn_sync(&dir, &fake, &log);
-    let r = open_reader(&dir);
+    let r = support::open_reader(&dir);
     wait_until("all patches", || store_state(&r).0 == TOTAL);
     send_signal(&child, libc::SIGTERM);
     assert_eq!(
@@ -306,7 +291,7 @@ fn a_reader_process_sees_streamed_changes() {
     let (tmp, dir) = tmp();
     let log = tmp.path().join("sync.log");
     let mut child = spawn_sync(&dir, &fake, &log);
-    let r = open_reader(&dir);
+    let r = support::open_reader(&dir);
     wait_until("live", || {
         refreshed(&r)
             .snapshot()
