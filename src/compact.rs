@@ -5,6 +5,7 @@ use crate::entry::TableRef;
 use crate::error::Result;
 use crate::files::table_file_name;
 use crate::io::Io;
+use crate::overlay::Run;
 use crate::snapshot::{ListState, LoadedTable};
 use crate::table::{is_hash_key, Table, TableBuilder, TableKind, Verification};
 use std::path::Path;
@@ -50,13 +51,17 @@ where
 }
 
 /// The kind of table a list's merged keys need: hashed if the base table is hashed (or
-/// absent) and every added key is a hash key.
-pub(crate) fn merged_kind(list: &ListState) -> TableKind {
+/// absent) and every key the overlay adds is a hash key.
+fn merged_kind(list: &ListState, overlay: &Run) -> TableKind {
     let base_hashed = list
         .table
         .as_ref()
         .is_none_or(|t| t.table.kind() == TableKind::Hashed);
-    if base_hashed && list.added.iter().all(|k| is_hash_key(k)) {
+    if base_hashed
+        && overlay
+            .iter()
+            .all(|(k, present)| !present || is_hash_key(k))
+    {
         TableKind::Hashed
     } else {
         TableKind::Fst
@@ -73,13 +78,14 @@ pub(crate) fn compact_list(
     list: &ListState,
 ) -> Result<Option<Arc<LoadedTable>>> {
     let expected = list.len();
+    let overlay = list.overlay.merged();
     build_table(
         io,
         dir,
         store_id,
         file_id,
-        merged_kind(list),
+        merged_kind(list, &overlay),
         expected,
-        list.keys().map(Ok),
+        list.keys_with(overlay).map(Ok),
     )
 }

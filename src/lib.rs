@@ -26,6 +26,7 @@ pub mod io;
 mod log;
 mod manifest;
 mod options;
+mod overlay;
 mod reader;
 mod recovery;
 mod snapshot;

@@ -8,12 +8,11 @@ use crate::change::{List, SegmentChange};
 use crate::entry::{Details, Entry, TableRef};
 use crate::error::{Error, Result};
 use crate::index::MembershipIndex;
+use crate::overlay::{Overlay, Run};
 use crate::table::Table;
 use imbl::{OrdMap, OrdSet};
+use std::collections::HashMap;
 use std::sync::Arc;
-
-/// A key as the overlay holds it (cheap to clone).
-pub(crate) type Key = Arc<[u8]>;
 
 /// The default context kind.
 pub const DEFAULT_KIND: &str = "user";
@@ -25,69 +24,95 @@ pub(crate) struct LoadedTable {
     pub table: Table,
 }
 
-/// One list: a base table plus the keys added and removed since it was built.
+/// One list: a base table plus the overlay of keys added and removed since it was built.
 ///
-/// Invariants: `added` and the table are disjoint; `removed` is a subset of the table. So the
-/// list's size is `table + added - removed`, and the overlay never grows past the keys
-/// actually changed.
+/// `added` counts keys the list holds that the table does not, `removed` table keys the list
+/// no longer holds; both are kept as writes apply, so the list's size is
+/// `table + added - removed` without walking the overlay.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ListState {
     pub table: Option<Arc<LoadedTable>>,
-    pub added: OrdSet<Key>,
-    pub removed: OrdSet<Key>,
+    pub overlay: Overlay,
+    added: u64,
+    removed: u64,
 }
 
 impl ListState {
+    /// A list holding exactly `table`'s keys.
+    pub fn from_table(table: Option<Arc<LoadedTable>>) -> Self {
+        ListState {
+            table,
+            ..ListState::default()
+        }
+    }
+
     fn table_contains(&self, key: &[u8]) -> bool {
         self.table.as_ref().is_some_and(|t| t.table.contains(key))
     }
 
     /// True if the list holds `key`.
     pub fn contains(&self, key: &[u8]) -> bool {
-        if !self.added.is_empty() && self.added.contains(key) {
-            return true;
-        }
-        if !self.removed.is_empty() && self.removed.contains(key) {
-            return false;
+        if !self.overlay.is_empty() {
+            if let Some(present) = self.overlay.lookup(key) {
+                return present;
+            }
         }
         self.table_contains(key)
     }
 
-    fn add(&mut self, key: &[u8]) {
-        if self.removed.remove(key).is_some() {
+    /// Applies one change to this list: `add`, then `remove`, as one new overlay run.
+    fn apply(&mut self, add: &[Vec<u8>], remove: &[Vec<u8>]) {
+        if add.is_empty() && remove.is_empty() {
             return;
         }
-        if !self.table_contains(key) {
-            self.added.insert(Key::from(key));
+        // What this change has done so far, to answer keys it names twice.
+        let mut pending: HashMap<&[u8], bool> = HashMap::with_capacity(add.len() + remove.len());
+        let ops = add.iter().map(|k| (k, true));
+        for (key, wanted) in ops.chain(remove.iter().map(|k| (k, false))) {
+            let key = key.as_slice();
+            let in_table = self.table_contains(key);
+            let present = match pending.get(key) {
+                Some(p) => *p,
+                None => self.overlay.lookup(key).unwrap_or(in_table),
+            };
+            if present == wanted {
+                continue;
+            }
+            match (wanted, in_table) {
+                (true, true) => self.removed = self.removed.saturating_sub(1),
+                (true, false) => self.added += 1,
+                (false, true) => self.removed += 1,
+                (false, false) => self.added = self.added.saturating_sub(1),
+            }
+            pending.insert(key, wanted);
         }
-    }
-
-    fn remove(&mut self, key: &[u8]) {
-        if self.added.remove(key).is_some() {
-            return;
-        }
-        if self.table_contains(key) {
-            self.removed.insert(Key::from(key));
-        }
+        let mut entries: Vec<(&[u8], bool)> = pending.into_iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        self.overlay.push(Run::from_sorted(entries.into_iter()));
     }
 
     /// Number of keys in the list.
     pub fn len(&self) -> u64 {
         let base = self.table.as_ref().map_or(0, |t| t.table.len());
-        (base + self.added.len() as u64).saturating_sub(self.removed.len() as u64)
+        (base + self.added).saturating_sub(self.removed)
     }
 
     /// True if the overlay changes nothing.
     pub fn overlay_is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty()
+        self.overlay.is_empty()
     }
 
     /// Keys in byte order.
     pub fn keys(&self) -> ListKeys<'_> {
+        self.keys_with(self.overlay.merged())
+    }
+
+    /// Keys in byte order, given the overlay already merged into one run.
+    pub fn keys_with(&self, merged: Arc<Run>) -> ListKeys<'_> {
         ListKeys {
             table: self.table.as_ref().map(|t| t.table.keys().peekable()),
-            added: self.added.iter().peekable(),
-            removed: &self.removed,
+            overlay: merged,
+            next: 0,
         }
     }
 }
@@ -95,8 +120,9 @@ impl ListState {
 /// Keys of one list in byte order: the table's keys merged with the overlay.
 pub struct ListKeys<'a> {
     table: Option<std::iter::Peekable<crate::table::TableKeys<'a>>>,
-    added: std::iter::Peekable<imbl::ordset::Iter<'a, Key, imbl::shared_ptr::DefaultSharedPtr>>,
-    removed: &'a OrdSet<Key>,
+    /// The overlay's net effect, and the position of its next entry.
+    overlay: Arc<Run>,
+    next: usize,
 }
 
 impl Iterator for ListKeys<'_> {
@@ -105,24 +131,29 @@ impl Iterator for ListKeys<'_> {
     fn next(&mut self) -> Option<Vec<u8>> {
         loop {
             let from_table = match self.table.as_mut() {
-                Some(t) => t.peek().cloned(),
+                Some(t) => t.peek().map(Vec::as_slice),
                 None => None,
             };
-            let from_added = self.added.peek().map(|k| &***k);
-            match (from_table, from_added) {
+            let from_overlay = self.overlay.entry(self.next);
+            let order = match (from_table, from_overlay) {
                 (None, None) => return None,
-                (Some(t), Some(a)) if a < t.as_slice() => {
-                    return self.added.next().map(|k| k.to_vec());
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(t), Some((o, _))) => t.cmp(o),
+            };
+            // The table's key when it comes first; the overlay's entry (which decides) when
+            // it comes first or names the same key.
+            if order == std::cmp::Ordering::Less {
+                return self.table.as_mut().and_then(Iterator::next);
+            }
+            if order == std::cmp::Ordering::Equal {
+                if let Some(t) = self.table.as_mut() {
+                    t.next();
                 }
-                (Some(t), _) => {
-                    if let Some(table) = self.table.as_mut() {
-                        table.next();
-                    }
-                    if self.removed.is_empty() || !self.removed.contains(t.as_slice()) {
-                        return Some(t);
-                    }
-                }
-                (None, Some(_)) => return self.added.next().map(|k| k.to_vec()),
+            }
+            self.next += 1;
+            if let Some((key, true)) = from_overlay {
+                return Some(key.to_vec());
             }
         }
     }
@@ -354,13 +385,14 @@ impl Snapshot {
         self.last_seq
     }
 
-    /// Keys held in overlays (added + removed) across all lists: the memory the log's
-    /// effect takes until the next compaction.
+    /// Keys held in overlays across all lists (a key changed by writes far apart may be held
+    /// more than once until the overlay merges): the memory the log's effect takes until the
+    /// next compaction.
     pub fn overlay_keys(&self) -> u64 {
         self.segments
             .values()
             .flat_map(|s| s.lists.iter())
-            .map(|l| (l.added.len() + l.removed.len()) as u64)
+            .map(|l| l.overlay.entries())
             .sum()
     }
 
@@ -415,10 +447,7 @@ impl Snapshot {
                 };
                 self.mark_changed(segment, [*list]);
                 let state = self.segment_entry(segment, kind, None);
-                *state.list_mut(*list) = ListState {
-                    table: loaded,
-                    ..ListState::default()
-                };
+                *state.list_mut(*list) = ListState::from_table(loaded);
             }
             Entry::Rotate { .. } => {}
         }
@@ -446,13 +475,7 @@ impl Snapshot {
         let state = self.segment_entry(&change.segment, kind, change.name.as_deref());
         for list in List::BOTH {
             let lc = change.list(list);
-            let target = state.list_mut(list);
-            for key in &lc.add {
-                target.add(key);
-            }
-            for key in &lc.remove {
-                target.remove(key);
-            }
+            state.list_mut(list).apply(&lc.add, &lc.remove);
         }
     }
 

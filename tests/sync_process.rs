@@ -211,11 +211,11 @@ fn kill_9_mid_event_then_restart_resumes_from_the_durable_cursor() {
         let log = tmp.path().join(format!("sync-{round}.log"));
         let polls_before = fake.hits_to("poll").len();
         let streams_before = fake.hits_to("stream").len();
+        // The restart resumes from the durable cursor: its first poll asks for what follows it.
+        // (Read before the child starts: its first poll's page moves the cursor on.)
+        let durable = reader.as_ref().map_or(0, |r| store_state(r).0);
         let mut child = spawn_sync(&dir, &fake, &log);
         let r = reader.get_or_insert_with(|| support::open_reader(&dir));
-
-        // The restart resumes from the durable cursor: its first poll asks for what follows it.
-        let (durable, _) = store_state(r);
         wait_until("the first poll of this round", || {
             fake.hits_to("poll").len() > polls_before
         });

@@ -1,0 +1,346 @@
+//! A list's changes since its table was built, held as immutable sorted runs.
+//!
+//! Each write that changes a list adds one [`Run`]: the keys it changed, sorted, each with
+//! whether the list holds the key afterwards. A lookup asks the runs newest first; the first
+//! run that names the key decides, and a key no run names is answered by the table. Runs are
+//! never modified, so a new snapshot shares every run of the last one and a write costs its
+//! own keys plus an occasional merge: when the newest run grows to half the size of the one
+//! before it, the two merge (newer entries win), which keeps the run count logarithmic in the
+//! overlay's size and copies each key a logarithmic number of times.
+//!
+//! Point lookups do not binary search: each run carries an open-addressed hash index of
+//! 8-byte slots (a 32-bit tag and the entry's position), so a key a run does not name costs
+//! one slot read, and one that it names one slot plus the key's bytes.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Marks an empty hash slot.
+const EMPTY: u32 = u32::MAX;
+
+/// Runs larger than this are searched by bisection instead of a hash index (slot positions
+/// are 32-bit). Four billion overlay keys is far beyond any practical overlay.
+const MAX_INDEXED: usize = (u32::MAX / 4) as usize;
+
+/// The hash a lookup computes once and uses against every run.
+#[derive(Clone, Copy)]
+pub(crate) struct KeyHash(u64);
+
+impl KeyHash {
+    pub fn of(key: &[u8]) -> Self {
+        KeyHash(xxh3_64(key))
+    }
+
+    fn tag(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    fn home(self, mask: usize) -> usize {
+        (self.0 as usize) & mask
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    tag: u32,
+    entry: u32,
+}
+
+const EMPTY_SLOT: Slot = Slot {
+    tag: 0,
+    entry: EMPTY,
+};
+
+/// One immutable run: keys in strictly increasing byte order, each with whether the list
+/// holds it after the writes the run covers.
+#[derive(Debug, Default)]
+pub(crate) struct Run {
+    /// The keys' bytes, concatenated in order.
+    bytes: Vec<u8>,
+    /// `ends[i]` is where key `i` ends in `bytes` (it starts where key `i - 1` ends).
+    ends: Vec<usize>,
+    /// `present[i]`: the list holds key `i` (added) or not (removed).
+    present: Vec<bool>,
+    /// Open-addressed hash index, a power of two at most half full; empty when the run is
+    /// not indexed (bisection is used instead).
+    slots: Vec<Slot>,
+}
+
+impl Run {
+    fn with_capacity(entries: usize, bytes: usize) -> Self {
+        Run {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(entries),
+            present: Vec::with_capacity(entries),
+            slots: Vec::new(),
+        }
+    }
+
+    /// Builds a run from entries in strictly increasing key order.
+    pub fn from_sorted<'k>(entries: impl ExactSizeIterator<Item = (&'k [u8], bool)>) -> Self {
+        let mut run = Run::with_capacity(entries.len(), 0);
+        for (key, present) in entries {
+            run.push(key, present);
+        }
+        run.build_index();
+        run
+    }
+
+    fn push(&mut self, key: &[u8], present: bool) {
+        debug_assert!(self.last_key().is_none_or(|last| last < key));
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len());
+        self.present.push(present);
+    }
+
+    fn last_key(&self) -> Option<&[u8]> {
+        self.len().checked_sub(1).and_then(|i| self.key(i))
+    }
+
+    fn build_index(&mut self) {
+        let len = self.len();
+        if len == 0 || len > MAX_INDEXED {
+            self.slots = Vec::new();
+            return;
+        }
+        let capacity = (len * 2).next_power_of_two();
+        let mask = capacity - 1;
+        let mut slots = vec![EMPTY_SLOT; capacity];
+        for entry in 0..len {
+            let Some(key) = self.key(entry) else { continue };
+            let hash = KeyHash::of(key);
+            let mut at = hash.home(mask);
+            // At most half the slots are used, so an empty one is always found.
+            while let Some(slot) = slots.get_mut(at) {
+                if slot.entry == EMPTY {
+                    *slot = Slot {
+                        tag: hash.tag(),
+                        entry: entry as u32,
+                    };
+                    break;
+                }
+                at = (at + 1) & mask;
+            }
+        }
+        self.slots = slots;
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Entry `i`'s key.
+    fn key(&self, i: usize) -> Option<&[u8]> {
+        let start = match i.checked_sub(1) {
+            Some(prev) => *self.ends.get(prev)?,
+            None => 0,
+        };
+        let end = *self.ends.get(i)?;
+        self.bytes.get(start..end)
+    }
+
+    /// Entry `i`: key and presence.
+    pub fn entry(&self, i: usize) -> Option<(&[u8], bool)> {
+        Some((self.key(i)?, *self.present.get(i)?))
+    }
+
+    /// Entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], bool)> {
+        (0..self.len()).filter_map(|i| self.entry(i))
+    }
+
+    /// Whether the list holds `key` according to this run, or `None` if the run does not
+    /// name it.
+    pub fn lookup(&self, key: &[u8], hash: KeyHash) -> Option<bool> {
+        if self.slots.is_empty() {
+            return self.bisect(key);
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = hash.home(mask);
+        loop {
+            let slot = self.slots.get(at)?;
+            if slot.entry == EMPTY {
+                return None;
+            }
+            if slot.tag == hash.tag() {
+                let entry = slot.entry as usize;
+                if self.key(entry) == Some(key) {
+                    return self.present.get(entry).copied();
+                }
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    fn bisect(&self, key: &[u8]) -> Option<bool> {
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self.key(mid)?.cmp(key) {
+                Ordering::Less => low = mid + 1,
+                Ordering::Greater => high = mid,
+                Ordering::Equal => return self.present.get(mid).copied(),
+            }
+        }
+        None
+    }
+
+    /// The run holding `older`'s entries overridden by `newer`'s.
+    fn merge(older: &Run, newer: &Run, index: bool) -> Run {
+        let mut run = Run::with_capacity(
+            older.len() + newer.len(),
+            older.bytes.len() + newer.bytes.len(),
+        );
+        let mut a = older.iter().peekable();
+        let mut b = newer.iter().peekable();
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (Some(x), Some(y)) => match x.0.cmp(y.0) {
+                    Ordering::Less => a.next(),
+                    Ordering::Greater => b.next(),
+                    Ordering::Equal => {
+                        a.next();
+                        b.next()
+                    }
+                },
+            };
+            if let Some((key, present)) = next {
+                run.push(key, present);
+            }
+        }
+        if index {
+            run.build_index();
+        }
+        run
+    }
+}
+
+/// A list's overlay: runs oldest first.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Overlay {
+    runs: Vec<Arc<Run>>,
+}
+
+impl Overlay {
+    /// True if no write changed the list since its table was built.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Whether the list holds `key` according to the overlay, or `None` to ask the table.
+    pub fn lookup(&self, key: &[u8]) -> Option<bool> {
+        if self.runs.is_empty() {
+            return None;
+        }
+        let hash = KeyHash::of(key);
+        self.runs.iter().rev().find_map(|run| run.lookup(key, hash))
+    }
+
+    /// Adds the newest run, merging runs so that each is more than twice the size of the
+    /// next newer one.
+    pub fn push(&mut self, run: Run) {
+        if run.len() == 0 {
+            return;
+        }
+        self.runs.push(Arc::new(run));
+        while let [.., older, newer] = self.runs.as_slice() {
+            if older.len() > 2 * newer.len() {
+                break;
+            }
+            let merged = Arc::new(Run::merge(older, newer, true));
+            self.runs.truncate(self.runs.len() - 2);
+            self.runs.push(merged);
+        }
+    }
+
+    /// Entries held across all runs (a key named by several runs counts once per run): the
+    /// memory the overlay takes, in keys.
+    pub fn entries(&self) -> u64 {
+        self.runs.iter().map(|r| r.len() as u64).sum()
+    }
+
+    /// All runs merged into one, newest entries winning: the overlay's net effect in key
+    /// order.
+    pub fn merged(&self) -> Arc<Run> {
+        let mut runs = self.runs.iter();
+        let Some(first) = runs.next() else {
+            return Arc::new(Run::default());
+        };
+        let mut merged = first.clone();
+        for run in runs {
+            merged = Arc::new(Run::merge(&merged, run, false));
+        }
+        merged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn run_of(entries: &BTreeMap<Vec<u8>, bool>) -> Run {
+        Run::from_sorted(entries.iter().map(|(k, p)| (k.as_slice(), *p)))
+    }
+
+    #[test]
+    fn lookups_follow_the_newest_run() {
+        let mut overlay = Overlay::default();
+        let mut model: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+        // Writes of varying sizes, each flipping some keys; every key 0..600 is checked
+        // against the model after each write, through the index and through the merge.
+        let mut state = 12345u64;
+        for write in 0..200u64 {
+            let mut batch = BTreeMap::new();
+            for _ in 0..(1 + write % 37) {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let key = format!("k{}", (state >> 33) % 600).into_bytes();
+                let present = (state >> 20) & 1 == 1;
+                batch.insert(key, present);
+            }
+            for (k, p) in &batch {
+                model.insert(k.clone(), *p);
+            }
+            overlay.push(run_of(&batch));
+            assert!(overlay.runs.len() <= 2 + (overlay.entries() as f64).log2() as usize);
+            for i in 0..600 {
+                let key = format!("k{i}").into_bytes();
+                assert_eq!(overlay.lookup(&key), model.get(&key).copied(), "key {i}");
+            }
+        }
+        let merged = overlay.merged();
+        let all: Vec<(Vec<u8>, bool)> = merged.iter().map(|(k, p)| (k.to_vec(), p)).collect();
+        let expected: Vec<(Vec<u8>, bool)> = model.into_iter().collect();
+        assert_eq!(all, expected);
+    }
+
+    #[test]
+    fn unindexed_runs_bisect() {
+        let entries: BTreeMap<Vec<u8>, bool> = (0..100u32)
+            .map(|i| (format!("{i:04}").into_bytes(), i % 3 == 0))
+            .collect();
+        let mut run = run_of(&entries);
+        run.slots = Vec::new();
+        for i in 0..120u32 {
+            let key = format!("{i:04}").into_bytes();
+            let expected = (i < 100).then_some(i % 3 == 0);
+            assert_eq!(run.lookup(&key, KeyHash::of(&key)), expected);
+        }
+    }
+
+    #[test]
+    fn empty_runs_are_not_kept() {
+        let mut overlay = Overlay::default();
+        overlay.push(Run::from_sorted(std::iter::empty()));
+        assert!(overlay.is_empty());
+        assert_eq!(overlay.lookup(b"x"), None);
+        assert_eq!(overlay.merged().len(), 0);
+    }
+}
