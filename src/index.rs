@@ -422,7 +422,7 @@ fn write_index(
     let len = out.written + 8;
     let mut inner = out.inner;
     inner.write_all(&checksum.to_le_bytes()).map_err(pio)?;
-    let file = inner.into_inner().map_err(|e| pio(e.into_error()))?;
+    let file = inner.into_inner().map_err(pio)?;
     file.sync_all().map_err(pio)?;
     let info = builder.finish()?;
     Ok((info, entries, len, checksum))

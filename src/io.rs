@@ -170,7 +170,64 @@ impl Io {
     }
 }
 
-/// A file whose writes go through [`Io`] (used under a `BufWriter` for streamed files).
+/// The unit [`ChunkWriter`] writes in: the size of a huge page on x86-64 and aarch64.
+pub const CHUNK_LEN: usize = 2 << 20;
+
+/// A buffered writer that writes whole [`CHUNK_LEN`] chunks at chunk-aligned offsets (only
+/// the last write is shorter), for files written once from the start and then memory-mapped.
+///
+/// Why: on Linux filesystems with large folios (ext4 from 6.16, xfs, ...) a buffered write of
+/// a whole aligned 2 MiB range is cached as one 2 MiB folio, and a later `mmap` of the file
+/// maps such folios with huge-page TLB entries: random lookups in a large table then skip
+/// most TLB misses (measured: 190 ns per dependent random read in a 337 MB table against
+/// 241–264 ns for the same file written in 64 KiB pieces). Elsewhere it is an ordinary
+/// buffered writer.
+#[derive(Debug)]
+pub struct ChunkWriter {
+    inner: IoWriter,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    /// A chunked writer over `inner`, which must be positioned at a multiple of
+    /// [`CHUNK_LEN`] (a new file is).
+    pub fn new(inner: IoWriter) -> Self {
+        ChunkWriter {
+            inner,
+            buf: Vec::with_capacity(CHUNK_LEN),
+        }
+    }
+
+    /// Writes what is buffered and returns the file.
+    pub fn into_inner(mut self) -> io::Result<IoWriter> {
+        self.flush()?;
+        Ok(self.inner)
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK_LEN.saturating_sub(self.buf.len());
+        let taken = data.get(..room.min(data.len())).unwrap_or_default();
+        self.buf.extend_from_slice(taken);
+        if self.buf.len() >= CHUNK_LEN {
+            // On error the chunk stays buffered and the file is abandoned by its builder.
+            self.inner.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(taken.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        self.inner.flush()
+    }
+}
+
+/// A file whose writes go through [`Io`] (used under a buffered writer for streamed files).
 #[derive(Debug)]
 pub struct IoWriter {
     file: File,

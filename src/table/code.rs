@@ -113,6 +113,17 @@ pub fn bucket(code: &[u8; CODE_LEN], bits: u32) -> u64 {
     top >> (64 - bits.min(64))
 }
 
+/// The 32 bits that follow a code's top `bits` bits (`bits` ≤ 32), as a fraction of 2^32:
+/// where the code falls within its bucket. Codes of uniformly random keys are uniform within
+/// a bucket, so `fraction × bucket size` estimates the code's position in it.
+#[inline]
+pub fn fraction_after(code: &[u8; CODE_LEN], bits: u32) -> u32 {
+    let top = u64::from_be_bytes([
+        code[0], code[1], code[2], code[3], code[4], code[5], code[6], code[7],
+    ]);
+    ((top << bits.min(32)) >> 32) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ mod code;
 
 use std::fmt;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use memmap2::Mmap;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::error::{Error, Result};
-use crate::io::{Io, IoWriter};
+use crate::io::{ChunkWriter, Io, IoWriter};
 
 pub use code::is_hash_key;
 use code::CODE_LEN;
@@ -185,6 +185,10 @@ impl fmt::Debug for Table {
             .finish()
     }
 }
+
+/// Buckets up to this many codes are searched by interpolation, larger ones (which only a
+/// corrupt index produces) by bisection.
+const INTERPOLATION_MAX: usize = 64;
 
 /// The filter bit of a code in its bucket's filter word.
 #[inline]
@@ -688,18 +692,44 @@ impl HashedBody {
         let first = first as usize;
         let end = self.index_entry(b + 1)?;
         let slice = self.codes(first, end)?;
-        // Buckets hold a few keys on average; a binary search keeps a corrupt index cheap too.
-        let (mut lo, mut hi) = (0usize, slice.len() / CODE_LEN);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let c = slice.get(mid * CODE_LEN..(mid + 1) * CODE_LEN)?;
-            match c.cmp(&code[..]) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return first.checked_add(mid),
+        let count = slice.len() / CODE_LEN;
+        let at = |i: usize| slice.get(i * CODE_LEN..(i + 1) * CODE_LEN);
+        if count > INTERPOLATION_MAX {
+            // Only a corrupt index makes buckets this large: a binary search stays cheap.
+            let (mut lo, mut hi) = (0usize, count);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                match at(mid)?.cmp(&code[..]) {
+                    std::cmp::Ordering::Less => lo = mid + 1,
+                    std::cmp::Ordering::Greater => hi = mid,
+                    std::cmp::Ordering::Equal => return first.checked_add(mid),
+                }
             }
+            return None;
         }
-        None
+        // Codes are uniform within a bucket: start where the code's next bits put it (usually
+        // the right slot or its neighbour, one cache line) and step towards it.
+        let fraction = u64::from(code::fraction_after(code, self.bucket_bits));
+        let mut i = ((fraction * count as u64) >> 32) as usize;
+        match at(i)?.cmp(&code[..]) {
+            std::cmp::Ordering::Equal => first.checked_add(i),
+            std::cmp::Ordering::Less => loop {
+                i += 1;
+                match at(i)?.cmp(&code[..]) {
+                    std::cmp::Ordering::Less => continue,
+                    std::cmp::Ordering::Equal => return first.checked_add(i),
+                    std::cmp::Ordering::Greater => return None,
+                }
+            },
+            std::cmp::Ordering::Greater => loop {
+                i = i.checked_sub(1)?;
+                match at(i)?.cmp(&code[..]) {
+                    std::cmp::Ordering::Greater => continue,
+                    std::cmp::Ordering::Equal => return first.checked_add(i),
+                    std::cmp::Ordering::Less => return None,
+                }
+            },
+        }
     }
 
     /// The position of the first key `>= start` (`len` if none).
@@ -850,16 +880,16 @@ pub fn verify_table(path: &Path, store_id: &[u8; 16], expected: &TableInfo) -> R
 /// A writer that hashes (xxh3-64) and counts what passes through (also used for the
 /// membership index's postings file).
 pub(crate) struct HashingWriter {
-    pub(crate) inner: BufWriter<IoWriter>,
+    pub(crate) inner: ChunkWriter,
     pub(crate) hasher: Box<Xxh3>,
     pub(crate) written: u64,
 }
 
 impl HashingWriter {
-    /// A 64 KiB buffered, hashing writer over `file`.
+    /// A buffered (in aligned 2 MiB chunks), hashing writer over `file`.
     pub(crate) fn new(file: IoWriter) -> Self {
         HashingWriter {
-            inner: BufWriter::with_capacity(1 << 16, file),
+            inner: ChunkWriter::new(file),
             hasher: Box::default(),
             written: 0,
         }
@@ -1122,7 +1152,7 @@ impl TableBuilder {
             .map_err(io)?;
         let checksum = writer.hasher.digest();
         let file_len = writer.written;
-        let file = writer.inner.into_inner().map_err(|e| io(e.into_error()))?;
+        let file = writer.inner.into_inner().map_err(io)?;
         let file = file.sync_all().map_err(io)?;
         drop(file);
         self.finished = true;
