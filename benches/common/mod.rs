@@ -299,6 +299,9 @@ fn new_histogram() -> Histogram<u64> {
     h
 }
 
+/// The fewest warm-up calls [`measure`] makes: the largest probe set.
+const WARM_CALLS: usize = 1 << 18;
+
 /// Measures `calls_per_thread` calls on each of `threads` threads: half timed in batches of
 /// [`BATCH`] (the batch's time divided by its size is one sample), half timed one by one with
 /// the timer's own median cost subtracted. `make(thread)` builds each thread's call; the call
@@ -322,8 +325,9 @@ where
                     start_together.wait();
                     let base = t * 1_000_003;
                     // Warm-up: enough calls to touch every probe once (probe sets are at most
-                    // 2^18 here), so page-table faults of a freshly mapped file are not measured.
-                    let warm = (calls_per_thread / 2).clamp(1, 300_000);
+                    // 2^18 here, indexed by consecutive `i`), so page-table faults of a freshly
+                    // mapped file are not measured.
+                    let warm = (calls_per_thread / 2).max(WARM_CALLS);
                     for i in 0..warm {
                         call(base + i);
                     }
