@@ -100,7 +100,6 @@ impl MembershipIndex {
         // reads through safe code paths beyond what the OS reports as SIGBUS, which is
         // outside the contract (format-spec.md §8).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-        let _ = map.advise(memmap2::Advice::Random);
         let bytes: &[u8] = &map;
         let corrupt = |d: String| Error::corrupt(&path, d);
         if bytes.len() as u64 != index.postings_len {
@@ -159,6 +158,9 @@ impl MembershipIndex {
                 });
             }
         }
+        // Lookups read a few bytes at random: no read-ahead from here on. (The checksum pass
+        // above ran with the default advice, like a table's: see `table::ADVICE_SCAN`.)
+        let _ = map.advise(memmap2::Advice::Random);
         Ok(MembershipIndex {
             keys,
             postings: map,

@@ -381,12 +381,16 @@ fn advise(_map: &Mmap, _advice: ()) {}
 
 #[cfg(unix)]
 const ADVICE_RANDOM: memmap2::Advice = memmap2::Advice::Random;
+/// For the checksum pass over the whole file. Not `Sequential`: Linux reads a sequential-advice
+/// mapping in 4 KiB folios, while default read-around on a filesystem with large folios reads
+/// 2 MiB folios, which later lookups (from any process) map with huge-page TLB entries; it is
+/// also faster (a 337 MB table from disk: 0.26 s against 0.40 s).
 #[cfg(unix)]
-const ADVICE_SEQUENTIAL: memmap2::Advice = memmap2::Advice::Sequential;
+const ADVICE_SCAN: memmap2::Advice = memmap2::Advice::Normal;
 #[cfg(not(unix))]
 const ADVICE_RANDOM: () = ();
 #[cfg(not(unix))]
-const ADVICE_SEQUENTIAL: () = ();
+const ADVICE_SCAN: () = ();
 
 impl Table {
     /// Opens the table at `path`, checking it against what the manifest recorded.
@@ -447,7 +451,7 @@ impl Table {
             )));
         }
         if verification == Verification::Checksum {
-            advise(&map, ADVICE_SEQUENTIAL);
+            advise(&map, ADVICE_SCAN);
             let found = xxh3_64(&map);
             advise(&map, ADVICE_RANDOM);
             if found != expected.checksum {
