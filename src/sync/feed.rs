@@ -102,6 +102,7 @@ pub(crate) struct Feed {
     stream_url: String,
     sdk_key: String,
     max_page_bytes: u64,
+    max_event_bytes: u64,
 }
 
 impl Feed {
@@ -123,6 +124,7 @@ impl Feed {
             stream_url: format!("{}{STREAM_PATH}", config.stream_uri.trim_end_matches('/')),
             sdk_key: config.sdk_key.0.clone(),
             max_page_bytes: config.max_page_bytes,
+            max_event_bytes: config.max_event_bytes,
         }
     }
 
@@ -201,6 +203,7 @@ pub(crate) fn run_stream(
         cancel,
         buf: vec![0; STREAM_READ_CHUNK],
         done: false,
+        events: EventBounds::new(feed.max_event_bytes),
     };
     let mut events = chunks.eventsource();
     let mut events = Pin::new(&mut events);
@@ -236,6 +239,61 @@ struct ReadChunks<'a, R> {
     cancel: &'a AtomicBool,
     buf: Vec<u8>,
     done: bool,
+    /// Where the bytes stand against the end of the current event.
+    events: EventBounds,
+}
+
+/// Tracks SSE event boundaries (a blank line, with `\n`, `\r\n` or `\r` line ends) in the
+/// raw bytes, so that one event larger than `max` fails the stream instead of growing the
+/// parser's buffer without end: a broken or hostile server cannot exhaust memory.
+#[derive(Debug)]
+struct EventBounds {
+    max: u64,
+    /// Bytes since the last blank line.
+    in_event: u64,
+    /// Bytes of the current line so far.
+    in_line: u64,
+    last_was_cr: bool,
+}
+
+impl EventBounds {
+    fn new(max: u64) -> Self {
+        EventBounds {
+            max,
+            in_event: 0,
+            in_line: 0,
+            last_was_cr: false,
+        }
+    }
+
+    /// Accounts for `bytes`; an error once an event has grown past `max`.
+    fn feed(&mut self, bytes: &[u8]) -> io::Result<()> {
+        for &b in bytes {
+            let line_end = match b {
+                b'\r' => true,
+                b'\n' => !self.last_was_cr,
+                _ => false,
+            };
+            self.last_was_cr = b == b'\r';
+            if line_end {
+                if self.in_line == 0 {
+                    self.in_event = 0;
+                    continue;
+                }
+                self.in_line = 0;
+            } else if b != b'\n' {
+                self.in_line += 1;
+            }
+            self.in_event += 1;
+            if self.in_event > self.max {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("an event larger than {} bytes", self.max),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<R: Read + Unpin> Stream for ReadChunks<'_, R> {
@@ -254,6 +312,10 @@ impl<R: Read + Unpin> Stream for ReadChunks<'_, R> {
                 }
                 Ok(n) => {
                     let chunk = this.buf.get(..n).unwrap_or_default().to_vec();
+                    if let Err(e) = this.events.feed(&chunk) {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(e)));
+                    }
                     return Poll::Ready(Some(Ok(chunk)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -305,6 +367,7 @@ mod tests {
             cancel: &cancel,
             buf: vec![0; 5],
             done: false,
+            events: EventBounds::new(1 << 20),
         };
         let mut events = chunks.eventsource();
         let mut events = Pin::new(&mut events);
@@ -315,5 +378,64 @@ mod tests {
         }
         let data: Vec<_> = data.into_iter().filter(|d| !d.is_empty()).collect();
         assert_eq!(data, vec!["[1,\n2]".to_owned(), "[3]".to_owned()]);
+    }
+
+    #[test]
+    fn event_bounds_reset_at_blank_lines_of_every_line_ending() {
+        // Each event is at most 12 bytes; the stream as a whole is far longer than the cap.
+        for sep in ["\n", "\r\n", "\r"] {
+            let event = format!("data: [1]{sep}{sep}");
+            let mut bounds = EventBounds::new(12);
+            for _ in 0..1000 {
+                bounds.feed(event.as_bytes()).unwrap();
+            }
+            // Split at every position: the state carries across chunks.
+            let text = event.repeat(3);
+            for cut in 0..text.len() {
+                let mut bounds = EventBounds::new(12);
+                bounds.feed(&text.as_bytes()[..cut]).unwrap();
+                bounds.feed(&text.as_bytes()[cut..]).unwrap();
+            }
+        }
+        // `\r\n` is one line end, not a line end and a blank line.
+        let mut bounds = EventBounds::new(20);
+        let err = bounds
+            .feed(b"data: 1\r\ndata: 2\r\ndata: 3\r\n")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn an_oversized_event_ends_the_stream_with_an_error() {
+        let cancel = AtomicBool::new(false);
+        let big = format!("data: [{}]\n\n", "1,".repeat(100));
+        let text = format!("data: [1]\n\n{big}data: [2]\n\n");
+        let chunks = ReadChunks {
+            reader: io::Cursor::new(text.into_bytes()),
+            cancel: &cancel,
+            buf: vec![0; 7],
+            done: false,
+            events: EventBounds::new(64),
+        };
+        let mut events = chunks.eventsource();
+        let mut events = Pin::new(&mut events);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut seen = Vec::new();
+        let mut failed = false;
+        while let Poll::Ready(Some(item)) = events.as_mut().poll_next(&mut cx) {
+            match item {
+                Ok(event) => seen.push(event.data),
+                Err(e) => {
+                    assert!(e.to_string().contains("larger than 64 bytes"), "{e}");
+                    failed = true;
+                }
+            }
+        }
+        assert!(failed);
+        assert_eq!(
+            seen,
+            vec!["[1]".to_owned()],
+            "nothing of or after the big event"
+        );
     }
 }

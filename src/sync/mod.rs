@@ -101,6 +101,9 @@ pub struct SyncConfig {
     pub stream_read_timeout: Duration,
     /// Largest poll page accepted (256 MiB).
     pub max_page_bytes: u64,
+    /// Largest stream event accepted (256 MiB): a larger one ends the stream as a network
+    /// failure (reconnect after backoff, catch up by polling).
+    pub max_event_bytes: u64,
     /// Key operations per batch when a page or an oversized event is split (200,000).
     pub max_batch_ops: usize,
 }
@@ -127,6 +130,7 @@ impl SyncConfig {
             poll_read_timeout: Duration::from_secs(60),
             stream_read_timeout: Duration::from_secs(5 * 60),
             max_page_bytes: 256 << 20,
+            max_event_bytes: 256 << 20,
             max_batch_ops: 200_000,
         }
     }
