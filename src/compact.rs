@@ -7,7 +7,7 @@ use crate::files::table_file_name;
 use crate::io::Io;
 use crate::overlay::Run;
 use crate::snapshot::{ListState, LoadedTable};
-use crate::table::{is_hash_key, Table, TableBuilder, TableKind, Verification};
+use crate::table::{Table, TableBuilder, TableKind, Verification};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -50,21 +50,26 @@ where
     result.map(Some)
 }
 
-/// The kind of table a list's merged keys need: hashed if the base table is hashed (or
-/// absent) and every key the overlay adds is a hash key.
+/// The kind of table a list's merged keys need: the base table's dense kind (or, without a
+/// base, the dense kind of the first key the overlay adds) if every key the overlay adds fits
+/// it, else fst.
 fn merged_kind(list: &ListState, overlay: &Run) -> TableKind {
-    let base_hashed = list
-        .table
-        .as_ref()
-        .is_none_or(|t| t.table.kind() == TableKind::Hashed);
-    if base_hashed
-        && overlay
+    let added = || {
+        overlay
             .iter()
-            .all(|(k, present)| !present || is_hash_key(k))
-    {
-        TableKind::Hashed
-    } else {
-        TableKind::Fst
+            .filter(|(_, present)| *present)
+            .map(|(k, _)| k)
+    };
+    let dense = match list.table.as_ref() {
+        Some(t) => Some(t.table.kind()).filter(|k| *k != TableKind::Fst),
+        None => match added().next() {
+            Some(first) => TableKind::dense_for(first),
+            None => Some(TableKind::Hashed),
+        },
+    };
+    match dense {
+        Some(kind) if added().all(|k| kind.accepts(k)) => kind,
+        _ => TableKind::Fst,
     }
 }
 

@@ -28,7 +28,9 @@ use crate::log::{
     RECORD_TRAILER_LEN,
 };
 use crate::manifest::{Manifest, MANIFEST_FILE};
-use crate::table::{is_hash_key, verify_table, Table, TableInfo, TableKind, Verification};
+use crate::table::{
+    is_hash_key, is_uuid_key, verify_table, Table, TableInfo, TableKind, Verification,
+};
 use crate::{Options, ReadOnlyStore, Snapshot, Status, Store};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -256,42 +258,55 @@ pub fn table(data: &[u8]) {
 }
 
 /// The body of a hashed table inside a valid header and footer whose whole-file checksum
-/// matches, so that every input reaches the code area and the bucket index. Input: one byte of
-/// bucket bits (taken mod 6), then the codes (32 bytes each) and the index (`2^bits + 1`
-/// entries of a little-endian `u32` start and `u32` filter); the index is the last
-/// `8 (2^bits + 1)` bytes (zero-padded if short) and the codes are the whole 32-byte units
-/// before it.
+/// matches, so that every input reaches the code area and the bucket index. Input: one byte
+/// (high bit: a uuid table with 16-byte codes, else a hashed one with 32-byte codes; bucket
+/// bits = the byte mod 6), then the codes and the index (`2^bits + 1` entries of a
+/// little-endian `u32` start and `u32` filter); the index is the last `8 (2^bits + 1)` bytes
+/// (zero-padded if short) and the codes are the whole code-sized units before it.
 pub fn table_hashed(data: &[u8]) {
     let Some((&bits, rest)) = data.split_first() else {
         return;
     };
+    // The high bit picks the scheme: LD hashes (32-byte codes) or UUIDs (16-byte codes).
+    let (kind, width) = if bits & 0x80 == 0 {
+        (TableKind::Hashed, 32)
+    } else {
+        (TableKind::Uuid, 16)
+    };
     let bits = u32::from(bits % 6);
     let index_len = ((1usize << bits) + 1) * 8;
-    let codes_len = rest.len().saturating_sub(index_len) / 32 * 32;
+    let codes_len = rest.len().saturating_sub(index_len) / width * width;
     let codes = rest.get(..codes_len).unwrap_or_default();
     let mut index = rest.get(codes_len..).unwrap_or_default().to_vec();
     index.resize(index_len, 0);
-    let file = hashed_table_file(&FUZZ_STORE_ID, bits, codes, &index);
+    let file = hashed_table_file(&FUZZ_STORE_ID, kind, bits, codes, &index);
     let info = TableInfo {
-        kind: TableKind::Hashed,
-        key_count: (codes_len / 32) as u64,
+        kind,
+        key_count: (codes_len / width) as u64,
         file_len: file.len() as u64,
         checksum: xxh3_64(&file),
     };
     exercise_table_file(&file, &FUZZ_STORE_ID, &info);
 }
 
-/// A hashed table file as `format-spec.md` §5 lays it out.
-fn hashed_table_file(store_id: &[u8; 16], bits: u32, codes: &[u8], index: &[u8]) -> Vec<u8> {
+/// A dense table file (hashed or uuid) as `format-spec.md` §5 lays it out.
+fn hashed_table_file(
+    store_id: &[u8; 16],
+    kind: TableKind,
+    bits: u32,
+    codes: &[u8],
+    index: &[u8],
+) -> Vec<u8> {
+    let width = if kind == TableKind::Uuid { 16 } else { 32 };
     let mut header = [0u8; TABLE_HEADER_LEN];
     header[0..8].copy_from_slice(&crate::table::TABLE_MAGIC);
     header[8..12].copy_from_slice(&1u32.to_le_bytes());
-    header[12] = TableKind::Hashed.as_u8();
+    header[12] = kind.as_u8();
     header[16..32].copy_from_slice(store_id);
     let data_off = TABLE_HEADER_LEN as u64;
     let index_off = data_off + codes.len() as u64;
     let mut head = [0u8; TABLE_FOOTER_LEN - 8];
-    head[0..8].copy_from_slice(&((codes.len() / 32) as u64).to_le_bytes());
+    head[0..8].copy_from_slice(&((codes.len() / width) as u64).to_le_bytes());
     head[8..16].copy_from_slice(&data_off.to_le_bytes());
     head[16..24].copy_from_slice(&(codes.len() as u64).to_le_bytes());
     head[24..32].copy_from_slice(&index_off.to_le_bytes());
@@ -320,7 +335,7 @@ fn exercise_table_file(file: &[u8], store_id: &[u8; 16], info: &TableInfo) {
         let sound = verify_table(&path, store_id, info).is_ok();
         exercise_table(&table, file, sound);
     }
-    if info.kind == TableKind::Hashed {
+    if info.kind != TableKind::Fst {
         if let Ok(table) = Table::open(&path, store_id, info, Verification::Structure) {
             exercise_table(&table, file, false);
         }
@@ -362,6 +377,9 @@ fn exercise_table(table: &Table, input: &[u8], sound: bool) {
         }
         if table.kind() == TableKind::Hashed {
             assert!(keys.iter().all(|k| is_hash_key(k)), "hashed table key");
+        }
+        if table.kind() == TableKind::Uuid {
+            assert!(keys.iter().all(|k| is_uuid_key(k)), "uuid table key");
         }
     }
 }
@@ -560,7 +578,8 @@ pub fn write_store_image(data: &[u8], dir: &Path) -> std::io::Result<bool> {
     });
     let repaired = |t: &mut TableRef| {
         if let Some(file) = file_of(t.file_id) {
-            if file.get(12) == Some(&TableKind::Hashed.as_u8()) {
+            let dense = [TableKind::Hashed.as_u8(), TableKind::Uuid.as_u8()];
+            if file.get(12).is_some_and(|k| dense.contains(k)) {
                 t.info.file_len = file.len() as u64;
                 t.info.checksum = xxh3_64(file);
             }

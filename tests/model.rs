@@ -17,16 +17,22 @@ const SEGMENTS: [&str; 4] = ["alpha.g1", "beta.g2", "gamma.g1", "delta"];
 fn key_universe() -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = (0..10).map(|i| format!("user-{i}").into_bytes()).collect();
     keys.extend((0..10).map(|i| context_hash(&format!("ctx-{i}")).into_bytes()));
+    keys.extend((0..10u32).map(|i| {
+        let x = i.wrapping_mul(0x9e37_79b9);
+        let (a, b, c) = ((i * 7919) & 0xffff, i * 31, i * 104_729);
+        format!("{x:08x}-{a:04x}-4{b:03x}-8000-{c:012x}").into_bytes()
+    }));
     keys
 }
 
 /// Segments 0 and 1 hold only context hashes (so compaction gives them hashed tables and the
-/// membership index); segments 2 and 3 mix both shapes (fst tables, probed one by one).
+/// membership index); segment 2 only UUIDs (uuid tables, probed one by one); segment 3 mixes
+/// all three shapes (fst tables).
 fn key_for(keys: &[Vec<u8>], segment: usize, k: usize) -> Vec<u8> {
-    if segment < 2 {
-        keys[10 + k % 10].clone()
-    } else {
-        keys[k].clone()
+    match segment {
+        0 | 1 => keys[10 + k % 10].clone(),
+        2 => keys[20 + k % 10].clone(),
+        _ => keys[k].clone(),
     }
 }
 
@@ -363,7 +369,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 2000, .. ProptestConfig::default() })]
 
     #[test]
-    fn store_matches_model(ops in prop::collection::vec(op_strategy(20), 1..30), auto in any::<bool>()) {
+    fn store_matches_model(ops in prop::collection::vec(op_strategy(30), 1..30), auto in any::<bool>()) {
         run(ops, auto);
     }
 }

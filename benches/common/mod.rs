@@ -130,7 +130,7 @@ pub struct Fixture {
     pub n: u64,
 }
 
-const FIXTURE_VERSION: &str = "segstore-bench fixture 2 (aligned 2 MiB writes)";
+const FIXTURE_VERSION: &str = "segstore-bench fixture 5 (uuid tables)";
 
 impl Fixture {
     /// The store directory.

@@ -101,16 +101,22 @@ pub fn decode(code: &[u8; CODE_LEN]) -> [u8; HASH_KEY_LEN] {
     out
 }
 
+/// A code's first 8 bytes as a big-endian `u64` (codes of every scheme are at least 16 bytes;
+/// a shorter slice reads as 0).
+#[inline]
+fn top64(code: &[u8]) -> u64 {
+    code.get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
 /// The bucket of a code: its top `bits` bits (`bits` ≤ 32; 0 gives bucket 0).
 #[inline]
-pub fn bucket(code: &[u8; CODE_LEN], bits: u32) -> u64 {
+pub fn bucket(code: &[u8], bits: u32) -> u64 {
     if bits == 0 {
         return 0;
     }
-    let top = u64::from_be_bytes([
-        code[0], code[1], code[2], code[3], code[4], code[5], code[6], code[7],
-    ]);
-    top >> (64 - bits.min(64))
+    top64(code) >> (64 - bits.min(64))
 }
 
 /// The bucket `encode(key)` would fall in, from the key's first six characters alone, so a
@@ -133,16 +139,197 @@ pub fn bucket_of_key(key: &[u8], bits: u32) -> u64 {
 /// where the code falls within its bucket. Codes of uniformly random keys are uniform within
 /// a bucket, so `fraction × bucket size` estimates the code's position in it.
 #[inline]
-pub fn fraction_after(code: &[u8; CODE_LEN], bits: u32) -> u32 {
-    let top = u64::from_be_bytes([
-        code[0], code[1], code[2], code[3], code[4], code[5], code[6], code[7],
-    ]);
-    ((top << bits.min(32)) >> 32) as u32
+pub fn fraction_after(code: &[u8], bits: u32) -> u32 {
+    ((top64(code) << bits.min(32)) >> 32) as u32
+}
+
+/// Length of a UUID key in bytes (`8-4-4-4-12` lowercase hex digits).
+pub const UUID_KEY_LEN: usize = 36;
+/// Length of a UUID code in bytes.
+pub const UUID_CODE_LEN: usize = 16;
+
+/// Where the 32 hex digits of a UUID key stand.
+const UUID_DIGITS: [usize; 32] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29,
+    30, 31, 32, 33, 34, 35,
+];
+/// Where the hyphens of a UUID key stand.
+const UUID_HYPHENS: [usize; 4] = [8, 13, 18, 23];
+/// Lowercase hex digits in order.
+const HEX_DIGITS: [u8; 16] = *b"0123456789abcdef";
+/// Byte → value of a lowercase hex digit, or [`INVALID`].
+const HEX_VALUE: [u8; 256] = rank_table(&HEX_DIGITS);
+
+/// Whether `key` is a UUID in canonical form: 36 bytes, lowercase hex digits in groups of
+/// 8-4-4-4-12 separated by `-` (any version or variant). Only such keys can be stored in a
+/// [`TableKind::Uuid`](super::TableKind::Uuid) table.
+pub fn is_uuid_key(key: &[u8]) -> bool {
+    encode_uuid(key).is_some()
+}
+
+/// Encodes a UUID key into its 16 bytes (the digits' values, two to a byte), or `None` if it
+/// is not a canonical UUID (see [`is_uuid_key`]). Lowercase hex digits sort like their
+/// values and the hyphens stand at the same places in every key, so for any two UUID keys
+/// `encode_uuid(a).cmp(&encode_uuid(b)) == a.cmp(b)`.
+#[inline]
+pub fn encode_uuid(key: &[u8]) -> Option<[u8; UUID_CODE_LEN]> {
+    let s: &[u8; UUID_KEY_LEN] = key.try_into().ok()?;
+    if UUID_HYPHENS.iter().any(|&at| s[at] != b'-') {
+        return None;
+    }
+    let mut out = [0u8; UUID_CODE_LEN];
+    let mut bad = 0u8;
+    for (byte, pair) in out.iter_mut().zip(UUID_DIGITS.chunks_exact(2)) {
+        let hi = HEX_VALUE[usize::from(s[pair[0]])];
+        let lo = HEX_VALUE[usize::from(s[pair[1]])];
+        bad |= hi | lo;
+        *byte = (hi << 4) | (lo & 0x0F);
+    }
+    (bad & 0x80 == 0).then_some(out)
+}
+
+/// Decodes a UUID code back into its 36-byte key. Total: every 16-byte array is the code of
+/// exactly one canonical UUID key.
+#[inline]
+pub fn decode_uuid(code: &[u8; UUID_CODE_LEN]) -> [u8; UUID_KEY_LEN] {
+    let mut out = [b'-'; UUID_KEY_LEN];
+    for (byte, pair) in code.iter().zip(UUID_DIGITS.chunks_exact(2)) {
+        out[pair[0]] = HEX_DIGITS[usize::from(byte >> 4)];
+        out[pair[1]] = HEX_DIGITS[usize::from(byte & 0x0F)];
+    }
+    out
+}
+
+/// The longest code of any scheme.
+pub const MAX_CODE_LEN: usize = CODE_LEN;
+
+/// A code of any scheme: the first [`Scheme::code_len`] bytes are used, the rest are zero.
+pub type Code = [u8; MAX_CODE_LEN];
+
+/// How the keys of a dense table become fixed-length codes that sort like the keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// LaunchDarkly context hashes: 32-byte codes ([`encode`]).
+    LdHash,
+    /// Canonical UUID strings: 16-byte codes ([`encode_uuid`]).
+    Uuid,
+}
+
+impl Scheme {
+    /// Bytes per code.
+    #[inline]
+    pub fn code_len(self) -> usize {
+        match self {
+            Scheme::LdHash => CODE_LEN,
+            Scheme::Uuid => UUID_CODE_LEN,
+        }
+    }
+
+    /// The code of `key`, or `None` if the scheme cannot encode it.
+    #[inline]
+    pub fn encode(self, key: &[u8]) -> Option<Code> {
+        match self {
+            Scheme::LdHash => encode(key),
+            Scheme::Uuid => encode_uuid(key).map(|c| {
+                let mut out = [0u8; MAX_CODE_LEN];
+                out[..UUID_CODE_LEN].copy_from_slice(&c);
+                out
+            }),
+        }
+    }
+
+    /// The key of a code (`code` holds at least [`code_len`](Self::code_len) bytes; missing
+    /// bytes read as zero).
+    pub fn decode(self, code: &[u8]) -> Vec<u8> {
+        match self {
+            Scheme::LdHash => {
+                let mut c = [0u8; CODE_LEN];
+                let n = code.len().min(CODE_LEN);
+                c[..n].copy_from_slice(&code[..n]);
+                decode(&c).to_vec()
+            }
+            Scheme::Uuid => {
+                let mut c = [0u8; UUID_CODE_LEN];
+                let n = code.len().min(UUID_CODE_LEN);
+                c[..n].copy_from_slice(&code[..n]);
+                decode_uuid(&c).to_vec()
+            }
+        }
+    }
+
+    /// The bucket `self.encode(key)` would fall in, from the key's first characters alone:
+    /// a hint to start loading the index entry early; meaningless for a key the scheme
+    /// cannot encode.
+    #[inline]
+    pub fn bucket_of_key(self, key: &[u8], bits: u32) -> u64 {
+        match self {
+            Scheme::LdHash => bucket_of_key(key, bits),
+            Scheme::Uuid => {
+                if bits == 0 {
+                    return 0;
+                }
+                let mut top = 0u64;
+                for j in 0..8 {
+                    let v = key.get(j).map_or(0, |&c| HEX_VALUE[usize::from(c)] & 0x0F);
+                    top |= u64::from(v) << (60 - 4 * j);
+                }
+                top >> (64 - bits.min(32))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuid_codes_round_trip_and_sort_like_the_keys() {
+        let keys = [
+            "00000000-0000-0000-0000-000000000000",
+            "0123abcd-4567-89ef-0a1b-2c3d4e5f6789",
+            "9fffffff-ffff-ffff-ffff-ffffffffffff",
+            "a0000000-0000-0000-0000-000000000000",
+            "ffffffff-ffff-ffff-ffff-fffffffffffe",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+        ];
+        for pair in keys.windows(2) {
+            let (a, b) = (pair[0].as_bytes(), pair[1].as_bytes());
+            assert!(encode_uuid(a).unwrap() < encode_uuid(b).unwrap());
+        }
+        for key in keys {
+            let code = encode_uuid(key.as_bytes()).unwrap();
+            assert_eq!(decode_uuid(&code).as_slice(), key.as_bytes());
+            assert_eq!(Scheme::Uuid.decode(&code), key.as_bytes());
+            for bits in [0, 1, 9, 21, 32] {
+                assert_eq!(
+                    Scheme::Uuid.bucket_of_key(key.as_bytes(), bits),
+                    bucket(&code, bits)
+                );
+            }
+        }
+        for bad in [
+            "0123ABCD-4567-89ef-0a1b-2c3d4e5f6789",
+            "0123abcd-4567-89ef-0a1b-2c3d4e5f678",
+            "0123abcd-4567-89ef-0a1b-2c3d4e5f67890",
+            "0123abcd+4567-89ef-0a1b-2c3d4e5f6789",
+            "0123abcd-4567-89ef-0a1b-2c3d4e5f678g",
+            "{123abcd-4567-89ef-0a1b-2c3d4e5f6789",
+            "0123abcd04567-89ef-0a1b-2c3d4e5f6789",
+        ] {
+            assert!(!is_uuid_key(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn uuid_order_matches_string_order(a in any::<[u8; 16]>(), b in any::<[u8; 16]>()) {
+            let (ka, kb) = (decode_uuid(&a), decode_uuid(&b));
+            prop_assert!(is_uuid_key(&ka));
+            prop_assert_eq!(encode_uuid(&ka), Some(a));
+            prop_assert_eq!(a.cmp(&b), ka.cmp(&kb));
+        }
+    }
 
     #[test]
     fn bucket_of_key_matches_the_code() {

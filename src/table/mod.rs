@@ -1,12 +1,15 @@
 //! Immutable key tables: one file holding a sorted set of byte-string keys.
 //!
-//! Two kinds share one header and one footer (see `format-spec.md` §5):
+//! Three kinds share one header and one footer (see `format-spec.md` §5):
 //!
 //! * [`TableKind::Fst`] stores the keys as an [`fst::Set`]: compact for keys that share
 //!   structure (prefixes, sequential ids), any keys of 1..=4096 bytes.
 //! * [`TableKind::Hashed`] stores LaunchDarkly context hashes (44-character base64 of a SHA-256,
 //!   see [`is_hash_key`]) as 32-byte order-preserving codes in sorted order behind a small
 //!   bucket index: about 33-34 bytes per key and one or two cache lines per lookup.
+//! * [`TableKind::Uuid`] stores canonical UUID strings (see [`is_uuid_key`]) the same way as
+//!   16-byte codes: about 17-18 bytes per key. Random keys are where fst is weakest, and both
+//!   LaunchDarkly hashes and v4 UUIDs are random.
 //!
 //! A table is written once by a [`TableBuilder`], fsynced, and never modified afterwards. The
 //! manifest records its [`TableInfo`] (kind, key count, length and the xxh3-64 of the whole
@@ -15,8 +18,8 @@
 //! # Corrupt files
 //!
 //! Opening never panics: every offset and length read from the file is bounds-checked and
-//! reported as a typed [`Error`] naming the file. A [`TableKind::Hashed`] table cannot make a
-//! lookup or an iteration panic even when its bytes are corrupt (it may give wrong answers,
+//! reported as a typed [`Error`] naming the file. A dense ([`TableKind::Hashed`] or
+//! [`TableKind::Uuid`]) table cannot make a lookup or an iteration panic even when its bytes are corrupt (it may give wrong answers,
 //! which [`Verification::Checksum`] detects). The `fst` crate does not validate its bytes, so
 //! an fst table opened with [`Verification::Structure`] trusts them: see that variant.
 
@@ -36,8 +39,8 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 use crate::error::{Error, Result};
 use crate::io::{ChunkWriter, Io, IoWriter};
 
-pub use code::is_hash_key;
-use code::CODE_LEN;
+pub use code::{is_hash_key, is_uuid_key};
+use code::{Code, Scheme};
 
 /// The magic number at offset 0 of every table file.
 pub const TABLE_MAGIC: [u8; 8] = *b"SEGSTBL\0";
@@ -74,6 +77,9 @@ pub enum TableKind {
     /// Sorted 32-byte order-preserving codes of hash keys (see [`is_hash_key`]) behind a bucket
     /// index.
     Hashed = 2,
+    /// Sorted 16-byte codes of canonical UUID strings (see [`is_uuid_key`]) behind the same
+    /// bucket index as [`TableKind::Hashed`].
+    Uuid = 3,
 }
 
 impl TableKind {
@@ -82,6 +88,7 @@ impl TableKind {
         match tag {
             1 => Some(TableKind::Fst),
             2 => Some(TableKind::Hashed),
+            3 => Some(TableKind::Uuid),
             _ => None,
         }
     }
@@ -89,6 +96,35 @@ impl TableKind {
     /// The on-disk tag of this kind.
     pub fn as_u8(self) -> u8 {
         self as u8
+    }
+
+    /// The code scheme of a dense kind (`None` for fst).
+    pub(crate) fn scheme(self) -> Option<Scheme> {
+        match self {
+            TableKind::Fst => None,
+            TableKind::Hashed => Some(Scheme::LdHash),
+            TableKind::Uuid => Some(Scheme::Uuid),
+        }
+    }
+
+    /// The dense kind that can hold `key`, if any (else only [`TableKind::Fst`] can).
+    pub fn dense_for(key: &[u8]) -> Option<TableKind> {
+        if is_hash_key(key) {
+            Some(TableKind::Hashed)
+        } else if is_uuid_key(key) {
+            Some(TableKind::Uuid)
+        } else {
+            None
+        }
+    }
+
+    /// Whether a table of this kind can hold `key`.
+    pub fn accepts(self, key: &[u8]) -> bool {
+        match self {
+            TableKind::Fst => true,
+            TableKind::Hashed => is_hash_key(key),
+            TableKind::Uuid => is_uuid_key(key),
+        }
     }
 }
 
@@ -163,6 +199,10 @@ struct HashedBody {
     /// Byte offset of the bucket index (2^bits + 1 little-endian u32).
     index_start: usize,
     bucket_bits: u32,
+    /// How keys become codes.
+    scheme: Scheme,
+    /// Bytes per code (`scheme.code_len()`).
+    code_len: usize,
 }
 
 enum Body {
@@ -200,8 +240,8 @@ const INTERPOLATION_MAX: usize = 64;
 
 /// The filter bit of a code in its bucket's filter word.
 #[inline]
-fn filter_bit(code: &[u8; CODE_LEN]) -> u32 {
-    1u32 << (code[CODE_LEN - 1] & 31)
+fn filter_bit(code: &[u8]) -> u32 {
+    1u32 << (code.last().copied().unwrap_or(0) & 31)
 }
 
 /// The little-endian `u32` at `at`, if in bounds.
@@ -345,18 +385,19 @@ fn parse_footer(path: &Path, bytes: &[u8], kind: TableKind) -> Result<Footer> {
                 return Err(corrupt("fst table with a bucket index".into()));
             }
         }
-        TableKind::Hashed => {
+        TableKind::Hashed | TableKind::Uuid => {
+            let code_len = kind.scheme().map_or(0, Scheme::code_len) as u64;
             if bucket_bits > MAX_READ_BUCKET_BITS {
                 return Err(corrupt(format!("bucket bits {bucket_bits} > 32")));
             }
             if key_count > MAX_HASHED_KEYS {
                 return Err(corrupt(format!("hashed table claims {key_count} keys")));
             }
-            let want_data = key_count.checked_mul(CODE_LEN as u64);
+            let want_data = key_count.checked_mul(code_len);
             if want_data != Some(data_len) {
                 return Err(corrupt(format!(
                     "code area is {data_len} bytes, {key_count} keys need {}",
-                    key_count.saturating_mul(CODE_LEN as u64)
+                    key_count.saturating_mul(code_len)
                 )));
             }
             let want_index = ((1u64 << bucket_bits) + 1) * INDEX_ENTRY_LEN as u64;
@@ -473,8 +514,11 @@ impl Table {
         let map = Arc::new(map);
         let body = match header.kind {
             TableKind::Fst => Body::Fst(open_fst(path, &map, &footer)?),
-            TableKind::Hashed => {
+            TableKind::Hashed | TableKind::Uuid => {
+                let scheme = header.kind.scheme().unwrap_or(Scheme::LdHash);
                 let body = HashedBody {
+                    scheme,
+                    code_len: scheme.code_len(),
                     map: Arc::clone(&map),
                     codes_start: footer.data.start,
                     len: usize::try_from(footer.key_count)
@@ -504,8 +548,8 @@ impl Table {
             Body::Hashed(h) => {
                 // Start the bucket's index entry on its way from memory (usually a cache
                 // miss) while the key is encoded and checked.
-                h.prefetch_index(code::bucket_of_key(key, h.bucket_bits));
-                match code::encode(key) {
+                h.prefetch_index(h.scheme.bucket_of_key(key, h.bucket_bits));
+                match h.scheme.encode(key) {
                     Some(code) => h.contains_code(&code),
                     None => false,
                 }
@@ -520,8 +564,9 @@ impl Table {
         match &self.body {
             Body::Fst(_) => None,
             Body::Hashed(h) => {
-                h.prefetch_index(code::bucket_of_key(key, h.bucket_bits));
-                code::encode(key)
+                h.prefetch_index(h.scheme.bucket_of_key(key, h.bucket_bits));
+                h.scheme
+                    .encode(key)
                     .and_then(|code| h.rank_code(&code))
                     .map(|r| r as u64)
             }
@@ -698,15 +743,14 @@ impl HashedBody {
 
     /// Code `i` (`i < len`).
     #[inline]
-    fn code_at(&self, i: usize) -> Option<&[u8; CODE_LEN]> {
+    fn code_at(&self, i: usize) -> Option<&[u8]> {
         if i >= self.len {
             return None;
         }
-        let at = self.codes_start.checked_add(i.checked_mul(CODE_LEN)?)?;
-        self.bytes()
-            .get(at..at.checked_add(CODE_LEN)?)?
-            .try_into()
-            .ok()
+        let at = self
+            .codes_start
+            .checked_add(i.checked_mul(self.code_len)?)?;
+        self.bytes().get(at..at.checked_add(self.code_len)?)
     }
 
     /// The codes at positions `lo..hi`, if in bounds.
@@ -715,19 +759,24 @@ impl HashedBody {
         if lo > hi || hi > self.len {
             return None;
         }
-        let start = self.codes_start.checked_add(lo.checked_mul(CODE_LEN)?)?;
-        let end = self.codes_start.checked_add(hi.checked_mul(CODE_LEN)?)?;
+        let start = self
+            .codes_start
+            .checked_add(lo.checked_mul(self.code_len)?)?;
+        let end = self
+            .codes_start
+            .checked_add(hi.checked_mul(self.code_len)?)?;
         self.bytes().get(start..end)
     }
 
     #[inline]
-    fn contains_code(&self, code: &[u8; CODE_LEN]) -> bool {
+    fn contains_code(&self, code: &Code) -> bool {
         self.rank_code(code).is_some()
     }
 
     /// The position of `code` among the table's codes, if present.
     #[inline]
-    fn rank_code(&self, code: &[u8; CODE_LEN]) -> Option<usize> {
+    fn rank_code(&self, code: &Code) -> Option<usize> {
+        let code = code.get(..self.code_len)?;
         let b = code::bucket(code, self.bucket_bits);
         let (first, filter) = self.index_word(b)?;
         // Most absent keys stop here, after one read of the index.
@@ -737,14 +786,15 @@ impl HashedBody {
         let first = first as usize;
         let end = self.index_entry(b + 1)?;
         let slice = self.codes(first, end)?;
-        let count = slice.len() / CODE_LEN;
-        let at = |i: usize| slice.get(i * CODE_LEN..(i + 1) * CODE_LEN);
+        let width = self.code_len;
+        let count = slice.len() / width;
+        let at = |i: usize| slice.get(i * width..(i + 1) * width);
         if count > INTERPOLATION_MAX {
             // Only a corrupt index makes buckets this large: a binary search stays cheap.
             let (mut lo, mut hi) = (0usize, count);
             while lo < hi {
                 let mid = lo + (hi - lo) / 2;
-                match at(mid)?.cmp(&code[..]) {
+                match at(mid)?.cmp(code) {
                     std::cmp::Ordering::Less => lo = mid + 1,
                     std::cmp::Ordering::Greater => hi = mid,
                     std::cmp::Ordering::Equal => return first.checked_add(mid),
@@ -756,11 +806,11 @@ impl HashedBody {
         // the right slot or its neighbour, one cache line) and step towards it.
         let fraction = u64::from(code::fraction_after(code, self.bucket_bits));
         let mut i = ((fraction * count as u64) >> 32) as usize;
-        match at(i)?.cmp(&code[..]) {
+        match at(i)?.cmp(code) {
             std::cmp::Ordering::Equal => first.checked_add(i),
             std::cmp::Ordering::Less => loop {
                 i += 1;
-                match at(i)?.cmp(&code[..]) {
+                match at(i)?.cmp(code) {
                     std::cmp::Ordering::Less => continue,
                     std::cmp::Ordering::Equal => return first.checked_add(i),
                     std::cmp::Ordering::Greater => return None,
@@ -768,7 +818,7 @@ impl HashedBody {
             },
             std::cmp::Ordering::Greater => loop {
                 i = i.checked_sub(1)?;
-                match at(i)?.cmp(&code[..]) {
+                match at(i)?.cmp(code) {
                     std::cmp::Ordering::Greater => continue,
                     std::cmp::Ordering::Equal => return first.checked_add(i),
                     std::cmp::Ordering::Less => return None,
@@ -785,7 +835,7 @@ impl HashedBody {
             let Some(c) = self.code_at(mid) else {
                 return self.len;
             };
-            if code::decode(c).as_slice() < start {
+            if self.scheme.decode(c).as_slice() < start {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -837,7 +887,7 @@ impl HashedBody {
     /// O(keys): codes strictly increase and each lies in the bucket the index assigns it.
     fn check_codes(&self, path: &Path) -> Result<()> {
         let buckets = 1u64 << self.bucket_bits;
-        let mut prev: Option<&[u8; CODE_LEN]> = None;
+        let mut prev: Option<&[u8]> = None;
         let mut bucket = 0u64;
         let mut bucket_end = self.index_entry(1).unwrap_or(0);
         for i in 0..self.len {
@@ -849,7 +899,7 @@ impl HashedBody {
                     path,
                     format!(
                         "codes not strictly increasing at key {i} (offset {})",
-                        self.codes_start + i * CODE_LEN
+                        self.codes_start + i * self.code_len
                     ),
                 ));
             }
@@ -899,7 +949,7 @@ impl Iterator for TableKeys<'_> {
             KeysInner::Hashed { body, pos } => {
                 let code = body.code_at(*pos)?;
                 *pos += 1;
-                Some(code::decode(code).to_vec())
+                Some(body.scheme.decode(code))
             }
         }
     }
@@ -967,7 +1017,8 @@ enum BuildState {
         index: Vec<u32>,
         /// Entry b: the filter of bucket b (see `filter_bit`).
         filters: Vec<u32>,
-        last: Option<[u8; CODE_LEN]>,
+        last: Option<Code>,
+        scheme: Scheme,
     },
     Done,
 }
@@ -1040,9 +1091,10 @@ impl TableBuilder {
                 builder: fst::SetBuilder::new(writer).map_err(|e| fst_error(path, e))?,
                 last: Vec::new(),
             },
-            TableKind::Hashed => {
+            TableKind::Hashed | TableKind::Uuid => {
                 let bucket_bits = bucket_bits_for(expected_len);
                 BuildState::Hashed {
+                    scheme: kind.scheme().unwrap_or(Scheme::LdHash),
                     writer,
                     bucket_bits,
                     index: Vec::with_capacity((1usize << bucket_bits) + 1),
@@ -1084,14 +1136,22 @@ impl TableBuilder {
                 index,
                 filters,
                 last,
+                scheme,
             } => {
-                let code = code::encode(key).ok_or_else(|| Error::InvalidArgument {
-                    what: "hashed table key",
-                    detail: format!(
-                        "{:?} is not a canonical 44-character base64 SHA-256 hash",
-                        String::from_utf8_lossy(key)
-                    ),
+                let code = scheme.encode(key).ok_or_else(|| Error::InvalidArgument {
+                    what: "dense table key",
+                    detail: match scheme {
+                        Scheme::LdHash => format!(
+                            "{:?} is not a canonical 44-character base64 SHA-256 hash",
+                            String::from_utf8_lossy(key)
+                        ),
+                        Scheme::Uuid => format!(
+                            "{:?} is not a canonical lowercase UUID",
+                            String::from_utf8_lossy(key)
+                        ),
+                    },
                 })?;
+                let code_len = scheme.code_len();
                 if last.is_some_and(|l| code <= l) {
                     return Err(out_of_order());
                 }
@@ -1107,11 +1167,12 @@ impl TableBuilder {
                     index.push(count);
                     filters.push(0);
                 }
+                let stored = code.get(..code_len).unwrap_or_default();
                 if let Some(f) = filters.last_mut() {
-                    *f |= filter_bit(&code);
+                    *f |= filter_bit(stored);
                 }
                 writer
-                    .write_all(&code)
+                    .write_all(stored)
                     .map_err(|e| Error::io(&self.path, e))?;
                 *last = Some(code);
             }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::table::code::CODE_LEN;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use proptest::prelude::*;
@@ -40,6 +41,33 @@ fn hash_keys(rng: &mut impl Rng, n: usize) -> BTreeSet<Vec<u8>> {
     (0..n).map(|_| hash_key(rng)).collect()
 }
 
+fn uuid_key(rng: &mut impl Rng) -> Vec<u8> {
+    let b: [u8; 16] = rng.gen();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+    .into_bytes()
+}
+
+fn uuid_keys(rng: &mut impl Rng, n: usize) -> BTreeSet<Vec<u8>> {
+    (0..n).map(|_| uuid_key(rng)).collect()
+}
+
+/// Keys for a table of `kind`: hash keys for hashed, UUIDs for uuid, general ones for fst.
+fn keys_for(kind: TableKind, rng: &mut impl Rng, n: usize) -> BTreeSet<Vec<u8>> {
+    match kind {
+        TableKind::Fst => general_keys(rng, n),
+        TableKind::Hashed => hash_keys(rng, n),
+        TableKind::Uuid => uuid_keys(rng, n),
+    }
+}
+
 fn check_table(table: &Table, keys: &BTreeSet<Vec<u8>>, probes: &[Vec<u8>]) {
     assert_eq!(table.len(), keys.len() as u64);
     assert_eq!(table.is_empty(), keys.is_empty());
@@ -75,6 +103,11 @@ fn probes(rng: &mut impl Rng) -> Vec<Vec<u8>> {
     ];
     p.extend(general_keys(rng, 30));
     p.extend(hash_keys(rng, 30));
+    p.extend(uuid_keys(rng, 30));
+    // Near-UUIDs: uppercase, a hyphen moved, one digit short.
+    p.push(b"0F0E0D0C-0B0A-0908-0706-050403020100".to_vec());
+    p.push(b"0f0e0d0c0-b0a-0908-0706-050403020100".to_vec());
+    p.push(b"0f0e0d0c-0b0a-0908-0706-05040302010".to_vec());
     p
 }
 
@@ -82,9 +115,21 @@ fn probes(rng: &mut impl Rng) -> Vec<Vec<u8>> {
 fn kind_tags() {
     assert_eq!(TableKind::from_u8(1), Some(TableKind::Fst));
     assert_eq!(TableKind::from_u8(2), Some(TableKind::Hashed));
+    assert_eq!(TableKind::from_u8(3), Some(TableKind::Uuid));
     assert_eq!(TableKind::from_u8(0), None);
-    assert_eq!(TableKind::from_u8(3), None);
+    assert_eq!(TableKind::from_u8(4), None);
     assert_eq!(TableKind::Hashed.as_u8(), 2);
+    assert_eq!(TableKind::Uuid.as_u8(), 3);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    assert_eq!(
+        TableKind::dense_for(&hash_key(&mut rng)),
+        Some(TableKind::Hashed)
+    );
+    assert_eq!(
+        TableKind::dense_for(&uuid_key(&mut rng)),
+        Some(TableKind::Uuid)
+    );
+    assert_eq!(TableKind::dense_for(b"user-00001234"), None);
 }
 
 #[test]
@@ -98,16 +143,23 @@ fn build_open_lookup_both_kinds() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let probes = probes(&mut rng);
-    for (kind, keys) in [
+    for (case, (kind, keys)) in [
         (TableKind::Fst, general_keys(&mut rng, 2000)),
         (TableKind::Fst, hash_keys(&mut rng, 500)),
         (TableKind::Hashed, hash_keys(&mut rng, 3000)),
-    ] {
+        (TableKind::Fst, uuid_keys(&mut rng, 500)),
+        (TableKind::Uuid, uuid_keys(&mut rng, 3000)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         for (i, hint) in [keys.len() as u64, 0, keys.len() as u64 * 100]
             .into_iter()
             .enumerate()
         {
-            let path = dir.path().join(format!("{kind:?}-{}-{i}.tbl", keys.len()));
+            let path = dir
+                .path()
+                .join(format!("{case}-{kind:?}-{}-{i}.tbl", keys.len()));
             let info = build(&path, kind, &keys, hint);
             for v in [Verification::Checksum, Verification::Structure] {
                 let t = Table::open(&path, &STORE, &info, v).unwrap();
@@ -126,9 +178,12 @@ fn empty_and_tiny_tables() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);
     let probes = probes(&mut rng);
-    for kind in [TableKind::Fst, TableKind::Hashed] {
+    for kind in [TableKind::Fst, TableKind::Hashed, TableKind::Uuid] {
         for n in [0usize, 1, 2, 3, 4, 5, 9] {
-            let keys = hash_keys(&mut rng, n);
+            let keys = match kind {
+                TableKind::Uuid => uuid_keys(&mut rng, n),
+                _ => hash_keys(&mut rng, n),
+            };
             let path = dir.path().join(format!("{kind:?}-{n}.tbl"));
             let info = build(&path, kind, &keys, n as u64);
             let t = Table::open(&path, &STORE, &info, Verification::Checksum).unwrap();
@@ -338,6 +393,31 @@ fn corruption_fst() {
 fn corruption_hashed() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     corruption_sweep(TableKind::Hashed, &hash_keys(&mut rng, 9));
+}
+
+#[test]
+fn corruption_uuid() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    corruption_sweep(TableKind::Uuid, &keys_for(TableKind::Uuid, &mut rng, 9));
+}
+
+#[test]
+fn dense_tables_reject_keys_of_the_other_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for (kind, wrong) in [
+        (TableKind::Hashed, uuid_key(&mut rng)),
+        (TableKind::Uuid, hash_key(&mut rng)),
+        (
+            TableKind::Uuid,
+            b"0F0E0D0C-0B0A-0908-0706-050403020100".to_vec(),
+        ),
+    ] {
+        let path = dir.path().join(format!("{kind:?}-wrong.tbl"));
+        let mut b = TableBuilder::create(&Io::default(), &path, &STORE, kind, 10).unwrap();
+        let err = b.push(&wrong).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    }
 }
 
 #[test]

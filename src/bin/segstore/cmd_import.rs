@@ -247,6 +247,7 @@ fn kind_name(kind: Option<TableKind>) -> &'static str {
     match kind {
         Some(TableKind::Fst) => "fst",
         Some(TableKind::Hashed) => "hashed",
+        Some(TableKind::Uuid) => "uuid",
         None => "none (empty list)",
     }
 }
