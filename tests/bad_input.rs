@@ -7,13 +7,9 @@
 
 use segstore::ingest::{parse_line, Format, ParseError};
 use segstore::{
-    context_hash, Batch, Details, Error, List, Options, ReadOnlyStore, SegmentChange, Status,
-    Store, MAX_KEY_LEN,
+    Batch, Details, Error, List, Options, ReadOnlyStore, SegmentChange, Status, Store, MAX_KEY_LEN,
 };
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 fn options() -> Options {
     Options {
@@ -529,320 +525,329 @@ fn unknown_segments_answer_unknown() {
 }
 
 // ------------------------------------------------------------------------------------------
-// The CLI
+// The CLI (built with the `cli` feature, on by default)
 
-fn cli(dir: &Path, args: &[&OsStr], stdin: Option<&[u8]>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_segstore"));
-    cmd.env_remove("SEGSTORE_DIR")
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn segstore");
-    if let Some(bytes) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        let bytes = bytes.to_vec();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let _ = pipe.write_all(&bytes);
-        });
-    }
-    let out = child.wait_with_output().unwrap();
-    assert_ne!(
-        out.status.code(),
-        Some(101),
-        "panic: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.code().is_some(), "killed by a signal");
-    out
-}
+#[cfg(feature = "cli")]
+mod cli_cases {
+    use super::*;
+    use segstore::context_hash;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::process::{Command, Output, Stdio};
 
-fn args(list: &[&str]) -> Vec<&'static OsStr> {
-    list.iter()
-        .map(|s| OsStr::new(Box::leak(s.to_string().into_boxed_str())))
-        .collect()
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A store with `s.g1` holding the raw key `\xff\xfe` and `user-1`'s hash.
-fn cli_store() -> (tempfile::TempDir, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let store = Store::create(&dir, options()).unwrap();
-    store
-        .write(
-            Batch::new()
-                .add("s.g1", List::Included, vec![0xff, 0xfe])
-                .add("s.g1", List::Included, context_hash("user-1")),
-        )
-        .unwrap();
-    (tmp, dir)
-}
-
-#[test]
-fn cli_check_unknown_segment_prints_unknown_and_warns() {
-    let (_tmp, dir) = cli_store();
-    let out = cli(
-        &dir,
-        &args(&["check", "nope.g1", "user-1", "--hash-key"]),
-        None,
-    );
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(stdout(&out), "unknown\n");
-    let err = stderr(&out);
-    assert!(err.starts_with("warning: no segment \"nope.g1\""), "{err}");
-    // A known segment and an unknown key: no warning.
-    let out = cli(&dir, &args(&["check", "s.g1", "nobody"]), None);
-    assert_eq!((code(&out), stdout(&out)), (0, "unknown\n".into()));
-    assert_eq!(stderr(&out), "");
-    // A ref without `.g` or with a control character is just a ref nobody has.
-    for r in ["plain", "a\nb", "\u{1b}[31m"] {
-        let out = cli(&dir, &args(&["check", r, "k"]), None);
-        assert_eq!((code(&out), stdout(&out)), (0, "unknown\n".into()), "{r:?}");
-        assert_eq!(
-            stderr(&out).lines().count(),
-            1,
-            "one warning line: {}",
-            stderr(&out)
+    fn cli(dir: &Path, args: &[&OsStr], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_segstore"));
+        cmd.env_remove("SEGSTORE_DIR")
+            .arg("--dir")
+            .arg(dir)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn segstore");
+        if let Some(bytes) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            let bytes = bytes.to_vec();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = pipe.write_all(&bytes);
+            });
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_ne!(
+            out.status.code(),
+            Some(101),
+            "panic: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        // The ref is quoted with escapes: no raw control character reaches the terminal.
-        assert!(!stderr(&out).contains('\u{1b}'), "{:?}", stderr(&out));
+        assert!(out.status.code().is_some(), "killed by a signal");
+        out
     }
-}
 
-#[test]
-fn cli_check_empty_and_overlong_keys_are_runtime_errors() {
-    let (_tmp, dir) = cli_store();
-    let long = "k".repeat(MAX_KEY_LEN + 1);
-    for key_args in [vec!["check", "s.g1", ""], vec!["check", "s.g1", &long]] {
-        let out = cli(&dir, &args(&key_args), None);
-        assert_eq!(code(&out), 1, "{}", stderr(&out));
-        assert!(
-            stderr(&out).starts_with("error: invalid key"),
+    fn args(list: &[&str]) -> Vec<&'static OsStr> {
+        list.iter()
+            .map(|s| OsStr::new(Box::leak(s.to_string().into_boxed_str())))
+            .collect()
+    }
+
+    fn code(out: &Output) -> i32 {
+        out.status.code().unwrap()
+    }
+
+    fn stdout(out: &Output) -> String {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn stderr(out: &Output) -> String {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// A store with `s.g1` holding the raw key `\xff\xfe` and `user-1`'s hash.
+    fn cli_store() -> (tempfile::TempDir, std::path::PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = Store::create(&dir, options()).unwrap();
+        store
+            .write(
+                Batch::new()
+                    .add("s.g1", List::Included, vec![0xff, 0xfe])
+                    .add("s.g1", List::Included, context_hash("user-1")),
+            )
+            .unwrap();
+        (tmp, dir)
+    }
+
+    #[test]
+    fn cli_check_unknown_segment_prints_unknown_and_warns() {
+        let (_tmp, dir) = cli_store();
+        let out = cli(
+            &dir,
+            &args(&["check", "nope.g1", "user-1", "--hash-key"]),
+            None,
+        );
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(stdout(&out), "unknown\n");
+        let err = stderr(&out);
+        assert!(err.starts_with("warning: no segment \"nope.g1\""), "{err}");
+        // A known segment and an unknown key: no warning.
+        let out = cli(&dir, &args(&["check", "s.g1", "nobody"]), None);
+        assert_eq!((code(&out), stdout(&out)), (0, "unknown\n".into()));
+        assert_eq!(stderr(&out), "");
+        // A ref without `.g` or with a control character is just a ref nobody has.
+        for r in ["plain", "a\nb", "\u{1b}[31m"] {
+            let out = cli(&dir, &args(&["check", r, "k"]), None);
+            assert_eq!((code(&out), stdout(&out)), (0, "unknown\n".into()), "{r:?}");
+            assert_eq!(
+                stderr(&out).lines().count(),
+                1,
+                "one warning line: {}",
+                stderr(&out)
+            );
+            // The ref is quoted with escapes: no raw control character reaches the terminal.
+            assert!(!stderr(&out).contains('\u{1b}'), "{:?}", stderr(&out));
+        }
+    }
+
+    #[test]
+    fn cli_check_empty_and_overlong_keys_are_runtime_errors() {
+        let (_tmp, dir) = cli_store();
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        for key_args in [vec!["check", "s.g1", ""], vec!["check", "s.g1", &long]] {
+            let out = cli(&dir, &args(&key_args), None);
+            assert_eq!(code(&out), 1, "{}", stderr(&out));
+            assert!(
+                stderr(&out).starts_with("error: invalid key"),
+                "{}",
+                stderr(&out)
+            );
+            assert_eq!(stdout(&out), "");
+        }
+        let out = cli(&dir, &args(&["check", "s.g1", "", "--hash-key"]), None);
+        assert_eq!(code(&out), 1);
+        assert!(stderr(&out).contains("empty"), "{}", stderr(&out));
+        // With --hash-key a long raw key is fine: only its 44-byte hash is looked up.
+        let out = cli(&dir, &args(&["check", "s.g1", &long, "--hash-key"]), None);
+        assert_eq!((code(&out), stdout(&out)), (0, "unknown\n".into()));
+        let out = cli(&dir, &args(&["membership", ""]), None);
+        assert_eq!(code(&out), 1);
+    }
+
+    #[test]
+    fn cli_invalid_utf8_arguments() {
+        let (_tmp, dir) = cli_store();
+        let bad = OsStr::from_bytes(&[0xff, 0xfe]);
+        // A key is bytes: found as stored.
+        let out = cli(&dir, &[OsStr::new("check"), OsStr::new("s.g1"), bad], None);
+        assert_eq!(
+            (code(&out), stdout(&out)),
+            (0, "included\n".into()),
             "{}",
             stderr(&out)
         );
-        assert_eq!(stdout(&out), "");
-    }
-    let out = cli(&dir, &args(&["check", "s.g1", "", "--hash-key"]), None);
-    assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("empty"), "{}", stderr(&out));
-    // With --hash-key a long raw key is fine: only its 44-byte hash is looked up.
-    let out = cli(&dir, &args(&["check", "s.g1", &long, "--hash-key"]), None);
-    assert_eq!((code(&out), stdout(&out)), (0, "unknown\n".into()));
-    let out = cli(&dir, &args(&["membership", ""]), None);
-    assert_eq!(code(&out), 1);
-}
-
-#[test]
-fn cli_invalid_utf8_arguments() {
-    let (_tmp, dir) = cli_store();
-    let bad = OsStr::from_bytes(&[0xff, 0xfe]);
-    // A key is bytes: found as stored.
-    let out = cli(&dir, &[OsStr::new("check"), OsStr::new("s.g1"), bad], None);
-    assert_eq!(
-        (code(&out), stdout(&out)),
-        (0, "included\n".into()),
-        "{}",
-        stderr(&out)
-    );
-    let out = cli(&dir, &[OsStr::new("membership"), bad], None);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(stdout(&out), "{\"s.g1\":true}\n");
-    // ...but has no context hash.
-    let out = cli(
-        &dir,
-        &[
-            OsStr::new("check"),
-            OsStr::new("s.g1"),
-            bad,
-            OsStr::new("--hash-key"),
-        ],
-        None,
-    );
-    assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("UTF-8"), "{}", stderr(&out));
-    // Refs, names, kinds and tags are text: a usage error.
-    let usage: [Vec<&OsStr>; 4] = [
-        vec![OsStr::new("check"), bad, OsStr::new("k")],
-        vec![
-            OsStr::new("segment"),
-            OsStr::new("set"),
-            OsStr::new("s.g1"),
-            OsStr::new("--name"),
-            bad,
-        ],
-        vec![
-            OsStr::new("segment"),
-            OsStr::new("set"),
-            OsStr::new("s.g1"),
-            OsStr::new("--tag"),
-            bad,
-        ],
-        vec![
-            OsStr::new("import"),
-            OsStr::new("--segment"),
-            bad,
-            OsStr::new("-"),
-        ],
-    ];
-    for argv in usage {
-        let out = cli(&dir, &argv, Some(b"k\n"));
-        assert_eq!(code(&out), 2, "{argv:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains("UTF-8"), "{argv:?}: {}", stderr(&out));
-    }
-    assert!(segstore::verify(&dir).unwrap().is_empty());
-}
-
-#[test]
-fn cli_import_invalid_utf8_lines() {
-    let (tmp, dir) = cli_store();
-    // Without --hash-keys, a line is a key of raw bytes.
-    let input = b"plain\n\xff\xfe\xfd\n\xc3\n";
-    let out = cli(
-        &dir,
-        &args(&["import", "--segment", "raw.g1", "-"]),
-        Some(input),
-    );
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let store = ReadOnlyStore::open(&dir, options()).unwrap();
-    let snap = store.snapshot();
-    for key in [&b"plain"[..], b"\xff\xfe\xfd", b"\xc3"] {
-        assert_eq!(snap.check("raw.g1", key), Status::Included, "{key:?}");
-    }
-    // With --hash-keys a key must be text: the line is named and nothing is imported.
-    let file = tmp.path().join("keys.txt");
-    std::fs::write(&file, b"user-1\nuser-\xff\n").unwrap();
-    let out = cli(
-        &dir,
-        &[
-            OsStr::new("import"),
-            OsStr::new("--segment"),
-            OsStr::new("hashed.g1"),
-            OsStr::new("--hash-keys"),
-            file.as_os_str(),
-        ],
-        None,
-    );
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(err.contains("line 2") && err.contains("UTF-8"), "{err}");
-    drop(store);
-    let snap = ReadOnlyStore::open(&dir, options()).unwrap().snapshot();
-    assert!(snap.segment("hashed.g1").is_none());
-}
-
-#[test]
-fn cli_apply_a_line_over_the_record_limit_fails_cleanly() {
-    let (tmp, dir) = cli_store();
-    // One updates line of 16,400 keys of 4,096 bytes: a valid line whose batch is over the
-    // 64 MiB record limit. The line before it stays applied; nothing of it is.
-    let mut input = br#"{"segment": "s.g1", "included": {"add": ["first"]}}"#.to_vec();
-    input.extend_from_slice(b"\n{\"segment\": \"s.g1\", \"included\": {\"add\": [");
-    for i in 0..16_400u32 {
-        if i > 0 {
-            input.push(b',');
-        }
-        input.push(b'"');
-        let head = format!("{i:08}");
-        input.extend_from_slice(head.as_bytes());
-        input.extend(std::iter::repeat_n(b'k', MAX_KEY_LEN - head.len()));
-        input.push(b'"');
-    }
-    input.extend_from_slice(b"]}}\n");
-    let file = tmp.path().join("huge.jsonl");
-    std::fs::write(&file, &input).unwrap();
-    drop(input);
-    let out = cli(&dir, &[OsStr::new("apply"), file.as_os_str()], None);
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(
-        err.contains("line 2") && err.contains("batch too large"),
-        "{err}"
-    );
-    assert_eq!(err.lines().count(), 1, "{err}");
-    let snap = ReadOnlyStore::open(&dir, options()).unwrap().snapshot();
-    assert_eq!(snap.check("s.g1", b"first"), Status::Included);
-    assert_eq!(snap.segment("s.g1").unwrap().included, 3);
-    assert!(segstore::verify(&dir).unwrap().is_empty());
-}
-
-#[test]
-fn cli_apply_bad_refs_cursors_and_details() {
-    let (tmp, dir) = cli_store();
-    let long_version = "v".repeat(1025);
-    let cases: [(&str, String, &str); 4] = [
-        (
-            "updates",
-            r#"{"segment": "a\nb", "included": {"add": ["k"]}}"#.to_owned(),
-            "/segment",
-        ),
-        (
-            "updates",
-            r#"{"segment": "s.g1", "kind": "", "included": {"add": ["k"]}}"#.to_owned(),
-            "/kind",
-        ),
-        (
-            "patches",
-            format!(
-                r#"{{"segmentId": "s.g1", "version": "{long_version}", "previousVersion": ""}}"#
-            ),
-            "/version",
-        ),
-        (
-            "patches",
-            r#"{"segmentId": "", "version": "1", "previousVersion": ""}"#.to_owned(),
-            "/segmentId",
-        ),
-    ];
-    for (format, line, pointer) in cases {
-        let file = tmp.path().join("in.jsonl");
-        std::fs::write(&file, format!("{line}\n")).unwrap();
+        let out = cli(&dir, &[OsStr::new("membership"), bad], None);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(stdout(&out), "{\"s.g1\":true}\n");
+        // ...but has no context hash.
         let out = cli(
             &dir,
             &[
-                OsStr::new("apply"),
-                OsStr::new("--format"),
-                OsStr::new(format),
+                OsStr::new("check"),
+                OsStr::new("s.g1"),
+                bad,
+                OsStr::new("--hash-key"),
+            ],
+            None,
+        );
+        assert_eq!(code(&out), 1);
+        assert!(stderr(&out).contains("UTF-8"), "{}", stderr(&out));
+        // Refs, names, kinds and tags are text: a usage error.
+        let usage: [Vec<&OsStr>; 4] = [
+            vec![OsStr::new("check"), bad, OsStr::new("k")],
+            vec![
+                OsStr::new("segment"),
+                OsStr::new("set"),
+                OsStr::new("s.g1"),
+                OsStr::new("--name"),
+                bad,
+            ],
+            vec![
+                OsStr::new("segment"),
+                OsStr::new("set"),
+                OsStr::new("s.g1"),
+                OsStr::new("--tag"),
+                bad,
+            ],
+            vec![
+                OsStr::new("import"),
+                OsStr::new("--segment"),
+                bad,
+                OsStr::new("-"),
+            ],
+        ];
+        for argv in usage {
+            let out = cli(&dir, &argv, Some(b"k\n"));
+            assert_eq!(code(&out), 2, "{argv:?}: {}", stderr(&out));
+            assert!(stderr(&out).contains("UTF-8"), "{argv:?}: {}", stderr(&out));
+        }
+        assert!(segstore::verify(&dir).unwrap().is_empty());
+    }
+
+    #[test]
+    fn cli_import_invalid_utf8_lines() {
+        let (tmp, dir) = cli_store();
+        // Without --hash-keys, a line is a key of raw bytes.
+        let input = b"plain\n\xff\xfe\xfd\n\xc3\n";
+        let out = cli(
+            &dir,
+            &args(&["import", "--segment", "raw.g1", "-"]),
+            Some(input),
+        );
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let store = ReadOnlyStore::open(&dir, options()).unwrap();
+        let snap = store.snapshot();
+        for key in [&b"plain"[..], b"\xff\xfe\xfd", b"\xc3"] {
+            assert_eq!(snap.check("raw.g1", key), Status::Included, "{key:?}");
+        }
+        // With --hash-keys a key must be text: the line is named and nothing is imported.
+        let file = tmp.path().join("keys.txt");
+        std::fs::write(&file, b"user-1\nuser-\xff\n").unwrap();
+        let out = cli(
+            &dir,
+            &[
+                OsStr::new("import"),
+                OsStr::new("--segment"),
+                OsStr::new("hashed.g1"),
+                OsStr::new("--hash-keys"),
                 file.as_os_str(),
             ],
             None,
         );
-        assert_eq!(code(&out), 1, "{line}: {}", stderr(&out));
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
         let err = stderr(&out);
-        assert!(err.contains("line 1") && err.contains(pointer), "{err}");
-        assert!(err.contains("nothing was applied"), "{err}");
+        assert!(err.contains("line 2") && err.contains("UTF-8"), "{err}");
+        drop(store);
+        let snap = ReadOnlyStore::open(&dir, options()).unwrap().snapshot();
+        assert!(snap.segment("hashed.g1").is_none());
     }
-    // 257 tags through `segment set`: refused, the details unchanged.
-    let mut argv = args(&["segment", "set", "s.g1"]);
-    for i in 0..257 {
-        argv.push(OsStr::new("--tag"));
-        argv.push(OsStr::new(Box::leak(format!("t{i}").into_boxed_str())));
+
+    #[test]
+    fn cli_apply_a_line_over_the_record_limit_fails_cleanly() {
+        let (tmp, dir) = cli_store();
+        // One updates line of 16,400 keys of 4,096 bytes: a valid line whose batch is over the
+        // 64 MiB record limit. The line before it stays applied; nothing of it is.
+        let mut input = br#"{"segment": "s.g1", "included": {"add": ["first"]}}"#.to_vec();
+        input.extend_from_slice(b"\n{\"segment\": \"s.g1\", \"included\": {\"add\": [");
+        for i in 0..16_400u32 {
+            if i > 0 {
+                input.push(b',');
+            }
+            input.push(b'"');
+            let head = format!("{i:08}");
+            input.extend_from_slice(head.as_bytes());
+            input.extend(std::iter::repeat_n(b'k', MAX_KEY_LEN - head.len()));
+            input.push(b'"');
+        }
+        input.extend_from_slice(b"]}}\n");
+        let file = tmp.path().join("huge.jsonl");
+        std::fs::write(&file, &input).unwrap();
+        drop(input);
+        let out = cli(&dir, &[OsStr::new("apply"), file.as_os_str()], None);
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(
+            err.contains("line 2") && err.contains("batch too large"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let snap = ReadOnlyStore::open(&dir, options()).unwrap().snapshot();
+        assert_eq!(snap.check("s.g1", b"first"), Status::Included);
+        assert_eq!(snap.segment("s.g1").unwrap().included, 3);
+        assert!(segstore::verify(&dir).unwrap().is_empty());
     }
-    let out = cli(&dir, &argv, None);
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(stderr(&out).contains("257 tags"), "{}", stderr(&out));
-    let snap = ReadOnlyStore::open(&dir, options()).unwrap().snapshot();
-    assert!(snap.segment("s.g1").unwrap().details.tags.is_empty());
+
+    #[test]
+    fn cli_apply_bad_refs_cursors_and_details() {
+        let (tmp, dir) = cli_store();
+        let long_version = "v".repeat(1025);
+        let cases: [(&str, String, &str); 4] = [
+            (
+                "updates",
+                r#"{"segment": "a\nb", "included": {"add": ["k"]}}"#.to_owned(),
+                "/segment",
+            ),
+            (
+                "updates",
+                r#"{"segment": "s.g1", "kind": "", "included": {"add": ["k"]}}"#.to_owned(),
+                "/kind",
+            ),
+            (
+                "patches",
+                format!(
+                    r#"{{"segmentId": "s.g1", "version": "{long_version}", "previousVersion": ""}}"#
+                ),
+                "/version",
+            ),
+            (
+                "patches",
+                r#"{"segmentId": "", "version": "1", "previousVersion": ""}"#.to_owned(),
+                "/segmentId",
+            ),
+        ];
+        for (format, line, pointer) in cases {
+            let file = tmp.path().join("in.jsonl");
+            std::fs::write(&file, format!("{line}\n")).unwrap();
+            let out = cli(
+                &dir,
+                &[
+                    OsStr::new("apply"),
+                    OsStr::new("--format"),
+                    OsStr::new(format),
+                    file.as_os_str(),
+                ],
+                None,
+            );
+            assert_eq!(code(&out), 1, "{line}: {}", stderr(&out));
+            let err = stderr(&out);
+            assert!(err.contains("line 1") && err.contains(pointer), "{err}");
+            assert!(err.contains("nothing was applied"), "{err}");
+        }
+        // 257 tags through `segment set`: refused, the details unchanged.
+        let mut argv = args(&["segment", "set", "s.g1"]);
+        for i in 0..257 {
+            argv.push(OsStr::new("--tag"));
+            argv.push(OsStr::new(Box::leak(format!("t{i}").into_boxed_str())));
+        }
+        let out = cli(&dir, &argv, None);
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        assert!(stderr(&out).contains("257 tags"), "{}", stderr(&out));
+        let snap = ReadOnlyStore::open(&dir, options()).unwrap().snapshot();
+        assert!(snap.segment("s.g1").unwrap().details.tags.is_empty());
+    }
 }
 
 // ------------------------------------------------------------------------------------------

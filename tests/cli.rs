@@ -1,4 +1,5 @@
 //! End-to-end tests of the `segstore` binary: every command, input format and exit code.
+#![cfg(feature = "cli")]
 
 use segstore::{context_hash, Options, Store};
 use std::io::{BufRead, BufReader, Write};

@@ -2,6 +2,7 @@
 //! run as child processes while this process holds a `ReadOnlyStore` with the default 50 ms
 //! poll. The reader sees each acknowledged write (the child exited 0) soon after, never sees
 //! half a batch, and keeps answering while compactions retire the files it had mapped.
+#![cfg(feature = "cli")]
 
 use segstore::{context_hash, Options, ReadOnlyStore, Snapshot, Status};
 use std::collections::BTreeSet;

@@ -1,6 +1,7 @@
 //! The sync loop against a scripted fake of LaunchDarkly's feed, in process: catch-up pages,
 //! shared and empty versions, cursor mismatches in pages and events, dropped streams, 401s,
 //! 5xx backoff and the heartbeat. Intervals are shortened through `SyncConfig`.
+#![cfg(feature = "sync")]
 
 mod support;
 

@@ -5,6 +5,7 @@
 //!
 //! The hidden `--heartbeat-ms`, `--transient-backoff-ms` and `--rejected-backoff-ms` flags are
 //! the testing knobs that keep every wait short.
+#![cfg(feature = "cli")]
 
 mod support;
 
