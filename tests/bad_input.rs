@@ -528,44 +528,20 @@ fn unknown_segments_answer_unknown() {
 // The CLI (built with the `cli` feature, on by default)
 
 #[cfg(feature = "cli")]
+mod cli_support;
+
+#[cfg(feature = "cli")]
 mod cli_cases {
     use super::*;
     use segstore::context_hash;
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
-    use std::process::{Command, Output, Stdio};
+    use std::process::Output;
 
     fn cli(dir: &Path, args: &[&OsStr], stdin: Option<&[u8]>) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_segstore"));
-        cmd.env_remove("SEGSTORE_DIR")
-            .arg("--dir")
-            .arg(dir)
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn segstore");
-        if let Some(bytes) = stdin {
-            let mut pipe = child.stdin.take().unwrap();
-            let bytes = bytes.to_vec();
-            std::thread::spawn(move || {
-                use std::io::Write;
-                let _ = pipe.write_all(&bytes);
-            });
-        }
-        let out = child.wait_with_output().unwrap();
-        assert_ne!(
-            out.status.code(),
-            Some(101),
-            "panic: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.code().is_some(), "killed by a signal");
-        out
+        let mut cmd = cli_support::segstore();
+        cmd.arg("--dir").arg(dir).args(args);
+        cli_support::run(cmd, stdin)
     }
 
     fn args(list: &[&str]) -> Vec<&'static OsStr> {

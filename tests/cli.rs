@@ -1,8 +1,10 @@
 //! End-to-end tests of the `segstore` binary: every command, input format and exit code.
 #![cfg(feature = "cli")]
 
+mod cli_support;
+
 use segstore::{context_hash, Options, Store};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -43,38 +45,13 @@ impl Out {
 }
 
 fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_segstore"));
-    cmd.env_remove("SEGSTORE_DIR");
-    cmd
+    cli_support::segstore()
 }
 
-fn exec(mut cmd: Command, stdin: Option<&[u8]>) -> Out {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn segstore");
-    if let Some(bytes) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin");
-        let bytes = bytes.to_vec();
-        // Write from a thread so that a large input cannot deadlock against stdout.
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&bytes);
-        });
-    }
-    let output = child.wait_with_output().expect("wait");
-    let code = output.status.code().expect("exited by a signal");
-    assert_ne!(
-        code,
-        101,
-        "panic: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+fn exec(cmd: Command, stdin: Option<&[u8]>) -> Out {
+    let output = cli_support::run(cmd, stdin);
     Out {
-        code,
+        code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
