@@ -7,7 +7,7 @@ use crate::files::table_file_name;
 use crate::io::Io;
 use crate::overlay::Run;
 use crate::snapshot::{ListState, LoadedTable};
-use crate::table::{Table, TableBuilder, TableKind, Verification};
+use crate::table::{KindChoice, Table, TableBuilder, TableKind, Verification};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -50,27 +50,16 @@ where
     result.map(Some)
 }
 
-/// The kind of table a list's merged keys need: the base table's dense kind (or, without a
-/// base, the dense kind of the first key the overlay adds) if every key the overlay adds fits
-/// it, else fst.
+/// The kind of table a list's merged keys need (format-spec §5.6): its table's kind, or the
+/// first added key's, while every key the overlay adds fits it; else fst.
 fn merged_kind(list: &ListState, overlay: &Run) -> TableKind {
-    let added = || {
-        overlay
-            .iter()
-            .filter(|(_, present)| *present)
-            .map(|(k, _)| k)
-    };
-    let dense = match list.table.as_ref() {
-        Some(t) => Some(t.table.kind()).filter(|k| *k != TableKind::Fst),
-        None => match added().next() {
-            Some(first) => TableKind::dense_for(first),
-            None => Some(TableKind::Hashed),
-        },
-    };
-    match dense {
-        Some(kind) if added().all(|k| kind.accepts(k)) => kind,
-        _ => TableKind::Fst,
+    let mut choice = KindChoice::starting_with(list.table.as_ref().map(|t| t.table.kind()));
+    for (key, present) in overlay.iter() {
+        if present && !choice.see(key) {
+            break;
+        }
     }
+    choice.kind()
 }
 
 /// Builds the table that replaces `list`'s table and overlay: `(table ∪ added) \ removed`,

@@ -52,12 +52,10 @@ impl ListState {
 
     /// True if the list holds `key`.
     pub fn contains(&self, key: &[u8]) -> bool {
-        if !self.overlay.is_empty() {
-            if let Some(present) = self.overlay.lookup(key) {
-                return present;
-            }
+        match self.overlay.lookup(key) {
+            Some(present) => present,
+            None => self.table_contains(key),
         }
-        self.table_contains(key)
     }
 
     /// Applies one change to this list: `add`, then `remove`, as one new overlay run.

@@ -15,7 +15,7 @@ use crate::manifest::{Manifest, SegmentRecord, MANIFEST_FILE};
 use crate::options::Options;
 use crate::recovery::{base_snapshot, load, TableCache};
 use crate::snapshot::{LoadedTable, Snapshot, DEFAULT_KIND};
-use crate::table::TableKind;
+use crate::table::{KindChoice, TableKind};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use std::collections::HashSet;
@@ -368,22 +368,11 @@ impl Store {
             temp_dir: inner.dir.clone(),
             io: inner.io.clone(),
         };
-        // The dense kind every key so far fits (decided by the first key), or fst.
-        let mut dense: Option<Option<TableKind>> = None;
-        let sorted = sort_keys(checked, &sort_options, |key| {
-            let fits = match dense {
-                None => TableKind::dense_for(key),
-                Some(kind) => kind.filter(|k| k.accepts(key)),
-            };
-            dense = Some(fits);
-            fits.is_some()
-        })?;
+        let mut choice = KindChoice::starting_with(None);
+        let sorted = sort_keys(checked, &sort_options, |key| choice.see(key))?;
         let keys_read = sorted.len_upper_bound();
         let spilled_runs = sorted.spilled_runs();
-        let table_kind = match dense {
-            Some(Some(kind)) if sorted.all_matched() => kind,
-            _ => TableKind::Fst,
-        };
+        let table_kind = choice.kind();
         let file_id = inner.next_file_id.fetch_add(1, Ordering::SeqCst);
         let table = build_table(
             &inner.io,

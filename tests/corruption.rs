@@ -13,6 +13,8 @@
 //! unsynced append leaves that, and nothing remains to tell it from a crash before those
 //! writes). Never a panic, never a state that is not a whole prefix of the writes.
 
+mod scratch;
+
 use segstore::{context_hash, Batch, Error, List, Options, ReadOnlyStore, Snapshot, Store};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,16 +49,6 @@ fn options() -> Options {
     }
 }
 
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::tempdir_in(shm) {
-            return d;
-        }
-    }
-    tempfile::tempdir().unwrap()
-}
-
 struct Fixture {
     dir: tempfile::TempDir,
     /// State after 0, 1, ... records of the live log.
@@ -64,7 +56,7 @@ struct Fixture {
 }
 
 fn build_fixture() -> Fixture {
-    let dir = scratch();
+    let dir = scratch::dir();
     let store = Store::create(dir.path(), options()).unwrap();
     let hashes: Vec<Vec<u8>> = (0..60)
         .map(|i| context_hash(&format!("u{i}")).into_bytes())
@@ -260,7 +252,7 @@ fn every_damage_to_every_file_is_reported_or_is_a_torn_tail() {
         let is_log = *target == log;
         for damage in damages(original.len(), *dense) {
             cases += 1;
-            let work = scratch();
+            let work = scratch::dir();
             copy_dir(dir, work.path());
             let path = work.path().join(target.file_name().unwrap());
             apply(&damage, &path, &original, other.dir.path());

@@ -7,6 +7,8 @@
 //! without faults finds either the state before the call or the state after it, whole, and
 //! `verify` finds nothing wrong. A call that returned `Ok` is durable.
 
+mod scratch;
+
 use segstore::io::{Fault, FaultInjector, IoOp};
 use segstore::{Batch, Error, List, Options, Snapshot, Store};
 use std::collections::BTreeMap;
@@ -71,16 +73,6 @@ fn state(snap: &Snapshot) -> State {
     }
     let meta = snap.metadata();
     (segments, meta.synchronized_on, meta.cursor)
-}
-
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::tempdir_in(shm) {
-            return d;
-        }
-    }
-    tempfile::tempdir().unwrap()
 }
 
 fn options(injector: Option<Arc<Countdown>>) -> Options {
@@ -168,7 +160,7 @@ fn logs(dir: &Path) -> Vec<PathBuf> {
 
 fn sweep(scenario: Scenario) -> usize {
     // Reference run: count the operations and learn the state after.
-    let dir = scratch();
+    let dir = scratch::dir();
     let counter = Countdown::new(usize::MAX, Fault::Error(libc::EIO));
     let store = Store::create(dir.path(), options(Some(counter.clone()))).unwrap();
     setup(&store);
@@ -190,7 +182,7 @@ fn sweep(scenario: Scenario) -> usize {
             Fault::ShortWrite(7),
         ] {
             runs += 1;
-            let dir = scratch();
+            let dir = scratch::dir();
             let injector = Countdown::new(fail_at, fault);
             let store = Store::create(dir.path(), options(Some(injector.clone()))).unwrap();
             setup(&store);
@@ -260,7 +252,7 @@ fn every_io_point_of_a_compaction_can_fail_safely() {
 /// panic, and the store is intact for the next open.
 #[test]
 fn every_io_point_of_open_can_fail_safely() {
-    let dir = scratch();
+    let dir = scratch::dir();
     {
         let store = Store::create(dir.path(), options(None)).unwrap();
         setup(&store);

@@ -5,6 +5,8 @@
 //! `check`, `membership`, `export`, `segments` and `metadata` answer exactly what the model
 //! says, both through the writer and through a read-only handle.
 
+mod scratch;
+
 use proptest::prelude::*;
 use segstore::{
     context_hash, Batch, Details, Error, List, ListChange, Options, ReadOnlyStore, SegmentChange,
@@ -197,22 +199,9 @@ fn assert_matches(snapshot: &segstore::Snapshot, model: &Model, keys: &[Vec<u8>]
     }
 }
 
-/// The model test checks semantics, not durability (the crash tests do that on a real disk),
-/// so it runs on tmpfs where one is mounted: fsync there is free, and thousands of cases fit
-/// in seconds.
-fn scratch_dir() -> tempfile::TempDir {
-    let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(dir) = tempfile::tempdir_in(shm) {
-            return dir;
-        }
-    }
-    tempfile::tempdir().unwrap()
-}
-
 fn run(ops: Vec<Op>, auto_compact: bool) {
     let keys = key_universe();
-    let dir = scratch_dir();
+    let dir = scratch::dir();
     let mut store = Some(Store::create(dir.path(), options(auto_compact)).unwrap());
     let mut model = Model::default();
     for op in ops {

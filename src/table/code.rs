@@ -206,6 +206,20 @@ pub const MAX_CODE_LEN: usize = CODE_LEN;
 /// A code of any scheme: the first [`Scheme::code_len`] bytes are used, the rest are zero.
 pub type Code = [u8; MAX_CODE_LEN];
 
+/// A key decoded from a code, without allocating.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodedKey {
+    buf: [u8; HASH_KEY_LEN],
+    len: usize,
+}
+
+impl DecodedKey {
+    /// The key's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
 /// How the keys of a dense table become fixed-length codes that sort like the keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -239,22 +253,26 @@ impl Scheme {
     }
 
     /// The key of a code (`code` holds at least [`code_len`](Self::code_len) bytes; missing
-    /// bytes read as zero).
-    pub fn decode(self, code: &[u8]) -> Vec<u8> {
-        match self {
+    /// bytes read as zero), on the stack.
+    pub fn decode(self, code: &[u8]) -> DecodedKey {
+        let mut buf = [0u8; HASH_KEY_LEN];
+        let len = match self {
             Scheme::LdHash => {
                 let mut c = [0u8; CODE_LEN];
                 let n = code.len().min(CODE_LEN);
                 c[..n].copy_from_slice(&code[..n]);
-                decode(&c).to_vec()
+                buf = decode(&c);
+                HASH_KEY_LEN
             }
             Scheme::Uuid => {
                 let mut c = [0u8; UUID_CODE_LEN];
                 let n = code.len().min(UUID_CODE_LEN);
                 c[..n].copy_from_slice(&code[..n]);
-                decode_uuid(&c).to_vec()
+                buf[..UUID_KEY_LEN].copy_from_slice(&decode_uuid(&c));
+                UUID_KEY_LEN
             }
-        }
+        };
+        DecodedKey { buf, len }
     }
 
     /// The bucket `self.encode(key)` would fall in, from the key's first characters alone:
@@ -300,7 +318,7 @@ mod tests {
         for key in keys {
             let code = encode_uuid(key.as_bytes()).unwrap();
             assert_eq!(decode_uuid(&code).as_slice(), key.as_bytes());
-            assert_eq!(Scheme::Uuid.decode(&code), key.as_bytes());
+            assert_eq!(Scheme::Uuid.decode(&code).as_slice(), key.as_bytes());
             for bits in [0, 1, 9, 21, 32] {
                 assert_eq!(
                     Scheme::Uuid.bucket_of_key(key.as_bytes(), bits),

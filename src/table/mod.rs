@@ -128,6 +128,50 @@ impl TableKind {
     }
 }
 
+/// The kind a list's table gets, decided as its keys go by (format-spec §5.6): the dense kind
+/// that every key fits — set by the first key, or by the table a compaction starts from — else
+/// fst. Bulk replace and compaction both choose through this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KindChoice {
+    /// No key seen and no table to start from.
+    Undecided,
+    /// Every key so far fits this dense kind.
+    Dense(TableKind),
+    /// Only an fst can hold the keys seen (or the list's table is already an fst).
+    Fst,
+}
+
+impl KindChoice {
+    /// The choice for a list whose current table has `kind` (`None`: no table).
+    pub(crate) fn starting_with(kind: Option<TableKind>) -> Self {
+        match kind {
+            None => KindChoice::Undecided,
+            Some(TableKind::Fst) => KindChoice::Fst,
+            Some(dense) => KindChoice::Dense(dense),
+        }
+    }
+
+    /// Takes `key` into account. Returns `false` once only an fst can hold the keys.
+    pub(crate) fn see(&mut self, key: &[u8]) -> bool {
+        *self = match *self {
+            KindChoice::Undecided => {
+                TableKind::dense_for(key).map_or(KindChoice::Fst, KindChoice::Dense)
+            }
+            KindChoice::Dense(kind) if kind.accepts(key) => KindChoice::Dense(kind),
+            _ => KindChoice::Fst,
+        };
+        *self != KindChoice::Fst
+    }
+
+    /// The kind to write (fst when no key was seen: such a list gets no table anyway).
+    pub(crate) fn kind(self) -> TableKind {
+        match self {
+            KindChoice::Dense(kind) => kind,
+            KindChoice::Undecided | KindChoice::Fst => TableKind::Fst,
+        }
+    }
+}
+
 /// What the manifest records about a table file, and what [`Table::open`] checks it against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableInfo {
@@ -199,10 +243,8 @@ struct HashedBody {
     /// Byte offset of the bucket index (2^bits + 1 little-endian u32).
     index_start: usize,
     bucket_bits: u32,
-    /// How keys become codes.
+    /// How keys become codes (and their width).
     scheme: Scheme,
-    /// Bytes per code (`scheme.code_len()`).
-    code_len: usize,
 }
 
 enum Body {
@@ -518,7 +560,6 @@ impl Table {
                 let scheme = header.kind.scheme().unwrap_or(Scheme::LdHash);
                 let body = HashedBody {
                     scheme,
-                    code_len: scheme.code_len(),
                     map: Arc::clone(&map),
                     codes_start: footer.data.start,
                     len: usize::try_from(footer.key_count)
@@ -749,8 +790,9 @@ impl HashedBody {
         }
         let at = self
             .codes_start
-            .checked_add(i.checked_mul(self.code_len)?)?;
-        self.bytes().get(at..at.checked_add(self.code_len)?)
+            .checked_add(i.checked_mul(self.scheme.code_len())?)?;
+        self.bytes()
+            .get(at..at.checked_add(self.scheme.code_len())?)
     }
 
     /// The codes at positions `lo..hi`, if in bounds.
@@ -761,10 +803,10 @@ impl HashedBody {
         }
         let start = self
             .codes_start
-            .checked_add(lo.checked_mul(self.code_len)?)?;
+            .checked_add(lo.checked_mul(self.scheme.code_len())?)?;
         let end = self
             .codes_start
-            .checked_add(hi.checked_mul(self.code_len)?)?;
+            .checked_add(hi.checked_mul(self.scheme.code_len())?)?;
         self.bytes().get(start..end)
     }
 
@@ -776,7 +818,8 @@ impl HashedBody {
     /// The position of `code` among the table's codes, if present.
     #[inline]
     fn rank_code(&self, code: &Code) -> Option<usize> {
-        let code = code.get(..self.code_len)?;
+        let width = self.scheme.code_len();
+        let code = code.get(..width)?;
         let b = code::bucket(code, self.bucket_bits);
         let (first, filter) = self.index_word(b)?;
         // Most absent keys stop here, after one read of the index.
@@ -786,7 +829,6 @@ impl HashedBody {
         let first = first as usize;
         let end = self.index_entry(b + 1)?;
         let slice = self.codes(first, end)?;
-        let width = self.code_len;
         let count = slice.len() / width;
         let at = |i: usize| slice.get(i * width..(i + 1) * width);
         if count > INTERPOLATION_MAX {
@@ -899,7 +941,7 @@ impl HashedBody {
                     path,
                     format!(
                         "codes not strictly increasing at key {i} (offset {})",
-                        self.codes_start + i * self.code_len
+                        self.codes_start + i * self.scheme.code_len()
                     ),
                 ));
             }
@@ -949,7 +991,7 @@ impl Iterator for TableKeys<'_> {
             KeysInner::Hashed { body, pos } => {
                 let code = body.code_at(*pos)?;
                 *pos += 1;
-                Some(body.scheme.decode(code))
+                Some(body.scheme.decode(code).as_slice().to_vec())
             }
         }
     }

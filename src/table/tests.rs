@@ -610,3 +610,29 @@ fn hashed_lookups_with_skewed_buckets() {
         check_table(&table, &keys, &probes);
     }
 }
+
+#[test]
+fn kind_choice_follows_the_first_key_or_the_table() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let (hash, uuid) = (hash_key(&mut rng), uuid_key(&mut rng));
+    let choose = |start: Option<TableKind>, keys: &[&[u8]]| {
+        let mut choice = KindChoice::starting_with(start);
+        for key in keys {
+            choice.see(key);
+        }
+        choice.kind()
+    };
+    assert_eq!(choose(None, &[&hash, &hash]), TableKind::Hashed);
+    assert_eq!(choose(None, &[&uuid, &uuid]), TableKind::Uuid);
+    assert_eq!(choose(None, &[&uuid, &hash]), TableKind::Fst);
+    assert_eq!(choose(None, &[b"user-1", &hash]), TableKind::Fst);
+    assert_eq!(choose(Some(TableKind::Uuid), &[]), TableKind::Uuid);
+    assert_eq!(choose(Some(TableKind::Uuid), &[&hash]), TableKind::Fst);
+    assert_eq!(choose(Some(TableKind::Hashed), &[&hash]), TableKind::Hashed);
+    // A list never goes back from fst to a dense kind.
+    assert_eq!(choose(Some(TableKind::Fst), &[&hash]), TableKind::Fst);
+    let mut choice = KindChoice::starting_with(None);
+    assert!(choice.see(&hash));
+    assert!(!choice.see(b"user-1"));
+    assert!(!choice.see(&hash), "fst stays fst");
+}
