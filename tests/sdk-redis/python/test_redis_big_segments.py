@@ -1,0 +1,284 @@
+"""The official LaunchDarkly Python SDK's own Redis big-segment store
+(`ldclient.integrations.Redis.new_big_segment_store`) against a Redis-protocol server: a real
+redis-server, or `segstore serve --redis` (SEGSTORE_REDIS_TARGET). Data goes in over the
+protocol as the Relay Proxy writes it (or, for segstore, through the CLI before `serve`
+starts); flags and segments come from the SDK's file data source."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from ldclient.context import Context
+
+from conftest import (
+    Preload,
+    RelayWriter,
+    context_hash,
+    flag_matching,
+    now_ms,
+    run_cli,
+    segment,
+    target,
+)
+
+REF = "beta.g3"
+FLAGS = {"beta-flag": flag_matching("beta-flag", "beta")}
+SEGMENTS = {"beta": segment("beta", generation=3)}
+
+
+def evaluate(client, context, flag="beta-flag"):
+    detail = client.variation_detail(flag, context, "default")
+    return detail.value, detail.reason
+
+
+def user(key: str) -> Context:
+    return Context.create(key)
+
+
+def write_standard(server, synced_at=None):
+    """`beta.g3`: in-user and both-user included; out-user and both-user excluded; synced."""
+    w = RelayWriter(server)
+    assert w.patch(REF, "1", previous_version="", included_add=["in-user", "both-user"])
+    assert w.patch(REF, "2", previous_version="1", excluded_add=["out-user", "both-user"])
+    w.mark_synced(now_ms() if synced_at is None else synced_at)
+    return w
+
+
+def poll_until(fn, what: str, timeout: float):
+    """Calls fn until it returns a truthy value; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what}: not seen within {timeout} s"
+        time.sleep(0.02)
+
+
+def test_the_relay_shaped_writes_are_what_the_redis_layout_says(server):
+    write_standard(server)
+    r = server.client()
+    include = server.key(f"big_segment_include:{context_hash('both-user')}")
+    exclude = server.key(f"big_segment_exclude:{context_hash('both-user')}")
+    assert context_hash("user-key") == "CEXjZY7cHJG/ydFy7q4+YEFwVrG3/pkJwA4FAjrbfx0="
+    assert r.smembers(include) == {REF.encode()}
+    assert r.smembers(exclude) == {REF.encode()}
+    assert r.sismember(server.key(f"big_segment_include:{context_hash('in-user')}"), REF) == 1
+    assert r.sismember(server.key(f"big_segment_include:{context_hash('out-user')}"), REF) == 0
+    assert r.scard(server.key(f"big_segment_exclude:{context_hash('out-user')}")) == 1
+    assert r.smembers(server.key(f"big_segment_include:{context_hash('nobody')}")) == set()
+    assert r.get(server.key("big_segments_cursor")) == b"2"
+    synced = int(r.get(server.key("big_segments_synchronized_on")))
+    assert abs(synced - now_ms()) < 60_000
+
+
+def test_an_included_context_matches_and_is_healthy(server, make_client):
+    write_standard(server)
+    client = make_client(server, FLAGS, SEGMENTS)
+    value, reason = evaluate(client, user("in-user"))
+    assert value is True
+    assert reason["kind"] == "RULE_MATCH"
+    assert reason["bigSegmentsStatus"] == "HEALTHY"
+
+
+def test_an_excluded_only_context_falls_through(server, make_client):
+    write_standard(server)
+    client = make_client(server, FLAGS, SEGMENTS)
+    value, reason = evaluate(client, user("out-user"))
+    assert value is False
+    assert reason["kind"] == "FALLTHROUGH"
+    assert reason["bigSegmentsStatus"] == "HEALTHY"
+
+
+def test_included_and_excluded_means_included(server, make_client):
+    write_standard(server)
+    client = make_client(server, FLAGS, SEGMENTS)
+    value, reason = evaluate(client, user("both-user"))
+    assert value is True
+    assert reason["kind"] == "RULE_MATCH"
+    assert reason["bigSegmentsStatus"] == "HEALTHY"
+
+
+def test_an_unknown_context_falls_through_and_is_healthy(server, make_client):
+    write_standard(server)
+    client = make_client(server, FLAGS, SEGMENTS)
+    value, reason = evaluate(client, user("nobody"))
+    assert value is False
+    assert reason["kind"] == "FALLTHROUGH"
+    assert reason["bigSegmentsStatus"] == "HEALTHY"
+
+
+def test_a_ref_of_another_generation_does_not_match(server, make_client):
+    w = RelayWriter(server)
+    assert w.patch("beta.g2", "1", included_add=["old-gen-user"])
+    w.mark_synced()
+    client = make_client(server, FLAGS, SEGMENTS)
+    value, reason = evaluate(client, user("old-gen-user"))
+    assert value is False
+    assert reason["bigSegmentsStatus"] == "HEALTHY"
+
+
+def test_an_org_segment_matches_the_org_of_a_multi_kind_context(server, make_client):
+    w = RelayWriter(server)
+    assert w.patch("orgs.g1", "1", included_add=["org-1"])
+    w.mark_synced()
+    client = make_client(
+        server,
+        {"org-flag": flag_matching("org-flag", "orgs")},
+        {"orgs": segment("orgs", generation=1, kind="org")},
+    )
+    multi = Context.create_multi(Context.create("someone"), Context.create("org-1", "org"))
+    value, reason = evaluate(client, multi, "org-flag")
+    assert value is True
+    assert reason["kind"] == "RULE_MATCH"
+    assert reason["bigSegmentsStatus"] == "HEALTHY"
+    # A user whose key is the org's key is not the org.
+    value, reason = evaluate(client, Context.create("org-1"), "org-flag")
+    assert value is False
+
+
+def test_a_sync_older_than_stale_after_is_stale(server, make_client):
+    write_standard(server, synced_at=now_ms() - 60_000)
+    client = make_client(server, FLAGS, SEGMENTS, stale_after=5)
+    value, reason = evaluate(client, user("in-user"))
+    assert value is True
+    assert reason["bigSegmentsStatus"] == "STALE"
+    assert client.big_segment_store_status_provider.status.available is True
+    assert client.big_segment_store_status_provider.status.stale is True
+
+
+def test_never_synced_is_stale(server, make_client):
+    w = RelayWriter(server)
+    assert w.patch(REF, "1", included_add=["in-user"])
+    assert server.client().get(server.key("big_segments_synchronized_on")) is None
+    client = make_client(server, FLAGS, SEGMENTS)
+    value, reason = evaluate(client, user("in-user"))
+    assert value is True
+    assert reason["bigSegmentsStatus"] == "STALE"
+
+
+def test_a_segment_without_a_generation_is_not_configured(server, make_client):
+    write_standard(server)
+    client = make_client(server, FLAGS, {"beta": segment("beta", generation=None)})
+    value, reason = evaluate(client, user("in-user"))
+    assert value is False
+    assert reason["bigSegmentsStatus"] == "NOT_CONFIGURED"
+
+
+def test_a_custom_prefix_is_what_the_sdk_reads(start_server, make_client):
+    server = start_server(prefix="acme-prod")
+    write_standard(server)
+    client = make_client(server, FLAGS, SEGMENTS)
+    value, reason = evaluate(client, user("in-user"))
+    assert (value, reason["bigSegmentsStatus"]) == (True, "HEALTHY")
+
+    # An SDK on the default prefix finds nothing there: no membership, never synced.
+    other = make_client(server, FLAGS, SEGMENTS, prefix="launchdarkly")
+    value, reason = evaluate(other, user("in-user"))
+    assert value is False
+    assert reason["kind"] == "FALLTHROUGH"
+    assert reason["bigSegmentsStatus"] == "STALE"
+
+
+def test_a_membership_change_shows_up_after_the_cache_time(server, make_client):
+    w = write_standard(server)
+    client = make_client(server, FLAGS, SEGMENTS, cache_time=0.2)
+    assert evaluate(client, user("late-user"))[0] is False
+    assert evaluate(client, user("in-user"))[0] is True
+
+    assert w.patch(REF, "3", previous_version="2", included_add=["late-user"], included_remove=["in-user"])
+    w.mark_synced()
+    poll_until(lambda: evaluate(client, user("late-user"))[0] is True, "late-user included", 10)
+    poll_until(lambda: evaluate(client, user("in-user"))[0] is False, "in-user removed", 10)
+    value, reason = evaluate(client, user("late-user"))
+    assert (value, reason["kind"], reason["bigSegmentsStatus"]) == (True, "RULE_MATCH", "HEALTHY")
+
+    # Removing an exclusion from both-user leaves it included; removing its inclusion too
+    # leaves it unknown.
+    assert w.patch(REF, "4", previous_version="3", excluded_remove=["both-user"])
+    assert w.patch(REF, "5", previous_version="4", included_remove=["both-user"])
+    poll_until(lambda: evaluate(client, user("both-user"))[0] is False, "both-user removed", 10)
+    r = server.client()
+    assert r.smembers(server.key(f"big_segment_include:{context_hash('both-user')}")) == set()
+    assert r.smembers(server.key(f"big_segment_exclude:{context_hash('both-user')}")) == set()
+    assert r.get(server.key("big_segments_cursor")) == b"5"
+
+
+def test_a_transaction_whose_watch_was_broken_is_not_applied(server, make_client):
+    w = write_standard(server)
+    other = RelayWriter(server)
+
+    def commit_first():
+        assert other.patch(REF, "3", previous_version="2", included_add=["winner"])
+
+    applied = w.patch(REF, "3", previous_version="2", included_add=["loser"], before_exec=commit_first)
+    assert applied is False, "EXEC must answer nil after another writer's transaction touched the lock"
+    r = server.client()
+    assert r.get(server.key("big_segments_cursor")) == b"3"
+    assert r.smembers(server.key(f"big_segment_include:{context_hash('loser')}")) == set()
+
+    client = make_client(server, FLAGS, SEGMENTS)
+    assert evaluate(client, user("winner"))[0] is True
+    assert evaluate(client, user("loser"))[0] is False
+    # The cursor guard of the writer skips a patch built on an old version.
+    assert w.patch(REF, "4", previous_version="2", included_add=["loser"]) is False
+
+
+def test_data_loaded_before_the_server_starts_is_served(start_server, make_client):
+    server = start_server(
+        prefix="preloaded",
+        preload=Preload(
+            included={REF: ["in-user", "both-user"], "orgs.g1": ["org-1"]},
+            excluded={REF: ["out-user", "both-user"]},
+            synced_at=now_ms(),
+        ),
+    )
+    client = make_client(server, FLAGS, SEGMENTS)
+    for key, want in (("in-user", True), ("out-user", False), ("both-user", True), ("nobody", False)):
+        value, reason = evaluate(client, user(key))
+        assert (key, value, reason["bigSegmentsStatus"]) == (key, want, "HEALTHY")
+    r = server.client()
+    assert r.smembers(server.key(f"big_segment_include:{context_hash('org-1')}")) == {b"orgs.g1"}
+    assert r.scard(server.key(f"big_segment_include:{context_hash('both-user')}")) == 1
+
+
+def test_a_server_that_goes_away_makes_the_store_unavailable(server, make_client):
+    write_standard(server)
+    client = make_client(server, FLAGS, SEGMENTS, status_poll_interval=0.1)
+    status = client.big_segment_store_status_provider
+    value, reason = evaluate(client, user("in-user"))
+    assert (value, reason["bigSegmentsStatus"]) == (True, "HEALTHY")
+    assert status.status.available is True
+
+    server.stop()
+    poll_until(lambda: status.status.available is False, "store status unavailable", 10)
+    value, reason = evaluate(client, user("never-asked"))
+    assert value is False
+    assert reason["bigSegmentsStatus"] == "STORE_ERROR"
+
+
+def test_writes_over_the_protocol_are_in_the_store_and_survive_a_restart(start_server, make_client):
+    if target() != "segstore":
+        pytest.skip("the store directory and its CLI exist only with SEGSTORE_REDIS_TARGET=segstore")
+    server = start_server()
+    synced = now_ms() - 1000
+    write_standard(server, synced_at=synced)
+
+    # Read-only CLI commands work on the directory while `serve` is its writer.
+    assert run_cli(server.store, "check", REF, "in-user", "--hash-key").strip() == "included"
+    assert run_cli(server.store, "check", REF, "out-user", "--hash-key").strip() == "excluded"
+    assert run_cli(server.store, "check", REF, "both-user", "--hash-key").strip() == "included"
+    assert json.loads(run_cli(server.store, "membership", "both-user", "--hash-key")) == {REF: True}
+    meta = json.loads(run_cli(server.store, "meta", "--json"))
+    assert meta["synchronized_on"] == synced
+    assert meta["cursor"] == "2"
+
+    server.stop()
+    server.start(init=False)
+    client = make_client(server, FLAGS, SEGMENTS)
+    for key, want in (("in-user", True), ("out-user", False), ("both-user", True)):
+        value, reason = evaluate(client, user(key))
+        assert (key, value, reason["bigSegmentsStatus"]) == (key, want, "HEALTHY")
+    assert server.client().get(server.key("big_segments_cursor")) == b"2"
