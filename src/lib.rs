@@ -9,6 +9,8 @@ pub mod ffi;
 pub mod fuzzing;
 pub mod ingest;
 pub mod key;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod sync;
 pub mod table;
 
@@ -36,7 +38,7 @@ mod verify;
 pub use entry::Details;
 pub use options::Options;
 pub use reader::ReadOnlyStore;
-pub use snapshot::{ListKeys, Membership, Metadata, SegmentInfo, Snapshot, Status};
+pub use snapshot::{ListKeys, Membership, Mentions, Metadata, SegmentInfo, Snapshot, Status};
 pub use store::{CompactionStats, ReplaceStats, Store};
 pub use table::{TableKind, Verification};
 pub use verify::{stats, verify, FileStats, Problem, StoreStats};

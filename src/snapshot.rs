@@ -244,6 +244,16 @@ impl Membership {
     }
 }
 
+/// The refs of the segments whose lists hold one key, each list apart, each sorted: what
+/// [`Snapshot::mentions`] answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mentions {
+    /// Segments whose included list holds the key.
+    pub included: Vec<Arc<str>>,
+    /// Segments whose excluded list holds the key (whether or not their included list does).
+    pub excluded: Vec<Arc<str>>,
+}
+
 /// The sync metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metadata {
@@ -307,25 +317,79 @@ impl Snapshot {
         }
     }
 
+    /// Whether `list` of `segment` holds `key` (false for an unknown segment). Unlike
+    /// [`check`](Snapshot::check), the two lists are asked separately.
+    pub fn contains(&self, segment: &str, list: List, key: &[u8]) -> bool {
+        self.segments
+            .get(segment)
+            .is_some_and(|state| state.list(list).contains(key))
+    }
+
     /// Every segment that mentions `key`. An unknown key is an empty membership.
     ///
     /// With a membership index (built at compaction over the hashed tables) this is one
     /// index probe plus a probe of each list the index does not answer for; without one it
     /// probes every segment.
     pub fn membership(&self, key: &[u8]) -> Membership {
+        let mut found = self.lists_holding(key);
+        // Sort by ref, included first, and keep the first of each ref: included beats excluded.
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        found.dedup_by(|later, first| later.0 == first.0);
+        Membership { entries: found }
+    }
+
+    /// The lists that hold `key`, each list apart: the refs of the segments whose included
+    /// list holds it, and those whose excluded list holds it (a segment may be in both). This
+    /// is the raw view that a Redis-layout reader sees as two sets; [`membership`] applies the
+    /// contract's "included beats excluded" on top of it.
+    ///
+    /// ```
+    /// use segstore::{Batch, List, Options, Store};
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::create(dir.path(), Options::default())?;
+    /// store.write(
+    ///     Batch::new()
+    ///         .add("a.g1", List::Included, "k")
+    ///         .add("a.g1", List::Excluded, "k")
+    ///         .add("b.g1", List::Excluded, "k"),
+    /// )?;
+    /// let mentions = store.snapshot().mentions(b"k");
+    /// assert_eq!(mentions.included, ["a.g1".into()]);
+    /// assert_eq!(mentions.excluded, ["a.g1".into(), "b.g1".into()]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// [`membership`]: Snapshot::membership
+    pub fn mentions(&self, key: &[u8]) -> Mentions {
+        let mut mentions = Mentions::default();
+        for (segment, included) in self.lists_holding(key) {
+            if included {
+                mentions.included.push(segment);
+            } else {
+                mentions.excluded.push(segment);
+            }
+        }
+        mentions.included.sort_unstable();
+        mentions.included.dedup();
+        mentions.excluded.sort_unstable();
+        mentions.excluded.dedup();
+        mentions
+    }
+
+    /// `(segment, included)` for every list holding `key`, unordered; a segment appears once
+    /// per list that holds the key.
+    fn lists_holding(&self, key: &[u8]) -> Vec<(Arc<str>, bool)> {
+        let mut found: Vec<(Arc<str>, bool)> = Vec::new();
         let Some(index) = &self.index else {
-            let mut entries = Vec::new();
             for (segment, state) in &self.segments {
-                if state.lists[0].contains(key) {
-                    entries.push((segment.clone(), true));
-                } else if state.lists[1].contains(key) {
-                    entries.push((segment.clone(), false));
+                for list in List::BOTH {
+                    if state.list(list).contains(key) {
+                        found.push((segment.clone(), list == List::Included));
+                    }
                 }
             }
-            return Membership { entries };
+            return found;
         };
-        // (segment, included) for every list holding the key; a segment may appear twice.
-        let mut found: Vec<(Arc<str>, bool)> = Vec::new();
         for (ordinal, list) in index.index.lookup(key) {
             let Some(segment) = index.ordinals.get(ordinal as usize) else {
                 continue;
@@ -341,11 +405,7 @@ impl Snapshot {
                 }
             }
         }
-        // Sort by ref, included first, and keep the first of each ref: included beats excluded.
-        found.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        found.dedup_by(|later, first| later.0 == first.0);
-        let entries = found;
-        Membership { entries }
+        found
     }
 
     /// The sync metadata.

@@ -15,6 +15,7 @@ mod cmd_membership;
 mod cmd_meta;
 mod cmd_segment;
 mod cmd_segments;
+mod cmd_serve;
 mod cmd_stats;
 mod cmd_sync;
 mod cmd_verify;
@@ -83,6 +84,9 @@ pub enum Command {
     Demo(cmd_demo::DemoArgs),
     /// Keep the store current from LaunchDarkly's big-segment feed (SDK key in LD_SDK_KEY).
     Sync(cmd_sync::SyncArgs),
+    /// Serve the store over the Redis protocol (LaunchDarkly's big-segment layout) as its
+    /// writer, until SIGTERM.
+    Serve(cmd_serve::ServeArgs),
 }
 
 /// Runs one parsed command line. `dir_given` is true when --dir came from the command line
@@ -105,6 +109,7 @@ pub fn run(cli: Cli, dir_given: bool) -> CmdResult {
         Command::Verify => cmd_verify::run(require_dir(dir)?),
         Command::Stats(args) => cmd_stats::run(require_dir(dir)?, &args),
         Command::Sync(args) => cmd_sync::run(require_dir(dir)?, &args),
+        Command::Serve(args) => cmd_serve::run(require_dir(dir)?, &args),
     }
 }
 

@@ -1,0 +1,217 @@
+//! `segstore serve`: the daemon that holds the store as its writer and opens its network front
+//! doors (today the Redis protocol) until SIGTERM or SIGINT.
+
+use crate::common::{writer_options, CmdResult, Failure};
+use clap::Args;
+use segstore::serve::redis::{RedisConfig, RedisEndpoint, RequestLimits, Users};
+use segstore::Store;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::info;
+use tracing::level_filters::LevelFilter;
+
+/// The environment variable that may hold the Redis password.
+pub const REDIS_PASSWORD_ENV: &str = "SEGSTORE_REDIS_PASSWORD";
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Each listener prints `serve: redis listening on ADDR` on stdout once it is \
+bound (port 0 picks a free port). The process is the store's writer while it runs: `sync`, \
+`apply` and `import` are kept out by the lock; read commands (check, membership, meta, ...) work \
+beside it. SIGTERM or SIGINT stops it after the transaction in flight (exit 0).\n\
+Redis keys, under the prefix P: P:big_segments_synchronized_on, P:big_segments_cursor, \
+P:big_segments_lock, P:big_segment_include:HASH and P:big_segment_exclude:HASH (sets of segment \
+refs). One MULTI..EXEC (or one write command) is one atomic, durable batch, answered after it is \
+on disk. Writes to other keys are refused.\n\
+Passwords: --redis-password-file holds one line (the password of the `default` user, read-write) \
+or lines `NAME rw|ro PASSWORD`; or SEGSTORE_REDIS_PASSWORD holds the default user's password. \
+Never pass a password as a flag value.\n\
+Logs go to stderr; SEGSTORE_LOG=error|warn|info|debug|trace sets the level (default info)."
+)]
+pub struct ServeArgs {
+    /// Serve the Redis protocol on this TCP address (repeatable), e.g. 127.0.0.1:6380.
+    #[arg(long = "redis", value_name = "ADDR")]
+    pub redis: Vec<SocketAddr>,
+    /// Serve the Redis protocol on this Unix socket path.
+    #[arg(long, value_name = "PATH")]
+    pub redis_unix: Option<PathBuf>,
+    /// The key prefix the SDKs and writers use.
+    #[arg(long, default_value = "launchdarkly", value_name = "P")]
+    pub redis_prefix: String,
+    /// A file of passwords (mode 0600 recommended); see below.
+    #[arg(long, value_name = "FILE")]
+    pub redis_password_file: Option<PathBuf>,
+    /// The most Redis connections at once.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub redis_max_clients: usize,
+    /// Close a Redis connection idle this many seconds (0: never).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    pub redis_idle_timeout: u64,
+    /// A request begun must arrive whole within this many seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub redis_request_timeout: u64,
+    /// The largest bulk string (argument) accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub redis_max_bulk_len: usize,
+    /// The most bytes of commands one MULTI may queue.
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    pub redis_max_transaction_bytes: usize,
+    /// Create the store if the directory has none.
+    #[arg(long)]
+    pub init: bool,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(
+        long,
+        env = "SEGSTORE_LOG",
+        default_value = "info",
+        value_name = "LEVEL"
+    )]
+    pub log_level: LevelFilter,
+}
+
+fn users(args: &ServeArgs) -> CmdResult<Users> {
+    if let Some(path) = &args.redis_password_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::runtime(format!("reading {}: {e}", path.display())))?;
+        return Users::parse(&text).map_err(|e| Failure::usage(format!("{}: {e}", path.display())));
+    }
+    match std::env::var(REDIS_PASSWORD_ENV) {
+        Ok(password) if !password.is_empty() => Ok(Users::password(&password)),
+        _ => Ok(Users::none()),
+    }
+}
+
+fn config(args: &ServeArgs) -> CmdResult<RedisConfig> {
+    if args.redis_prefix.is_empty() {
+        return Err(Failure::usage("--redis-prefix must not be empty"));
+    }
+    if args.redis_request_timeout == 0 {
+        return Err(Failure::usage(
+            "--redis-request-timeout must be at least 1 second",
+        ));
+    }
+    Ok(RedisConfig {
+        prefix: args.redis_prefix.clone(),
+        users: users(args)?,
+        request_limits: RequestLimits {
+            max_bulk_len: args.redis_max_bulk_len,
+            ..RequestLimits::default()
+        },
+        max_clients: args.redis_max_clients,
+        idle_timeout: (args.redis_idle_timeout > 0)
+            .then(|| Duration::from_secs(args.redis_idle_timeout)),
+        request_timeout: Duration::from_secs(args.redis_request_timeout),
+        max_transaction_bytes: args.redis_max_transaction_bytes,
+    })
+}
+
+/// Binds a Unix socket at `path`, replacing a stale socket file that nothing listens on.
+fn bind_unix(path: &Path) -> CmdResult<tokio::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(Failure::runtime(format!(
+                "{} exists and is not a socket",
+                path.display()
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Failure::runtime(format!(
+                "{} is in use by another server",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| Failure::runtime(format!("removing stale {}: {e}", path.display())))?;
+    }
+    tokio::net::UnixListener::bind(path)
+        .map_err(|e| Failure::runtime(format!("binding {}: {e}", path.display())))
+}
+
+fn announce(what: &str) -> CmdResult {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "serve: {what}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::runtime(format!("writing to stdout: {e}")))
+}
+
+/// Runs `serve`.
+pub fn run(dir: &Path, args: &ServeArgs) -> CmdResult {
+    if args.redis.is_empty() && args.redis_unix.is_none() {
+        return Err(Failure::usage(
+            "serve needs at least one front door: --redis ADDR or --redis-unix PATH",
+        ));
+    }
+    let config = config(args)?;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(args.log_level)
+        .with_target(false)
+        .try_init();
+    let store = if args.init {
+        Store::open_or_create(dir, writer_options())?
+    } else {
+        Store::open(dir, writer_options())?
+    };
+    let store = Arc::new(store);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("segstore-serve")
+        .build()
+        .map_err(|e| Failure::runtime(format!("starting the runtime: {e}")))?;
+    let result = runtime.block_on(serve(store.clone(), args, config));
+    drop(runtime);
+    // Dropping the store closes it: every batch was fsynced before it was answered.
+    drop(store);
+    result
+}
+
+async fn serve(store: Arc<Store>, args: &ServeArgs, config: RedisConfig) -> CmdResult {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate())
+        .map_err(|e| Failure::runtime(format!("installing signal handlers: {e}")))?;
+    let mut sigint = signal(SignalKind::interrupt())
+        .map_err(|e| Failure::runtime(format!("installing signal handlers: {e}")))?;
+    let endpoint = RedisEndpoint::new(store, config);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut doors = tokio::task::JoinSet::new();
+    for addr in &args.redis {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
+        announce(&format!("redis listening on {local}"))?;
+        info!(address = %local, "redis endpoint listening");
+        let endpoint = endpoint.clone();
+        let stopped = stopped.clone();
+        doors.spawn(async move { endpoint.serve_tcp(listener, stopped).await });
+    }
+    let unix_path = args.redis_unix.clone();
+    if let Some(path) = &unix_path {
+        let listener = bind_unix(path)?;
+        announce(&format!("redis listening on unix:{}", path.display()))?;
+        info!(path = %path.display(), "redis endpoint listening");
+        let endpoint = endpoint.clone();
+        let stopped = stopped.clone();
+        doors.spawn(async move { endpoint.serve_unix(listener, stopped).await });
+    }
+    let signal_name = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    info!("{signal_name} received: stopping after the transaction in flight");
+    let _ = stop.send(true);
+    endpoint.close_writes().await;
+    while doors.join_next().await.is_some() {}
+    if let Some(path) = unix_path {
+        let _ = std::fs::remove_file(path);
+    }
+    info!("stopped");
+    Ok(())
+}
