@@ -31,6 +31,9 @@ TARGETS = ("redis", "segstore")
 LISTENING = re.compile(r"^serve: redis listening on 127\.0\.0\.1:(\d+)$")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+# With `auth=True` a server has these two users and no anonymous access.
+WRITER = ("writer", "writer-secret")
+READER = ("sdk", "sdk-secret")
 
 
 def target() -> str:
@@ -87,8 +90,9 @@ class Preload:
 class Server:
     """One Redis-protocol server on a loopback port, stopped (and checked) at teardown."""
 
-    def __init__(self, kind: str, workdir: Path, prefix: str, store: Optional[Path] = None):
+    def __init__(self, kind: str, workdir: Path, prefix: str, store: Optional[Path] = None, auth: bool = False):
         self.kind = kind
+        self.auth = auth
         self.workdir = workdir
         self.prefix = prefix
         self.store = store
@@ -101,9 +105,18 @@ class Server:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def client(self) -> redis.Redis:
-        """A plain `redis` client on the server (the writer's connection)."""
-        return redis.Redis(host="127.0.0.1", port=self.port, db=0, socket_timeout=10)
+    def client(self, user=None) -> redis.Redis:
+        """A plain `redis` client on the server (the writer's connection unless `user`)."""
+        user = user or (WRITER if self.auth else (None, None))
+        return redis.Redis(host="127.0.0.1", port=self.port, db=0, socket_timeout=10,
+                           username=user[0], password=user[1])
+
+    def sdk_url(self, user=None) -> str:
+        """The URL an SDK is given: the read-only user's when the server has users."""
+        user = user or (READER if self.auth else None)
+        if user is None:
+            return self.url
+        return f"redis://{user[0]}:{user[1]}@127.0.0.1:{self.port}/0"
 
     def key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
@@ -121,16 +134,23 @@ class Server:
             pytest.fail("redis-server is not installed (scripts/test-redis-sdks.sh installs it)")
         for _ in range(5):
             port = free_port()
+            users = []
+            if self.auth:
+                users = ["--user", "default", "off",
+                         "--user", WRITER[0], "on", f">{WRITER[1]}", "~*", "&*", "+@all",
+                         "--user", READER[0], "on", f">{READER[1]}", "~*", "&*", "+@all", "-@write"]
             with open(self.stderr_path, "ab") as err:
                 proc = subprocess.Popen(
                     [redis_server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                     "--appendonly", "no", "--dir", str(self.workdir)],
+                     "--appendonly", "no", "--dir", str(self.workdir), *users],
                     stdout=err, stderr=err, stdin=subprocess.DEVNULL,
                 )
             deadline = time.monotonic() + START_TIMEOUT
             while proc.poll() is None and time.monotonic() < deadline:
                 try:
-                    if redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping():
+                    user = WRITER if self.auth else (None, None)
+                    if redis.Redis(host="127.0.0.1", port=port, socket_timeout=1,
+                                   username=user[0], password=user[1]).ping():
                         self.proc, self.port = proc, port
                         return
                 except redis.ConnectionError:
@@ -146,6 +166,11 @@ class Server:
             args += ["--redis-prefix", self.prefix]
         if init:
             args.append("--init")
+        if self.auth:
+            password_file = self.workdir / "passwords"
+            password_file.write_text(f"{WRITER[0]} rw {WRITER[1]}\n{READER[0]} ro {READER[1]}\n")
+            password_file.chmod(0o600)
+            args += ["--redis-password-file", str(password_file)]
         err = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True)
         err.close()
@@ -267,12 +292,12 @@ def start_server(tmp_path):
     """
     servers: List[Server] = []
 
-    def start(prefix: str = DEFAULT_PREFIX, preload: Optional[Preload] = None) -> Server:
+    def start(prefix: str = DEFAULT_PREFIX, preload: Optional[Preload] = None, auth: bool = False) -> Server:
         workdir = tmp_path / f"server-{len(servers)}"
         workdir.mkdir()
         kind = target()
         store = workdir / "store" if kind == "segstore" else None
-        server = Server(kind, workdir, prefix, store)
+        server = Server(kind, workdir, prefix, store, auth)
         if kind == "segstore" and preload is not None:
             run_cli(store, "init")
             for lists, extra in ((preload.included, []), (preload.excluded, ["--excluded"])):
@@ -311,10 +336,11 @@ def make_client(tmp_path):
     clients = []
 
     def make(server: Server, flags: dict, segments: dict, prefix: Optional[str] = None,
-             stale_after: float = 120.0, cache_time: float = 5.0, status_poll_interval: float = 5.0) -> LDClient:
+             stale_after: float = 120.0, cache_time: float = 5.0, status_poll_interval: float = 5.0,
+             url: Optional[str] = None) -> LDClient:
         data = tmp_path / f"flags-{len(clients)}.json"
         data.write_text(json.dumps({"flags": flags, "segments": segments}))
-        store = Redis.new_big_segment_store(url=server.url, prefix=server.prefix if prefix is None else prefix)
+        store = Redis.new_big_segment_store(url=url or server.sdk_url(), prefix=server.prefix if prefix is None else prefix)
         config = Config(
             sdk_key="sdk-key-offline-test",
             update_processor_class=Files.new_data_source(paths=[str(data)]),

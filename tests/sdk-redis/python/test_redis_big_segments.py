@@ -282,3 +282,129 @@ def test_writes_over_the_protocol_are_in_the_store_and_survive_a_restart(start_s
         value, reason = evaluate(client, user(key))
         assert (key, value, reason["bigSegmentsStatus"]) == (key, want, "HEALTHY")
     assert server.client().get(server.key("big_segments_cursor")) == b"2"
+
+
+def test_keys_exist_as_sets_only_while_they_have_members(server):
+    w = write_standard(server)
+    r = server.client()
+    include = server.key(f"big_segment_include:{context_hash('in-user')}")
+    assert r.get(server.key("big_segments_lock")) == b""
+    assert r.exists(include) == 1
+    assert r.type(include) == b"set"
+    assert r.type(server.key("big_segments_cursor")) == b"string"
+    assert w.patch(REF, "3", previous_version="2", included_remove=["in-user"])
+    # An empty set does not exist.
+    assert r.exists(include) == 0
+    assert r.type(include) == b"none"
+    assert r.smembers(include) == set()
+
+
+def test_a_stale_store_turns_healthy_when_synchronized_on_is_set(server, make_client):
+    w = write_standard(server, synced_at=now_ms() - 60_000)
+    client = make_client(server, FLAGS, SEGMENTS, stale_after=5, status_poll_interval=0.1)
+    assert evaluate(client, user("in-user"))[1]["bigSegmentsStatus"] == "STALE"
+    w.mark_synced()
+    poll_until(lambda: client.big_segment_store_status_provider.status.stale is False, "not stale", 10)
+    value, reason = evaluate(client, user("in-user"))
+    assert (value, reason["bigSegmentsStatus"]) == (True, "HEALTHY")
+
+
+def test_a_context_in_many_segments_and_a_large_transaction(server, make_client):
+    """One transaction of 1,000 SADDs; one context in 40 segments of several generations."""
+    w = RelayWriter(server)
+    keys = [f"bulk-{i}" for i in range(1000)]
+    assert w.patch(REF, "1", included_add=keys)
+    refs = [f"seg{i}.g{i % 3 + 1}" for i in range(40)]
+    for n, ref in enumerate(refs):
+        assert w.patch(ref, str(n + 2), included_add=["busy-user"] if n % 2 == 0 else [],
+                       excluded_add=["busy-user"] if n % 2 else [])
+    w.mark_synced()
+    r = server.client()
+    assert r.smembers(server.key(f"big_segment_include:{context_hash('busy-user')}")) == {
+        ref.encode() for ref in refs[0::2]
+    }
+    assert r.scard(server.key(f"big_segment_exclude:{context_hash('busy-user')}")) == 20
+
+    flags = {f"f{i}": flag_matching(f"f{i}", f"seg{i}") for i in range(40)}
+    segments = {f"seg{i}": segment(f"seg{i}", generation=i % 3 + 1) for i in range(40)}
+    flags.update(FLAGS)
+    segments.update(SEGMENTS)
+    client = make_client(server, flags, segments)
+    for i in range(40):
+        value, reason = evaluate(client, user("busy-user"), f"f{i}")
+        assert (i, value, reason["bigSegmentsStatus"]) == (i, i % 2 == 0, "HEALTHY")
+    for key in keys[::97] + ["bulk-999"]:
+        assert evaluate(client, user(key))[0] is True, key
+    assert evaluate(client, user("bulk-1000"))[0] is False
+
+
+def test_unicode_and_odd_context_keys(server, make_client):
+    odd = ["ü-user", "日本語", "with space", "a:b:c", "x" * 300]
+    w = RelayWriter(server)
+    assert w.patch(REF, "1", included_add=odd)
+    w.mark_synced()
+    client = make_client(server, FLAGS, SEGMENTS)
+    for key in odd:
+        assert evaluate(client, user(key))[0] is True, key
+    assert evaluate(client, user("u-user"))[0] is False
+
+
+def test_a_write_outside_the_layout_is_refused_and_changes_nothing(server, make_client):
+    if target() != "segstore":
+        pytest.skip("redis-server is a general-purpose store: it takes any key")
+    import redis
+
+    write_standard(server)
+    r = server.client()
+    with pytest.raises(redis.ResponseError):
+        r.set("some-other-key", "x")
+    with pytest.raises(redis.ResponseError):
+        r.sadd(server.key("big_segment_include_typo:abc"), REF)
+    # A transaction holding one refused write applies none of its writes.
+    with pytest.raises(redis.ResponseError):
+        with r.pipeline(transaction=True) as p:
+            p.sadd(server.key(f"big_segment_include:{context_hash('sneaky')}"), REF)
+            p.set("some-other-key", "x")
+            p.execute()
+    assert r.smembers(server.key(f"big_segment_include:{context_hash('sneaky')}")) == set()
+    assert r.get("some-other-key") is None
+    client = make_client(server, FLAGS, SEGMENTS)
+    assert evaluate(client, user("sneaky"))[0] is False
+    assert evaluate(client, user("in-user"))[0] is True
+
+
+def test_with_users_the_sdk_reads_as_a_read_only_user_and_strangers_get_nothing(start_server, make_client):
+    import redis
+
+    from conftest import READER
+
+    server = start_server(auth=True)
+    write_standard(server)
+    client = make_client(server, FLAGS, SEGMENTS)  # as the read-only user
+    value, reason = evaluate(client, user("in-user"))
+    assert (value, reason["bigSegmentsStatus"]) == (True, "HEALTHY")
+
+    reader = server.client(user=READER)
+    include = server.key(f"big_segment_include:{context_hash('intruder')}")
+    with pytest.raises(redis.ResponseError):
+        reader.sadd(include, REF)
+    with pytest.raises(redis.ResponseError):
+        reader.set(server.key("big_segments_synchronized_on"), "1")
+    assert reader.smembers(include) == set()
+    assert int(reader.get(server.key("big_segments_synchronized_on"))) > now_ms() - 60_000
+
+    for url in (server.url, server.sdk_url(user=(READER[0], "wrong-secret"))):
+        stranger = make_client(server, FLAGS, SEGMENTS, url=url)
+        value, reason = evaluate(stranger, user("in-user"))
+        assert (url, value, reason["bigSegmentsStatus"]) == (url, False, "STORE_ERROR")
+        assert stranger.big_segment_store_status_provider.status.available is False
+
+
+def test_the_sdk_store_over_resp3(server, make_client):
+    """The same answers when the SDK's `redis` client speaks RESP3 (HELLO 3), as a URL may ask."""
+    write_standard(server)
+    client = make_client(server, FLAGS, SEGMENTS, url=server.sdk_url() + "?protocol=3")
+    for key, want, kind in (("in-user", True, "RULE_MATCH"), ("out-user", False, "FALLTHROUGH"),
+                            ("both-user", True, "RULE_MATCH"), ("nobody", False, "FALLTHROUGH")):
+        value, reason = evaluate(client, user(key))
+        assert (key, value, reason["kind"], reason["bigSegmentsStatus"]) == (key, want, kind, "HEALTHY")

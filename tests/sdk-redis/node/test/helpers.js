@@ -22,6 +22,9 @@ const TARGETS = ['redis', 'segstore'];
 const LISTENING = /^serve: redis listening on 127\.0\.0\.1:(\d+)$/;
 const START_TIMEOUT_MS = 30000;
 const STOP_TIMEOUT_MS = 15000;
+// With `auth: true` a server has these two users and no anonymous access.
+const WRITER = { username: 'writer', password: 'writer-secret' };
+const READER = { username: 'sdk', password: 'sdk-secret' };
 
 function target() {
   const value = process.env.SEGSTORE_REDIS_TARGET || 'redis';
@@ -80,8 +83,8 @@ function freePort() {
   });
 }
 
-/** True when a PING on 127.0.0.1:port answers +PONG. */
-function ping(port) {
+/** True when a PING on 127.0.0.1:port (after AUTH as `user`, if given) answers +PONG. */
+function ping(port, user) {
   return new Promise((resolve) => {
     const sock = net.connect({ host: '127.0.0.1', port });
     let data = '';
@@ -91,10 +94,12 @@ function ping(port) {
     };
     sock.setTimeout(1000, () => done(false));
     sock.once('error', () => done(false));
-    sock.once('connect', () => sock.write('PING\r\n'));
+    const auth = user ? `AUTH ${user.username} ${user.password}\r\n` : '';
+    const want = user ? '+OK\r\n+PONG\r\n' : '+PONG\r\n';
+    sock.once('connect', () => sock.write(`${auth}PING\r\n`));
     sock.on('data', (chunk) => {
       data += chunk;
-      if (data.includes('\r\n')) done(data.startsWith('+PONG'));
+      if (data.length >= want.length || data.startsWith('-')) done(data.startsWith(want));
     });
   });
 }
@@ -115,8 +120,9 @@ function exited(proc, timeoutMs) {
 
 /** One Redis-protocol server on a loopback port. */
 class Server {
-  constructor(kind, dir, prefix) {
+  constructor(kind, dir, prefix, auth = false) {
     this.kind = kind;
+    this.auth = auth;
     this.dir = dir;
     this.prefix = prefix;
     this.store = kind === 'segstore' ? path.join(dir, 'store') : null;
@@ -129,9 +135,9 @@ class Server {
     return `${this.prefix}:${name}`;
   }
 
-  /** A plain ioredis connection on the server, quit after `t`. */
-  connect(t) {
-    const conn = new Redis({ host: '127.0.0.1', port: this.port, maxRetriesPerRequest: 1 });
+  /** A plain ioredis connection on the server (as the writer, unless `user`), quit after `t`. */
+  connect(t, user = this.auth ? WRITER : {}) {
+    const conn = new Redis({ host: '127.0.0.1', port: this.port, maxRetriesPerRequest: 1, ...user });
     // Connection errors surface as rejected commands; the event alone would only be noise.
     conn.on('error', () => {});
     t.after(() => conn.quit().catch(() => conn.disconnect()));
@@ -147,9 +153,16 @@ class Server {
   async startRedis() {
     for (let attempt = 0; attempt < 5; attempt += 1) {
       const port = await freePort();
+      const users = !this.auth
+        ? []
+        : [
+            ...['--user', 'default', 'off'],
+            ...['--user', WRITER.username, 'on', `>${WRITER.password}`, '~*', '&*', '+@all'],
+            ...['--user', READER.username, 'on', `>${READER.password}`, '~*', '&*', '+@all', '-@write'],
+          ];
       const proc = spawn(
         'redis-server',
-        ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no', '--dir', this.dir],
+        ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no', '--dir', this.dir, ...users],
         { stdio: ['ignore', 'ignore', 'pipe'] },
       );
       proc.stderr.on('data', (d) => {
@@ -161,7 +174,7 @@ class Server {
       });
       const deadline = Date.now() + START_TIMEOUT_MS;
       while (proc.exitCode === null && !spawnError && Date.now() < deadline) {
-        if (await ping(port)) {
+        if (await ping(port, this.auth ? WRITER : undefined)) {
           this.proc = proc;
           this.port = port;
           return;
@@ -181,6 +194,12 @@ class Server {
     const args = ['--dir', this.store, 'serve', '--redis', '127.0.0.1:0'];
     if (this.prefix !== DEFAULT_PREFIX) args.push('--redis-prefix', this.prefix);
     if (init) args.push('--init');
+    if (this.auth) {
+      const file = path.join(this.dir, 'passwords');
+      const text = `${WRITER.username} rw ${WRITER.password}\n${READER.username} ro ${READER.password}\n`;
+      fs.writeFileSync(file, text, { mode: 0o600 });
+      args.push('--redis-password-file', file);
+    }
     const proc = spawn(cliPath(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
     proc.stderr.on('data', (d) => {
@@ -295,9 +314,9 @@ class RelayWriter {
  * `import`, `mark-synced`) before `serve` starts; with target redis the same data is written
  * over the protocol by the Relay-style writer right after it starts.
  */
-async function startServer(t, { prefix = DEFAULT_PREFIX, preload } = {}) {
+async function startServer(t, { prefix = DEFAULT_PREFIX, preload, auth = false } = {}) {
   const kind = target();
-  const server = new Server(kind, tempDir(t), prefix);
+  const server = new Server(kind, tempDir(t), prefix, auth);
   t.after(() => server.stop());
   if (kind === 'segstore' && preload) {
     runCli(server.store, ['init']);
@@ -367,14 +386,15 @@ function flagMatching(key, segmentKey) {
 
 /**
  * An offline SDK client: flags from a file, big segments from the SDK's own Redis store on
- * `server` (its prefix unless `prefix` is given); closed after `t`.
+ * `server` (its prefix unless `prefix` is given; as the read-only user when the server has
+ * users, unless `user` is given); closed after `t`.
  */
 async function makeClient(
   t,
   server,
   flags,
   segments,
-  { prefix, staleAfter = 120, cacheTime = 5, statusPollInterval = 5, redisOpts = {} } = {},
+  { prefix, staleAfter = 120, cacheTime = 5, statusPollInterval = 5, redisOpts = {}, user } = {},
 ) {
   const file = path.join(tempDir(t), 'flags.json');
   fs.writeFileSync(file, JSON.stringify({ flags, segments }));
@@ -386,7 +406,7 @@ async function makeClient(
     bigSegments: {
       store: RedisBigSegmentStore({
         prefix: prefix === undefined ? server.prefix : prefix,
-        redisOpts: { host: '127.0.0.1', port: server.port, ...redisOpts },
+        redisOpts: { host: '127.0.0.1', port: server.port, ...(user || (server.auth ? READER : {})), ...redisOpts },
       }),
       staleAfter,
       userCacheTime: cacheTime,
@@ -404,6 +424,7 @@ async function evaluate(client, context, flag = 'beta-flag') {
 }
 
 module.exports = {
+  READER,
   RelayWriter,
   contextHash,
   evaluate,

@@ -8,6 +8,7 @@
 const assert = require('node:assert/strict');
 const { test } = require('node:test');
 const {
+  READER,
   RelayWriter,
   contextHash,
   evaluate,
@@ -220,4 +221,61 @@ test('writes over the protocol are in the store and survive a restart', async (t
   const client = await makeClient(t, server, FLAGS, SEGMENTS);
   assert.deepEqual(await evaluate(client, user('both-user')), { value: true, kind: 'RULE_MATCH', status: 'HEALTHY' });
   assert.deepEqual(await evaluate(client, user('out-user')), { value: false, kind: 'FALLTHROUGH', status: 'HEALTHY' });
+});
+
+test('a stale store turns healthy when synchronized_on is set', async (t) => {
+  const server = await startServer(t);
+  const w = await writeStandard(t, server, Date.now() - 60000);
+  const client = await makeClient(t, server, FLAGS, SEGMENTS, { staleAfter: 5, statusPollInterval: 0.1 });
+  assert.equal((await evaluate(client, user('in-user'))).status, 'STALE');
+  await w.markSynced();
+  await pollUntil(async () => client.bigSegmentStoreStatusProvider.getStatus().stale === false, 'not stale');
+  assert.deepEqual(await evaluate(client, user('in-user')), { value: true, kind: 'RULE_MATCH', status: 'HEALTHY' });
+});
+
+test('a context in many segments, and a transaction of 1,000 SADDs', async (t) => {
+  const server = await startServer(t);
+  const w = new RelayWriter(t, server);
+  const keys = Array.from({ length: 1000 }, (_, i) => `bulk-${i}`);
+  assert.equal(await w.patch(REF, '1', { includedAdd: keys }), true);
+  const flags = { ...FLAGS };
+  const segments = { ...SEGMENTS };
+  for (let i = 0; i < 40; i += 1) {
+    const lists = i % 2 === 0 ? { includedAdd: ['busy-user'] } : { excludedAdd: ['busy-user'] };
+    assert.equal(await w.patch(`seg${i}.g${(i % 3) + 1}`, String(i + 2), lists), true);
+    flags[`f${i}`] = flagMatching(`f${i}`, `seg${i}`);
+    segments[`seg${i}`] = segment(`seg${i}`, { generation: (i % 3) + 1 });
+  }
+  await w.markSynced();
+  assert.equal(await w.conn.scard(server.key(`big_segment_include:${contextHash('busy-user')}`)), 20);
+  const client = await makeClient(t, server, flags, segments);
+  for (let i = 0; i < 40; i += 1) {
+    const got = await evaluate(client, user('busy-user'), `f${i}`);
+    assert.deepEqual([i, got.value, got.status], [i, i % 2 === 0, 'HEALTHY']);
+  }
+  for (const key of [...keys.filter((_, i) => i % 97 === 0), 'bulk-999']) {
+    assert.equal((await evaluate(client, user(key))).value, true, key);
+  }
+  assert.equal((await evaluate(client, user('bulk-1000'))).value, false);
+});
+
+test('with users, the SDK reads as a read-only user and strangers get nothing', async (t) => {
+  const server = await startServer(t, { auth: true });
+  await writeStandard(t, server);
+  const client = await makeClient(t, server, FLAGS, SEGMENTS);
+  assert.deepEqual(await evaluate(client, user('in-user')), { value: true, kind: 'RULE_MATCH', status: 'HEALTHY' });
+
+  const reader = server.connect(t, READER);
+  const include = server.key(`big_segment_include:${contextHash('intruder')}`);
+  await assert.rejects(reader.sadd(include, REF), /NOPERM|READONLY|ERR/);
+  await assert.rejects(reader.set(server.key('big_segments_synchronized_on'), '1'), /NOPERM|READONLY|ERR/);
+  assert.deepEqual(await reader.smembers(include), []);
+
+  const failFast = { maxRetriesPerRequest: 0, retryStrategy: () => 100 };
+  for (const who of [{ username: '', password: '' }, { ...READER, password: 'wrong-secret' }]) {
+    const stranger = await makeClient(t, server, FLAGS, SEGMENTS, { user: who, redisOpts: failFast });
+    const got = await evaluate(stranger, user('in-user'));
+    assert.deepEqual([who, got.value, got.status], [who, false, 'STORE_ERROR']);
+    assert.equal((await stranger.bigSegmentStoreStatusProvider.requireStatus()).available, false);
+  }
 });
