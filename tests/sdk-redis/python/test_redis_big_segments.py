@@ -400,10 +400,13 @@ def test_with_users_the_sdk_reads_as_a_read_only_user_and_strangers_get_nothing(
         assert stranger.big_segment_store_status_provider.status.available is False
 
 
-def test_the_sdk_store_over_resp3(server, make_client):
-    """The same answers when the SDK's `redis` client speaks RESP3 (HELLO 3), as a URL may ask."""
+def test_the_sdk_store_over_resp2(server, make_client):
+    """`redis` 8 speaks RESP3 (HELLO 3) unless told otherwise; older clients, and a URL with
+    `?protocol=2`, speak RESP2. The same answers either way."""
     write_standard(server)
-    client = make_client(server, FLAGS, SEGMENTS, url=server.sdk_url() + "?protocol=3")
+    client = make_client(server, FLAGS, SEGMENTS, url=server.sdk_url() + "?protocol=2")
+    pool = client._config.big_segments.store._pool
+    assert pool.connection_kwargs.get("protocol") == 2
     for key, want, kind in (("in-user", True, "RULE_MATCH"), ("out-user", False, "FALLTHROUGH"),
                             ("both-user", True, "RULE_MATCH"), ("nobody", False, "FALLTHROUGH")):
         value, reason = evaluate(client, user(key))
