@@ -496,3 +496,45 @@ def test_a_cursor_set_to_the_empty_string_reads_back_empty(server):
     assert r.exists(server.key("big_segments_cursor")) == 1
     # So a patch built on another version is skipped, as it would be after any other cursor.
     assert w.patch(REF, "7", previous_version="6", included_add=["late"]) is False
+
+
+def test_a_transaction_is_seen_whole_or_not_at_all(server, make_client):
+    """A writer moves a context between the included and the excluded list, one transaction a
+    move; readers (in MULTI, and the SDK) never see it in both lists or in neither."""
+    import threading
+
+    w = RelayWriter(server)
+    assert w.patch(REF, "0", included_add=["mover"])
+    w.mark_synced()
+    inc = server.key(f"big_segment_include:{context_hash('mover')}")
+    exc = server.key(f"big_segment_exclude:{context_hash('mover')}")
+    stop = threading.Event()
+    seen = []
+
+    def read():
+        r = server.client()
+        while not stop.is_set():
+            with r.pipeline(transaction=True) as p:
+                p.smembers(inc)
+                p.smembers(exc)
+                seen.append(tuple(len(x) for x in p.execute()))
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        for n in range(1, 101):
+            if n % 2:
+                assert w.patch(REF, str(n), previous_version=str(n - 1), included_remove=["mover"], excluded_add=["mover"])
+            else:
+                assert w.patch(REF, str(n), previous_version=str(n - 1), excluded_remove=["mover"], included_add=["mover"])
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(10)
+    assert seen, "the readers read nothing"
+    assert set(seen) <= {(1, 0), (0, 1)}, f"a half-applied move was seen: {set(seen)}"
+    # 100 moves: back where it started, included.
+    client = make_client(server, FLAGS, SEGMENTS)
+    value, reason = evaluate(client, user("mover"))
+    assert (value, reason["bigSegmentsStatus"]) == (True, "HEALTHY")
