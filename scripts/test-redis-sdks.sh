@@ -77,7 +77,7 @@ for suite in $SUITES; do
 
     step "Python: pytest against $suite"
     # pytest exits 5 when it collects no tests, which fails this script like any failure.
-    (cd "$PYDIR" && "$ROOT/$PY" -m pytest -q -rA -p no:cacheprovider .) | tee "$WORK/python-$suite.out"
+    (cd "$PYDIR" && "$ROOT/$PY" -m pytest -q -rfEsxX -p no:cacheprovider .) | tee "$WORK/python-$suite.out"
     grep -Eq '^[0-9]+ passed' "$WORK/python-$suite.out" || {
         echo "error: no Python tests passed against $suite" >&2
         exit 1
