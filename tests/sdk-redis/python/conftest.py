@@ -90,9 +90,12 @@ class Preload:
 class Server:
     """One Redis-protocol server on a loopback port, stopped (and checked) at teardown."""
 
-    def __init__(self, kind: str, workdir: Path, prefix: str, store: Optional[Path] = None, auth: bool = False):
+    def __init__(self, kind: str, workdir: Path, prefix: str, store: Optional[Path] = None, auth: bool = False,
+                 persist: bool = False):
         self.kind = kind
         self.auth = auth
+        # redis-server keeps nothing across a restart unless told to (segstore always does).
+        self.persist = persist
         self.workdir = workdir
         self.prefix = prefix
         self.store = store
@@ -121,28 +124,30 @@ class Server:
     def key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
 
-    def start(self, init: bool = True):
+    def start(self, init: bool = True, port: Optional[int] = None):
+        """Starts the server on `port` (a free one if None)."""
         self.port = None
         if self.kind == "redis":
-            self._start_redis()
+            self._start_redis(port)
         else:
-            self._start_segstore(init)
+            self._start_segstore(init, port)
 
-    def _start_redis(self):
+    def _start_redis(self, fixed_port: Optional[int]):
         redis_server = shutil.which("redis-server")
         if redis_server is None:
             pytest.fail("redis-server is not installed (scripts/test-redis-sdks.sh installs it)")
-        for _ in range(5):
-            port = free_port()
+        for _ in range(1 if fixed_port else 5):
+            port = fixed_port or free_port()
             users = []
             if self.auth:
                 users = ["--user", "default", "off",
                          "--user", WRITER[0], "on", f">{WRITER[1]}", "~*", "&*", "+@all",
                          "--user", READER[0], "on", f">{READER[1]}", "~*", "&*", "+@all", "-@write"]
             with open(self.stderr_path, "ab") as err:
+                durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
                 proc = subprocess.Popen(
                     [redis_server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                     "--appendonly", "no", "--dir", str(self.workdir), *users],
+                     *durability, "--dir", str(self.workdir), *users],
                     stdout=err, stderr=err, stdin=subprocess.DEVNULL,
                 )
             deadline = time.monotonic() + START_TIMEOUT
@@ -160,8 +165,8 @@ class Server:
                 proc.wait()
         pytest.fail(f"redis-server did not start: {self.stderr_path.read_text(errors='replace')}")
 
-    def _start_segstore(self, init: bool):
-        args = [str(cli_path()), "--dir", str(self.store), "serve", "--redis", "127.0.0.1:0"]
+    def _start_segstore(self, init: bool, port: Optional[int]):
+        args = [str(cli_path()), "--dir", str(self.store), "serve", "--redis", f"127.0.0.1:{port or 0}"]
         if self.prefix != DEFAULT_PREFIX:
             args += ["--redis-prefix", self.prefix]
         if init:
@@ -292,12 +297,13 @@ def start_server(tmp_path):
     """
     servers: List[Server] = []
 
-    def start(prefix: str = DEFAULT_PREFIX, preload: Optional[Preload] = None, auth: bool = False) -> Server:
+    def start(prefix: str = DEFAULT_PREFIX, preload: Optional[Preload] = None, auth: bool = False,
+              persist: bool = False) -> Server:
         workdir = tmp_path / f"server-{len(servers)}"
         workdir.mkdir()
         kind = target()
         store = workdir / "store" if kind == "segstore" else None
-        server = Server(kind, workdir, prefix, store, auth)
+        server = Server(kind, workdir, prefix, store, auth, persist)
         if kind == "segstore" and preload is not None:
             run_cli(store, "init")
             for lists, extra in ((preload.included, []), (preload.excluded, ["--excluded"])):

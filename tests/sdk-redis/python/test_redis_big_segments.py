@@ -538,3 +538,28 @@ def test_a_transaction_is_seen_whole_or_not_at_all(server, make_client):
     client = make_client(server, FLAGS, SEGMENTS)
     value, reason = evaluate(client, user("mover"))
     assert (value, reason["bigSegmentsStatus"]) == (True, "HEALTHY")
+
+
+def test_the_sdk_recovers_when_the_server_comes_back_on_its_address(start_server, make_client):
+    """Stop the server under a running SDK, then start it again on the same address over the
+    same data: the SDK's store reconnects by itself and answers from the data written before."""
+    server = start_server(persist=True)
+    write_standard(server)
+    client = make_client(server, FLAGS, SEGMENTS, cache_time=0.1, status_poll_interval=0.1)
+    status = client.big_segment_store_status_provider
+    value, reason = evaluate(client, user("in-user"))
+    assert (value, reason["bigSegmentsStatus"]) == (True, "HEALTHY")
+
+    port = server.port
+    server.stop()
+    poll_until(lambda: status.status.available is False, "store status unavailable", 10)
+    poll_until(lambda: evaluate(client, user("in-user"))[1]["bigSegmentsStatus"] == "STORE_ERROR", "STORE_ERROR", 10)
+
+    server.start(init=False, port=port)
+    poll_until(lambda: status.status.available is True, "store status available again", 10)
+    assert status.status.stale is False
+    poll_until(lambda: evaluate(client, user("in-user"))[1]["bigSegmentsStatus"] == "HEALTHY", "HEALTHY again", 10)
+    for key, want in (("in-user", True), ("out-user", False), ("both-user", True), ("nobody", False)):
+        value, reason = evaluate(client, user(key))
+        assert (key, value, reason["bigSegmentsStatus"]) == (key, want, "HEALTHY")
+    assert server.client().get(server.key("big_segments_cursor")) == b"2"
