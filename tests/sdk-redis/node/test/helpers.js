@@ -120,9 +120,11 @@ function exited(proc, timeoutMs) {
 
 /** One Redis-protocol server on a loopback port. */
 class Server {
-  constructor(kind, dir, prefix, auth = false) {
+  constructor(kind, dir, prefix, auth = false, persist = false) {
     this.kind = kind;
     this.auth = auth;
+    // redis-server keeps nothing across a restart unless told to (segstore always does).
+    this.persist = persist;
     this.dir = dir;
     this.prefix = prefix;
     this.store = kind === 'segstore' ? path.join(dir, 'store') : null;
@@ -144,15 +146,16 @@ class Server {
     return conn;
   }
 
-  async start({ init = true } = {}) {
+  /** Starts the server on `port` (a free one if not given). */
+  async start({ init = true, port } = {}) {
     this.port = null;
-    if (this.kind === 'redis') await this.startRedis();
-    else await this.startSegstore(init);
+    if (this.kind === 'redis') await this.startRedis(port);
+    else await this.startSegstore(init, port);
   }
 
-  async startRedis() {
-    for (let attempt = 0; attempt < 5; attempt += 1) {
-      const port = await freePort();
+  async startRedis(fixedPort) {
+    for (let attempt = 0; attempt < (fixedPort ? 1 : 5); attempt += 1) {
+      const port = fixedPort || (await freePort());
       const users = !this.auth
         ? []
         : [
@@ -160,9 +163,10 @@ class Server {
             ...['--user', WRITER.username, 'on', `>${WRITER.password}`, '~*', '&*', '+@all'],
             ...['--user', READER.username, 'on', `>${READER.password}`, '~*', '&*', '+@all', '-@write'],
           ];
+      const durability = this.persist ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
       const proc = spawn(
         'redis-server',
-        ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no', '--dir', this.dir, ...users],
+        ['--bind', '127.0.0.1', '--port', String(port), '--save', '', ...durability, '--dir', this.dir, ...users],
         { stdio: ['ignore', 'ignore', 'pipe'] },
       );
       proc.stderr.on('data', (d) => {
@@ -190,8 +194,8 @@ class Server {
     assert.fail(`redis-server did not start: ${this.stderr}`);
   }
 
-  async startSegstore(init) {
-    const args = ['--dir', this.store, 'serve', '--redis', '127.0.0.1:0'];
+  async startSegstore(init, port = 0) {
+    const args = ['--dir', this.store, 'serve', '--redis', `127.0.0.1:${port}`];
     if (this.prefix !== DEFAULT_PREFIX) args.push('--redis-prefix', this.prefix);
     if (init) args.push('--init');
     if (this.auth) {
@@ -206,7 +210,7 @@ class Server {
       this.stderr += d;
     });
     const lines = [];
-    const port = await new Promise((resolve) => {
+    const bound = await new Promise((resolve) => {
       const timer = setTimeout(() => resolve(null), START_TIMEOUT_MS);
       const finish = (value) => {
         clearTimeout(timer);
@@ -221,7 +225,7 @@ class Server {
       proc.once('exit', () => finish(null));
       proc.once('error', () => finish(null));
     });
-    if (port === null) {
+    if (bound === null) {
       if (proc.exitCode === null) proc.kill('SIGKILL');
       const how = await exited(proc, STOP_TIMEOUT_MS);
       this.proc = null;
@@ -230,7 +234,7 @@ class Server {
           `(exit ${JSON.stringify(how)}); stdout ${JSON.stringify(lines)}; stderr: ${this.stderr}`,
       );
     }
-    this.port = port;
+    this.port = bound;
   }
 
   /** SIGTERM; the server must exit 0 (redis-server does too). */
@@ -314,9 +318,9 @@ class RelayWriter {
  * `import`, `mark-synced`) before `serve` starts; with target redis the same data is written
  * over the protocol by the Relay-style writer right after it starts.
  */
-async function startServer(t, { prefix = DEFAULT_PREFIX, preload, auth = false } = {}) {
+async function startServer(t, { prefix = DEFAULT_PREFIX, preload, auth = false, persist = false } = {}) {
   const kind = target();
-  const server = new Server(kind, tempDir(t), prefix, auth);
+  const server = new Server(kind, tempDir(t), prefix, auth, persist);
   t.after(() => server.stop());
   if (kind === 'segstore' && preload) {
     runCli(server.store, ['init']);

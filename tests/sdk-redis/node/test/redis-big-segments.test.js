@@ -279,3 +279,27 @@ test('with users, the SDK reads as a read-only user and strangers get nothing', 
     assert.equal((await stranger.bigSegmentStoreStatusProvider.requireStatus()).available, false);
   }
 });
+
+test('the SDK store reconnects when the server comes back on its address', async (t) => {
+  const server = await startServer(t, { persist: true });
+  await writeStandard(t, server);
+  const client = await makeClient(t, server, FLAGS, SEGMENTS, {
+    cacheTime: 0.1,
+    statusPollInterval: 0.1,
+    redisOpts: { maxRetriesPerRequest: 0, retryStrategy: () => 100 },
+  });
+  const status = client.bigSegmentStoreStatusProvider;
+  assert.deepEqual(await evaluate(client, user('in-user')), { value: true, kind: 'RULE_MATCH', status: 'HEALTHY' });
+
+  const { port } = server;
+  await server.stop();
+  await pollUntil(async () => status.getStatus().available === false, 'store status unavailable');
+  await server.start({ init: false, port });
+  await pollUntil(async () => status.getStatus().available === true, 'store status available again');
+  await pollUntil(async () => (await evaluate(client, user('in-user'))).status === 'HEALTHY', 'HEALTHY again', {
+    intervalMs: 150,
+  });
+  assert.deepEqual(await evaluate(client, user('in-user')), { value: true, kind: 'RULE_MATCH', status: 'HEALTHY' });
+  assert.deepEqual(await evaluate(client, user('out-user')), { value: false, kind: 'FALLTHROUGH', status: 'HEALTHY' });
+  assert.deepEqual(await evaluate(client, user('both-user')), { value: true, kind: 'RULE_MATCH', status: 'HEALTHY' });
+});
