@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ REPO = Path(__file__).resolve().parents[3]
 DEFAULT_PREFIX = "launchdarkly"
 TARGETS = ("redis", "segstore")
 LISTENING = re.compile(r"^serve: redis listening on 127\.0\.0\.1:(\d+)$")
+LISTENING_UNIX = re.compile(r"^serve: redis listening on unix:(.+)$")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 # With `auth=True` a server has these two users and no anonymous access.
@@ -91,7 +93,7 @@ class Server:
     """One Redis-protocol server on a loopback port, stopped (and checked) at teardown."""
 
     def __init__(self, kind: str, workdir: Path, prefix: str, store: Optional[Path] = None, auth: bool = False,
-                 persist: bool = False):
+                 persist: bool = False, unix: bool = False):
         self.kind = kind
         self.auth = auth
         # redis-server keeps nothing across a restart unless told to (segstore always does).
@@ -100,25 +102,32 @@ class Server:
         self.prefix = prefix
         self.store = store
         self.port: Optional[int] = None
+        # With `unix`, the server listens on a Unix socket only (a short path: sun_path is small).
+        self.unix_path: Optional[str] = None
+        if unix:
+            self.unix_path = os.path.join(tempfile.mkdtemp(prefix="ss-sock-"), "redis.sock")
         self.proc: Optional[subprocess.Popen] = None
         self.stderr_path = workdir / "server.stderr"
         self._stdout_lines: List[str] = []
 
     @property
     def url(self) -> str:
+        if self.unix_path:
+            return f"unix://{self.unix_path}?db=0"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self, user=None) -> redis.Redis:
         """A plain `redis` client on the server (the writer's connection unless `user`)."""
         user = user or (WRITER if self.auth else (None, None))
-        return redis.Redis(host="127.0.0.1", port=self.port, db=0, socket_timeout=10,
-                           username=user[0], password=user[1])
+        where = {"unix_socket_path": self.unix_path} if self.unix_path else {"host": "127.0.0.1", "port": self.port}
+        return redis.Redis(**where, db=0, socket_timeout=10, username=user[0], password=user[1])
 
     def sdk_url(self, user=None) -> str:
         """The URL an SDK is given: the read-only user's when the server has users."""
         user = user or (READER if self.auth else None)
         if user is None:
             return self.url
+        assert not self.unix_path, "users over a Unix socket: not needed here"
         return f"redis://{user[0]}:{user[1]}@127.0.0.1:{self.port}/0"
 
     def key(self, name: str) -> str:
@@ -136,8 +145,11 @@ class Server:
         redis_server = shutil.which("redis-server")
         if redis_server is None:
             pytest.fail("redis-server is not installed (scripts/test-redis-sdks.sh installs it)")
-        for _ in range(1 if fixed_port else 5):
+        for _ in range(1 if fixed_port or self.unix_path else 5):
             port = fixed_port or free_port()
+            where = ["--bind", "127.0.0.1", "--port", str(port)]
+            if self.unix_path:
+                where = ["--port", "0", "--unixsocket", self.unix_path, "--unixsocketperm", "700"]
             users = []
             if self.auth:
                 users = ["--user", "default", "off",
@@ -146,19 +158,18 @@ class Server:
             with open(self.stderr_path, "ab") as err:
                 durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
                 proc = subprocess.Popen(
-                    [redis_server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                    [redis_server, *where, "--save", "",
                      *durability, "--dir", str(self.workdir), *users],
                     stdout=err, stderr=err, stdin=subprocess.DEVNULL,
                 )
             deadline = time.monotonic() + START_TIMEOUT
             while proc.poll() is None and time.monotonic() < deadline:
                 try:
-                    user = WRITER if self.auth else (None, None)
-                    if redis.Redis(host="127.0.0.1", port=port, socket_timeout=1,
-                                   username=user[0], password=user[1]).ping():
-                        self.proc, self.port = proc, port
+                    self.port = None if self.unix_path else port
+                    if self.client().ping():
+                        self.proc = proc
                         return
-                except redis.ConnectionError:
+                except (redis.ConnectionError, FileNotFoundError):
                     time.sleep(0.02)
             if proc.poll() is None:
                 proc.kill()
@@ -166,7 +177,8 @@ class Server:
         pytest.fail(f"redis-server did not start: {self.stderr_path.read_text(errors='replace')}")
 
     def _start_segstore(self, init: bool, port: Optional[int]):
-        args = [str(cli_path()), "--dir", str(self.store), "serve", "--redis", f"127.0.0.1:{port or 0}"]
+        where = ["--redis-unix", self.unix_path] if self.unix_path else ["--redis", f"127.0.0.1:{port or 0}"]
+        args = [str(cli_path()), "--dir", str(self.store), "serve", *where]
         if self.prefix != DEFAULT_PREFIX:
             args += ["--redis-prefix", self.prefix]
         if init:
@@ -180,26 +192,28 @@ class Server:
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True)
         err.close()
         found = threading.Event()
+        listening = []
 
-        def read_stdout():
+        def read_stdout(stdout):
             # Keeps draining stdout after the listening line so the server never blocks on it.
-            for line in self.proc.stdout:
+            for line in stdout:
                 line = line.rstrip("\n")
                 self._stdout_lines.append(line)
-                m = LISTENING.match(line)
-                if m and self.port is None:
-                    self.port = int(m.group(1))
+                tcp, unix = LISTENING.match(line), LISTENING_UNIX.match(line)
+                if not listening and (tcp and not self.unix_path or unix and unix.group(1) == self.unix_path):
+                    self.port = int(tcp.group(1)) if tcp else None
+                    listening.append(line)
                     found.set()
             found.set()
 
-        threading.Thread(target=read_stdout, daemon=True).start()
+        threading.Thread(target=read_stdout, args=(self.proc.stdout,), daemon=True).start()
         found.wait(START_TIMEOUT)
-        if self.port is None:
+        if not listening:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait()
             pytest.fail(
-                f"`{' '.join(args)}` printed no `serve: redis listening on 127.0.0.1:PORT` line "
+                f"`{' '.join(args)}` printed no `serve: redis listening on ...` line "
                 f"(exit {self.proc.returncode}); stdout {self._stdout_lines!r}; "
                 f"stderr: {self.stderr_path.read_text(errors='replace')}"
             )
@@ -298,12 +312,12 @@ def start_server(tmp_path):
     servers: List[Server] = []
 
     def start(prefix: str = DEFAULT_PREFIX, preload: Optional[Preload] = None, auth: bool = False,
-              persist: bool = False) -> Server:
+              persist: bool = False, unix: bool = False) -> Server:
         workdir = tmp_path / f"server-{len(servers)}"
         workdir.mkdir()
         kind = target()
         store = workdir / "store" if kind == "segstore" else None
-        server = Server(kind, workdir, prefix, store, auth, persist)
+        server = Server(kind, workdir, prefix, store, auth, persist, unix)
         if kind == "segstore" and preload is not None:
             run_cli(store, "init")
             for lists, extra in ((preload.included, []), (preload.excluded, ["--excluded"])):
@@ -327,6 +341,8 @@ def start_server(tmp_path):
             server.stop()
         except AssertionError as e:
             errors.append(str(e))
+        if server.unix_path:
+            shutil.rmtree(os.path.dirname(server.unix_path), ignore_errors=True)
     assert not errors, "; ".join(errors)
 
 

@@ -563,3 +563,14 @@ def test_the_sdk_recovers_when_the_server_comes_back_on_its_address(start_server
         value, reason = evaluate(client, user(key))
         assert (key, value, reason["bigSegmentsStatus"]) == (key, want, "HEALTHY")
     assert server.client().get(server.key("big_segments_cursor")) == b"2"
+
+
+def test_the_sdk_store_over_a_unix_socket(start_server, make_client):
+    server = start_server(unix=True)
+    write_standard(server)
+    client = make_client(server, FLAGS, SEGMENTS)
+    assert client._config.big_segments.store._pool.connection_kwargs["path"] == server.unix_path
+    for key, want, kind in (("in-user", True, "RULE_MATCH"), ("out-user", False, "FALLTHROUGH"),
+                            ("both-user", True, "RULE_MATCH"), ("nobody", False, "FALLTHROUGH")):
+        value, reason = evaluate(client, user(key))
+        assert (key, value, reason["kind"], reason["bigSegmentsStatus"]) == (key, want, kind, "HEALTHY")
