@@ -20,6 +20,7 @@ const REPO = path.resolve(__dirname, '..', '..', '..', '..');
 const DEFAULT_PREFIX = 'launchdarkly';
 const TARGETS = ['redis', 'segstore'];
 const LISTENING = /^serve: redis listening on 127\.0\.0\.1:(\d+)$/;
+const LISTENING_UNIX = /^serve: redis listening on unix:(.+)$/;
 const START_TIMEOUT_MS = 30000;
 const STOP_TIMEOUT_MS = 15000;
 // With `auth: true` a server has these two users and no anonymous access.
@@ -83,10 +84,10 @@ function freePort() {
   });
 }
 
-/** True when a PING on 127.0.0.1:port (after AUTH as `user`, if given) answers +PONG. */
-function ping(port, user) {
+/** True when a PING (after AUTH as `user`, if given) answers +PONG; `where` is net.connect's. */
+function ping(where, user) {
   return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
+    const sock = net.connect(where);
     let data = '';
     const done = (ok) => {
       sock.destroy();
@@ -120,7 +121,7 @@ function exited(proc, timeoutMs) {
 
 /** One Redis-protocol server on a loopback port. */
 class Server {
-  constructor(kind, dir, prefix, auth = false, persist = false) {
+  constructor(kind, dir, prefix, auth = false, persist = false, unix = false) {
     this.kind = kind;
     this.auth = auth;
     // redis-server keeps nothing across a restart unless told to (segstore always does).
@@ -129,8 +130,15 @@ class Server {
     this.prefix = prefix;
     this.store = kind === 'segstore' ? path.join(dir, 'store') : null;
     this.port = null;
+    // With `unix`, the server listens on a Unix socket only (a short path: sun_path is small).
+    this.unixPath = unix ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ss-sock-')), 'redis.sock') : null;
     this.proc = null;
     this.stderr = '';
+  }
+
+  /** Where ioredis connects. */
+  where() {
+    return this.unixPath ? { path: this.unixPath } : { host: '127.0.0.1', port: this.port };
   }
 
   key(name) {
@@ -139,7 +147,7 @@ class Server {
 
   /** A plain ioredis connection on the server (as the writer, unless `user`), quit after `t`. */
   connect(t, user = this.auth ? WRITER : {}) {
-    const conn = new Redis({ host: '127.0.0.1', port: this.port, maxRetriesPerRequest: 1, ...user });
+    const conn = new Redis({ ...this.where(), maxRetriesPerRequest: 1, ...user });
     // Connection errors surface as rejected commands; the event alone would only be noise.
     conn.on('error', () => {});
     t.after(() => conn.quit().catch(() => conn.disconnect()));
@@ -154,8 +162,11 @@ class Server {
   }
 
   async startRedis(fixedPort) {
-    for (let attempt = 0; attempt < (fixedPort ? 1 : 5); attempt += 1) {
+    for (let attempt = 0; attempt < (fixedPort || this.unixPath ? 1 : 5); attempt += 1) {
       const port = fixedPort || (await freePort());
+      const listen = this.unixPath
+        ? ['--port', '0', '--unixsocket', this.unixPath, '--unixsocketperm', '700']
+        : ['--bind', '127.0.0.1', '--port', String(port)];
       const users = !this.auth
         ? []
         : [
@@ -166,7 +177,7 @@ class Server {
       const durability = this.persist ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
       const proc = spawn(
         'redis-server',
-        ['--bind', '127.0.0.1', '--port', String(port), '--save', '', ...durability, '--dir', this.dir, ...users],
+        [...listen, '--save', '', ...durability, '--dir', this.dir, ...users],
         { stdio: ['ignore', 'ignore', 'pipe'] },
       );
       proc.stderr.on('data', (d) => {
@@ -178,9 +189,10 @@ class Server {
       });
       const deadline = Date.now() + START_TIMEOUT_MS;
       while (proc.exitCode === null && !spawnError && Date.now() < deadline) {
-        if (await ping(port, this.auth ? WRITER : undefined)) {
+        const where = this.unixPath ? { path: this.unixPath } : { host: '127.0.0.1', port };
+        if (await ping(where, this.auth ? WRITER : undefined)) {
           this.proc = proc;
-          this.port = port;
+          this.port = this.unixPath ? null : port;
           return;
         }
         await sleep(20);
@@ -195,7 +207,8 @@ class Server {
   }
 
   async startSegstore(init, port = 0) {
-    const args = ['--dir', this.store, 'serve', '--redis', `127.0.0.1:${port}`];
+    const listen = this.unixPath ? ['--redis-unix', this.unixPath] : ['--redis', `127.0.0.1:${port}`];
+    const args = ['--dir', this.store, 'serve', ...listen];
     if (this.prefix !== DEFAULT_PREFIX) args.push('--redis-prefix', this.prefix);
     if (init) args.push('--init');
     if (this.auth) {
@@ -219,8 +232,10 @@ class Server {
       // Keeps reading stdout after the listening line so the server never blocks on it.
       readline.createInterface({ input: proc.stdout }).on('line', (line) => {
         lines.push(line);
-        const m = LISTENING.exec(line);
-        if (m) finish(Number(m[1]));
+        const tcp = LISTENING.exec(line);
+        const unix = LISTENING_UNIX.exec(line);
+        if (tcp && !this.unixPath) finish(Number(tcp[1]));
+        if (unix && unix[1] === this.unixPath) finish('unix');
       });
       proc.once('exit', () => finish(null));
       proc.once('error', () => finish(null));
@@ -234,7 +249,7 @@ class Server {
           `(exit ${JSON.stringify(how)}); stdout ${JSON.stringify(lines)}; stderr: ${this.stderr}`,
       );
     }
-    this.port = bound;
+    this.port = bound === 'unix' ? null : bound;
   }
 
   /** SIGTERM; the server must exit 0 (redis-server does too). */
@@ -318,10 +333,13 @@ class RelayWriter {
  * `import`, `mark-synced`) before `serve` starts; with target redis the same data is written
  * over the protocol by the Relay-style writer right after it starts.
  */
-async function startServer(t, { prefix = DEFAULT_PREFIX, preload, auth = false, persist = false } = {}) {
+async function startServer(t, { prefix = DEFAULT_PREFIX, preload, auth = false, persist = false, unix = false } = {}) {
   const kind = target();
-  const server = new Server(kind, tempDir(t), prefix, auth, persist);
-  t.after(() => server.stop());
+  const server = new Server(kind, tempDir(t), prefix, auth, persist, unix);
+  t.after(async () => {
+    await server.stop();
+    if (server.unixPath) fs.rmSync(path.dirname(server.unixPath), { recursive: true, force: true });
+  });
   if (kind === 'segstore' && preload) {
     runCli(server.store, ['init']);
     for (const [lists, extra] of [
@@ -410,7 +428,7 @@ async function makeClient(
     bigSegments: {
       store: RedisBigSegmentStore({
         prefix: prefix === undefined ? server.prefix : prefix,
-        redisOpts: { host: '127.0.0.1', port: server.port, ...(user || (server.auth ? READER : {})), ...redisOpts },
+        redisOpts: { ...server.where(), ...(user || (server.auth ? READER : {})), ...redisOpts },
       }),
       staleAfter,
       userCacheTime: cacheTime,

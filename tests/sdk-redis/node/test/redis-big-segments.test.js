@@ -303,3 +303,13 @@ test('the SDK store reconnects when the server comes back on its address', async
   assert.deepEqual(await evaluate(client, user('out-user')), { value: false, kind: 'FALLTHROUGH', status: 'HEALTHY' });
   assert.deepEqual(await evaluate(client, user('both-user')), { value: true, kind: 'RULE_MATCH', status: 'HEALTHY' });
 });
+
+test('the SDK store over a Unix socket', async (t) => {
+  const server = await startServer(t, { unix: true });
+  await writeStandard(t, server);
+  const client = await makeClient(t, server, FLAGS, SEGMENTS);
+  assert.deepEqual(await evaluate(client, user('in-user')), { value: true, kind: 'RULE_MATCH', status: 'HEALTHY' });
+  assert.deepEqual(await evaluate(client, user('out-user')), { value: false, kind: 'FALLTHROUGH', status: 'HEALTHY' });
+  assert.deepEqual(await evaluate(client, user('both-user')), { value: true, kind: 'RULE_MATCH', status: 'HEALTHY' });
+  assert.deepEqual(await evaluate(client, user('nobody')), { value: false, kind: 'FALLTHROUGH', status: 'HEALTHY' });
+});
