@@ -4,6 +4,8 @@
 //! whole keyspace is compared, and the store, read in this process with `ReadOnlyStore`, must
 //! hold what Redis holds.
 
+#![cfg(feature = "cli")]
+
 mod redis_support;
 
 use rand::rngs::StdRng;

@@ -2,6 +2,8 @@
 //! misbehaving ones (raw sockets): the commands SDKs and writers send, access control, limits,
 //! bad input, and kill -9 in the middle of transactions.
 
+#![cfg(feature = "cli")]
+
 mod redis_support;
 
 use redis_support::{closed_within, connect, exchange, Serve};

@@ -6,3 +6,5 @@
 //!   Redis big-segment store and for writers that speak Redis (the Relay Proxy).
 
 pub mod redis;
+
+pub mod workers;

@@ -46,10 +46,12 @@ impl Serve {
             let _ = stderr.read_to_string(&mut text);
             text
         });
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
+        stdout.read_line(&mut line).expect("read the listening line");
+        // Later lines (other listeners) are read and dropped, so the server never writes to a
+        // closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let addr = line
             .trim()
             .strip_prefix("serve: redis listening on ")

@@ -4,6 +4,7 @@
 use crate::common::{writer_options, CmdResult, Failure};
 use clap::Args;
 use segstore::serve::redis::{RedisConfig, RedisEndpoint, RequestLimits, Users};
+use segstore::serve::workers::Workers;
 use segstore::Store;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -132,11 +133,13 @@ fn bind_unix(path: &Path) -> CmdResult<tokio::net::UnixListener> {
         .map_err(|e| Failure::runtime(format!("binding {}: {e}", path.display())))
 }
 
-fn announce(what: &str) -> CmdResult {
+/// Prints a "listening" line on stdout. A closed stdout is no reason for a daemon to stop:
+/// the line is then only logged.
+fn announce(what: &str) {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "serve: {what}")
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::runtime(format!("writing to stdout: {e}")))
+    if let Err(e) = writeln!(out, "serve: {what}").and_then(|()| out.flush()) {
+        tracing::warn!(error = %e, "stdout is closed; not announcing: {what}");
+    }
 }
 
 /// Runs `serve`.
@@ -158,25 +161,35 @@ pub fn run(dir: &Path, args: &ServeArgs) -> CmdResult {
         Store::open(dir, writer_options())?
     };
     let store = Arc::new(store);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // This thread accepts connections and waits for signals; the workers (one per core) serve
+    // the connections.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("segstore-serve")
         .build()
         .map_err(|e| Failure::runtime(format!("starting the runtime: {e}")))?;
-    let result = runtime.block_on(serve(store.clone(), args, config));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = Workers::start(cores)
+        .map_err(|e| Failure::runtime(format!("starting the worker threads: {e}")))?;
+    let result = runtime.block_on(serve(store.clone(), args, config, workers.handles()));
     drop(runtime);
+    workers.stop();
     // Dropping the store closes it: every batch was fsynced before it was answered.
     drop(store);
     result
 }
 
-async fn serve(store: Arc<Store>, args: &ServeArgs, config: RedisConfig) -> CmdResult {
+async fn serve(
+    store: Arc<Store>,
+    args: &ServeArgs,
+    config: RedisConfig,
+    workers: &[tokio::runtime::Handle],
+) -> CmdResult {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())
         .map_err(|e| Failure::runtime(format!("installing signal handlers: {e}")))?;
     let mut sigint = signal(SignalKind::interrupt())
         .map_err(|e| Failure::runtime(format!("installing signal handlers: {e}")))?;
-    let endpoint = RedisEndpoint::new(store, config);
+    let endpoint = RedisEndpoint::new(store, config).with_workers(workers);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut doors = tokio::task::JoinSet::new();
     for addr in &args.redis {
@@ -186,7 +199,7 @@ async fn serve(store: Arc<Store>, args: &ServeArgs, config: RedisConfig) -> CmdR
         let local = listener
             .local_addr()
             .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
-        announce(&format!("redis listening on {local}"))?;
+        announce(&format!("redis listening on {local}"));
         info!(address = %local, "redis endpoint listening");
         let endpoint = endpoint.clone();
         let stopped = stopped.clone();
@@ -195,7 +208,7 @@ async fn serve(store: Arc<Store>, args: &ServeArgs, config: RedisConfig) -> CmdR
     let unix_path = args.redis_unix.clone();
     if let Some(path) = &unix_path {
         let listener = bind_unix(path)?;
-        announce(&format!("redis listening on unix:{}", path.display()))?;
+        announce(&format!("redis listening on unix:{}", path.display()));
         info!(path = %path.display(), "redis endpoint listening");
         let endpoint = endpoint.clone();
         let stopped = stopped.clone();

@@ -18,13 +18,14 @@ const READ_CHUNK: usize = 16 << 10;
 
 /// Serves one connection until the client leaves, a protocol error, a timeout, or shutdown.
 pub async fn serve_connection<S>(
-    stream: S,
+    mut stream: S,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    // Requests and replies alternate on one task, so the stream is not split (a split stream
+    // takes a lock on every read and write).
     let mut session = Session::new(shared.clone());
     let mut decoder = RequestDecoder::new(shared.config.request_limits);
     let mut input = BytesMut::with_capacity(READ_CHUNK);
@@ -37,10 +38,10 @@ pub async fn serve_connection<S>(
                     let (reply, after) = session.handle(args).await;
                     reply.encode(session.protocol, &mut output);
                     if after == After::Close {
-                        let _ = writer.write_all(&output).await;
+                        let _ = stream.write_all(&output).await;
                         return;
                     }
-                    if output.len() >= FLUSH_AT && writer.write_all(&output.split()).await.is_err()
+                    if output.len() >= FLUSH_AT && stream.write_all(&output.split()).await.is_err()
                     {
                         return;
                     }
@@ -49,12 +50,12 @@ pub async fn serve_connection<S>(
                 Err(e) => {
                     Stats::bump(&shared.stats.protocol_errors);
                     output.extend_from_slice(format!("-ERR {e}\r\n").as_bytes());
-                    let _ = writer.write_all(&output).await;
+                    let _ = stream.write_all(&output).await;
                     return;
                 }
             }
         }
-        if !output.is_empty() && writer.write_all(&output.split()).await.is_err() {
+        if !output.is_empty() && stream.write_all(&output.split()).await.is_err() {
             return;
         }
         if *shutdown.borrow() {
@@ -72,10 +73,10 @@ pub async fn serve_connection<S>(
         }
         let read = async {
             match limit {
-                Some(limit) => tokio::time::timeout(limit, reader.read_buf(&mut input))
+                Some(limit) => tokio::time::timeout(limit, stream.read_buf(&mut input))
                     .await
                     .ok(),
-                None => Some(reader.read_buf(&mut input).await),
+                None => Some(stream.read_buf(&mut input).await),
             }
         };
         tokio::select! {

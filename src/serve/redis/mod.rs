@@ -49,6 +49,9 @@ use tokio::task::JoinSet;
 #[derive(Debug, Clone)]
 pub struct RedisEndpoint {
     shared: Arc<Shared>,
+    /// Runtimes to place connections on, in turn (none: the accepting task's runtime).
+    workers: Arc<[tokio::runtime::Handle]>,
+    next_worker: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// How long shutdown waits for connections to send their last replies.
@@ -71,7 +74,16 @@ impl RedisEndpoint {
     pub fn new(store: Arc<Store>, config: RedisConfig) -> RedisEndpoint {
         RedisEndpoint {
             shared: Arc::new(Shared::new(store, config)),
+            workers: Arc::from(Vec::new()),
+            next_worker: Arc::default(),
         }
+    }
+
+    /// Places each accepted connection on one of these runtimes, in turn (see
+    /// [`Workers`](crate::serve::workers::Workers)), instead of the accepting task's runtime.
+    pub fn with_workers(mut self, workers: &[tokio::runtime::Handle]) -> RedisEndpoint {
+        self.workers = Arc::from(workers.to_vec());
+        self
     }
 
     /// Takes a connection slot, or refuses the connection at `max_clients`.
@@ -113,8 +125,9 @@ impl RedisEndpoint {
                 let (stream, _) = listener.accept().await?;
                 // Replies are written whole; Nagle's delay would only add latency.
                 let _ = stream.set_nodelay(true);
-                Ok(stream)
+                stream.into_std()
             },
+            tokio::net::TcpStream::from_std,
             shutdown,
         )
         .await;
@@ -127,17 +140,26 @@ impl RedisEndpoint {
         shutdown: watch::Receiver<bool>,
     ) {
         self.accept_loop(
-            || async { listener.accept().await.map(|(stream, _)| stream) },
+            || async { listener.accept().await?.0.into_std() },
+            tokio::net::UnixStream::from_std,
             shutdown,
         )
         .await;
     }
 
-    async fn accept_loop<S, F, Fut>(&self, mut accept: F, mut shutdown: watch::Receiver<bool>)
-    where
+    /// The accept loop. `accept` yields each connection as a std socket, and `adopt` registers
+    /// it with the runtime of the worker that serves it, so its I/O events wake that worker
+    /// only.
+    async fn accept_loop<Std, S, F, Fut>(
+        &self,
+        mut accept: F,
+        adopt: fn(Std) -> std::io::Result<S>,
+        mut shutdown: watch::Receiver<bool>,
+    ) where
+        Std: Send + 'static,
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = std::io::Result<S>>,
+        Fut: std::future::Future<Output = std::io::Result<Std>>,
     {
         let mut connections = JoinSet::new();
         loop {
@@ -147,10 +169,19 @@ impl RedisEndpoint {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 accepted = accept() => match accepted {
-                    Ok(stream) => {
+                    Ok(socket) => {
                         let endpoint = self.clone();
                         let stop = shutdown.clone();
-                        connections.spawn(async move { endpoint.serve_stream(stream, stop).await });
+                        let task = async move {
+                            match adopt(socket) {
+                                Ok(stream) => endpoint.serve_stream(stream, stop).await,
+                                Err(e) => tracing::warn!(error = %e, "a connection could not be registered"),
+                            }
+                        };
+                        match self.workers.get(self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len().max(1)) {
+                            Some(worker) => connections.spawn_on(task, worker),
+                            None => connections.spawn(task),
+                        };
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: wait a little, go on.
