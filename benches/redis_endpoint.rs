@@ -1,0 +1,2 @@
+//! Placeholder: the Redis endpoint bench (serve --redis against redis-server) is being written.
+fn main() {}
