@@ -627,3 +627,101 @@ fn kill_9_mid_exec_keeps_answered_transactions_whole() {
         0
     );
 }
+
+/// TLS, for a writer on another host: redis-cli over `--tls` against a self-signed certificate.
+#[test]
+fn tls_with_redis_cli() {
+    let tools = [("openssl", "version"), ("redis-cli", "--version")]
+        .iter()
+        .all(|(tool, arg)| {
+            std::process::Command::new(tool)
+                .arg(arg)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if !tools {
+        assert!(
+            std::env::var_os("SEGSTORE_REQUIRE_REDIS").is_none(),
+            "openssl and redis-cli are needed for the TLS test"
+        );
+        eprintln!("SKIPPED: openssl or redis-cli is not installed");
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let cert = certs.path().join("cert.pem");
+    let key = certs.path().join("key.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let tls_addr = format!("127.0.0.1:{port}");
+    let serve = Serve::start(
+        dir.path(),
+        &[
+            "--redis-tls",
+            &tls_addr,
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "--tls",
+                "--cacert",
+                cert.to_str().unwrap(),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cli(&["PING"]) != "PONG" {
+        assert!(std::time::Instant::now() < deadline, "no TLS answer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(cli(&["SADD", &include("h"), "tls.g1"]), "1");
+    assert_eq!(cli(&["SMEMBERS", &include("h")]), "tls.g1");
+    // A plaintext client on the TLS port gets no answer, and the server goes on.
+    let mut plain = std::net::TcpStream::connect(&tls_addr).unwrap();
+    plain.write_all(b"PING\r\n").unwrap();
+    assert!(closed_within(&mut plain, Duration::from_secs(10)));
+    let mut tcp = serve.conn();
+    assert_eq!(
+        q::<Vec<String>>(&mut tcp, &["SMEMBERS", &include("h")]).unwrap(),
+        ["tls.g1"]
+    );
+    let (status, stderr) = serve.stop();
+    assert!(status.success(), "{status}: {stderr}");
+}

@@ -7,4 +7,5 @@
 
 pub mod redis;
 
+pub mod tls;
 pub mod workers;

@@ -4,6 +4,7 @@
 use crate::common::{writer_options, CmdResult, Failure};
 use clap::Args;
 use segstore::serve::redis::{RedisConfig, RedisEndpoint, RequestLimits, Users};
+use segstore::serve::tls;
 use segstore::serve::workers::Workers;
 use segstore::Store;
 use std::io::Write;
@@ -37,6 +38,16 @@ pub struct ServeArgs {
     /// Serve the Redis protocol on this TCP address (repeatable), e.g. 127.0.0.1:6380.
     #[arg(long = "redis", value_name = "ADDR")]
     pub redis: Vec<SocketAddr>,
+    /// Serve the Redis protocol over TLS on this TCP address (repeatable); needs --tls-cert
+    /// and --tls-key.
+    #[arg(long = "redis-tls", value_name = "ADDR")]
+    pub redis_tls: Vec<SocketAddr>,
+    /// The TLS certificate chain, PEM (leaf first).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Serve the Redis protocol on this Unix socket path.
     #[arg(long, value_name = "PATH")]
     pub redis_unix: Option<PathBuf>,
@@ -144,11 +155,18 @@ fn announce(what: &str) {
 
 /// Runs `serve`.
 pub fn run(dir: &Path, args: &ServeArgs) -> CmdResult {
-    if args.redis.is_empty() && args.redis_unix.is_none() {
+    if args.redis.is_empty() && args.redis_tls.is_empty() && args.redis_unix.is_none() {
         return Err(Failure::usage(
-            "serve needs at least one front door: --redis ADDR or --redis-unix PATH",
+            "serve needs at least one front door: --redis ADDR, --redis-tls ADDR or --redis-unix PATH",
         ));
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(Failure::usage)?),
+        _ if !args.redis_tls.is_empty() => {
+            return Err(Failure::usage("--redis-tls needs --tls-cert and --tls-key"))
+        }
+        _ => None,
+    };
     let config = config(args)?;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -170,7 +188,7 @@ pub fn run(dir: &Path, args: &ServeArgs) -> CmdResult {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = Workers::start(cores)
         .map_err(|e| Failure::runtime(format!("starting the worker threads: {e}")))?;
-    let result = runtime.block_on(serve(store.clone(), args, config, workers.handles()));
+    let result = runtime.block_on(serve(store.clone(), args, config, tls, workers.handles()));
     drop(runtime);
     workers.stop();
     // Dropping the store closes it: every batch was fsynced before it was answered.
@@ -182,6 +200,7 @@ async fn serve(
     store: Arc<Store>,
     args: &ServeArgs,
     config: RedisConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     workers: &[tokio::runtime::Handle],
 ) -> CmdResult {
     use tokio::signal::unix::{signal, SignalKind};
@@ -204,6 +223,20 @@ async fn serve(
         let endpoint = endpoint.clone();
         let stopped = stopped.clone();
         doors.spawn(async move { endpoint.serve_tcp(listener, stopped).await });
+    }
+    for (addr, acceptor) in args.redis_tls.iter().zip(std::iter::repeat(tls)) {
+        let Some(acceptor) = acceptor else { break };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
+        announce(&format!("redis listening on tls:{local}"));
+        info!(address = %local, "redis endpoint listening (TLS)");
+        let endpoint = endpoint.clone();
+        let stopped = stopped.clone();
+        doors.spawn(async move { endpoint.serve_tls(listener, acceptor, stopped).await });
     }
     let unix_path = args.redis_unix.clone();
     if let Some(path) = &unix_path {

@@ -127,7 +127,41 @@ impl RedisEndpoint {
                 let _ = stream.set_nodelay(true);
                 stream.into_std()
             },
-            tokio::net::TcpStream::from_std,
+            |socket| async move { tokio::net::TcpStream::from_std(socket) },
+            shutdown,
+        )
+        .await;
+    }
+
+    /// Accepts TLS connections (over TCP) until `shutdown`, as [`serve_tcp`](Self::serve_tcp).
+    /// A handshake must finish within the request timeout.
+    pub async fn serve_tls(
+        &self,
+        listener: tokio::net::TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let handshake_limit = self.shared.config.request_timeout;
+        self.accept_loop(
+            || async {
+                let (stream, _) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                stream.into_std()
+            },
+            move |socket| {
+                let acceptor = acceptor.clone();
+                async move {
+                    let stream = tokio::net::TcpStream::from_std(socket)?;
+                    tokio::time::timeout(handshake_limit, acceptor.accept(stream))
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "TLS handshake timed out",
+                            )
+                        })?
+                }
+            },
             shutdown,
         )
         .await;
@@ -141,25 +175,27 @@ impl RedisEndpoint {
     ) {
         self.accept_loop(
             || async { listener.accept().await?.0.into_std() },
-            tokio::net::UnixStream::from_std,
+            |socket| async move { tokio::net::UnixStream::from_std(socket) },
             shutdown,
         )
         .await;
     }
 
     /// The accept loop. `accept` yields each connection as a std socket, and `adopt` registers
-    /// it with the runtime of the worker that serves it, so its I/O events wake that worker
-    /// only.
-    async fn accept_loop<Std, S, F, Fut>(
+    /// it with the runtime of the worker that serves it (so its I/O events wake that worker
+    /// only) and does any handshake.
+    async fn accept_loop<Std, S, F, Fut, A, AFut>(
         &self,
         mut accept: F,
-        adopt: fn(Std) -> std::io::Result<S>,
+        adopt: A,
         mut shutdown: watch::Receiver<bool>,
     ) where
         Std: Send + 'static,
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::io::Result<Std>>,
+        A: Fn(Std) -> AFut,
+        AFut: std::future::Future<Output = std::io::Result<S>> + Send + 'static,
     {
         let mut connections = JoinSet::new();
         loop {
@@ -172,8 +208,9 @@ impl RedisEndpoint {
                     Ok(socket) => {
                         let endpoint = self.clone();
                         let stop = shutdown.clone();
+                        let adopted = adopt(socket);
                         let task = async move {
-                            match adopt(socket) {
+                            match adopted.await {
                                 Ok(stream) => endpoint.serve_stream(stream, stop).await,
                                 Err(e) => tracing::warn!(error = %e, "a connection could not be registered"),
                             }
