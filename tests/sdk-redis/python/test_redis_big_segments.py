@@ -574,3 +574,47 @@ def test_the_sdk_store_over_a_unix_socket(start_server, make_client):
                             ("both-user", True, "RULE_MATCH"), ("nobody", False, "FALLTHROUGH")):
         value, reason = evaluate(client, user(key))
         assert (key, value, reason["kind"], reason["bigSegmentsStatus"]) == (key, want, kind, "HEALTHY")
+
+
+def test_many_threads_evaluating_at_once_through_the_sdk_pool(server, make_client):
+    """8 threads share the SDK's connection pool, each evaluating 100 contexts it has not asked
+    for before (two SMEMBERS each), while a writer keeps committing transactions."""
+    import threading
+
+    w = RelayWriter(server)
+    keys = [f"bulk-{i}" for i in range(800)]
+    assert w.patch(REF, "1", included_add=keys[0::2], excluded_add=keys[1::2])
+    w.mark_synced()
+    client = make_client(server, FLAGS, SEGMENTS)
+    wrong, errors = [], []
+    stop = threading.Event()
+
+    def evaluate_slice(n):
+        try:
+            for i in range(n, 800, 8):
+                value, reason = evaluate(client, user(keys[i]))
+                if (value, reason["bigSegmentsStatus"]) != (i % 2 == 0, "HEALTHY"):
+                    wrong.append((keys[i], value, reason))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def write():
+        n = 1
+        while not stop.is_set():
+            n += 1
+            if not w.patch("other.g1", str(n), previous_version=str(n - 1), included_add=[f"noise-{n}"]):
+                errors.append(f"the writer's patch {n} was not applied")
+                return
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    threads = [threading.Thread(target=evaluate_slice, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    stop.set()
+    writer.join(10)
+    assert not errors, errors
+    assert wrong == []
+    assert server.client().scard(server.key(f"big_segment_include:{context_hash('noise-2')}")) == 1
