@@ -9,8 +9,8 @@
 # The same tests answering the same way on both is the differential check.
 # SEGSTORE_REDIS_TARGETS="redis" (or "segstore") runs only that target.
 # Idempotent: rerunning reuses the venv and reinstalls nothing already at the pinned version.
-# Installs redis-server / redis-tools, python3-venv and nodejs with apt-get only when they are
-# missing (CI runs as root).
+# Installs redis-server / redis-tools, openssl, python3-venv and nodejs with apt-get only when
+# they are missing (CI runs as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -38,6 +38,10 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
     apt_install redis-server redis-tools
 fi
 redis-server --version
+# The TLS tests make a self-signed certificate with the openssl CLI.
+if ! command -v openssl >/dev/null; then
+    apt_install openssl
+fi
 
 step "cargo build --bin segstore (the CLI and its serve command)"
 cargo build --bin segstore

@@ -31,6 +31,7 @@ DEFAULT_PREFIX = "launchdarkly"
 TARGETS = ("redis", "segstore")
 LISTENING = re.compile(r"^serve: redis listening on 127\.0\.0\.1:(\d+)$")
 LISTENING_UNIX = re.compile(r"^serve: redis listening on unix:(.+)$")
+LISTENING_TLS = re.compile(r"^serve: redis listening on tls:127\.0\.0\.1:(\d+)$")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 # With `auth=True` a server has these two users and no anonymous access.
@@ -74,6 +75,20 @@ def run_cli(store: Path, *args: str, stdin: Optional[str] = None) -> str:
     return done.stdout
 
 
+def make_tls_files(directory: Path):
+    """A self-signed certificate for 127.0.0.1 and its key (PEM), made with the openssl CLI."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is not installed (scripts/test-redis-sdks.sh installs it)")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -93,8 +108,10 @@ class Server:
     """One Redis-protocol server on a loopback port, stopped (and checked) at teardown."""
 
     def __init__(self, kind: str, workdir: Path, prefix: str, store: Optional[Path] = None, auth: bool = False,
-                 persist: bool = False, unix: bool = False):
+                 persist: bool = False, unix: bool = False, tls=None):
         self.kind = kind
+        # With `tls` (cert, key), the server listens over TLS only.
+        self.tls = tls
         self.auth = auth
         # redis-server keeps nothing across a restart unless told to (segstore always does).
         self.persist = persist
@@ -114,12 +131,19 @@ class Server:
     def url(self) -> str:
         if self.unix_path:
             return f"unix://{self.unix_path}?db=0"
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    @property
+    def tls_opts(self) -> dict:
+        """The `redis` connection options that trust the server's certificate."""
+        return {"ssl_ca_certs": str(self.tls[0])} if self.tls else {}
 
     def client(self, user=None) -> redis.Redis:
         """A plain `redis` client on the server (the writer's connection unless `user`)."""
         user = user or (WRITER if self.auth else (None, None))
         where = {"unix_socket_path": self.unix_path} if self.unix_path else {"host": "127.0.0.1", "port": self.port}
+        if self.tls:
+            where.update(ssl=True, **self.tls_opts)
         return redis.Redis(**where, db=0, socket_timeout=10, username=user[0], password=user[1])
 
     def sdk_url(self, user=None) -> str:
@@ -127,7 +151,7 @@ class Server:
         user = user or (READER if self.auth else None)
         if user is None:
             return self.url
-        assert not self.unix_path, "users over a Unix socket: not needed here"
+        assert not self.unix_path and not self.tls, "users over a Unix socket or TLS: not needed here"
         return f"redis://{user[0]}:{user[1]}@127.0.0.1:{self.port}/0"
 
     def key(self, name: str) -> str:
@@ -150,6 +174,9 @@ class Server:
             where = ["--bind", "127.0.0.1", "--port", str(port)]
             if self.unix_path:
                 where = ["--port", "0", "--unixsocket", self.unix_path, "--unixsocketperm", "700"]
+            if self.tls:
+                where = ["--bind", "127.0.0.1", "--port", "0", "--tls-port", str(port), "--tls-cert-file",
+                         str(self.tls[0]), "--tls-key-file", str(self.tls[1]), "--tls-auth-clients", "no"]
             users = []
             if self.auth:
                 users = ["--user", "default", "off",
@@ -169,7 +196,7 @@ class Server:
                     if self.client().ping():
                         self.proc = proc
                         return
-                except (redis.ConnectionError, FileNotFoundError):
+                except (redis.ConnectionError, FileNotFoundError, OSError):
                     time.sleep(0.02)
             if proc.poll() is None:
                 proc.kill()
@@ -178,6 +205,8 @@ class Server:
 
     def _start_segstore(self, init: bool, port: Optional[int]):
         where = ["--redis-unix", self.unix_path] if self.unix_path else ["--redis", f"127.0.0.1:{port or 0}"]
+        if self.tls:
+            where = ["--redis-tls", f"127.0.0.1:{port or 0}", "--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         args = [str(cli_path()), "--dir", str(self.store), "serve", *where]
         if self.prefix != DEFAULT_PREFIX:
             args += ["--redis-prefix", self.prefix]
@@ -199,7 +228,8 @@ class Server:
             for line in stdout:
                 line = line.rstrip("\n")
                 self._stdout_lines.append(line)
-                tcp, unix = LISTENING.match(line), LISTENING_UNIX.match(line)
+                tcp = (LISTENING_TLS if self.tls else LISTENING).match(line)
+                unix = LISTENING_UNIX.match(line)
                 if not listening and (tcp and not self.unix_path or unix and unix.group(1) == self.unix_path):
                     self.port = int(tcp.group(1)) if tcp else None
                     listening.append(line)
@@ -312,12 +342,13 @@ def start_server(tmp_path):
     servers: List[Server] = []
 
     def start(prefix: str = DEFAULT_PREFIX, preload: Optional[Preload] = None, auth: bool = False,
-              persist: bool = False, unix: bool = False) -> Server:
+              persist: bool = False, unix: bool = False, tls: bool = False) -> Server:
         workdir = tmp_path / f"server-{len(servers)}"
         workdir.mkdir()
         kind = target()
         store = workdir / "store" if kind == "segstore" else None
-        server = Server(kind, workdir, prefix, store, auth, persist, unix)
+        server = Server(kind, workdir, prefix, store, auth, persist, unix,
+                        make_tls_files(workdir) if tls else None)
         if kind == "segstore" and preload is not None:
             run_cli(store, "init")
             for lists, extra in ((preload.included, []), (preload.excluded, ["--excluded"])):
@@ -359,10 +390,14 @@ def make_client(tmp_path):
 
     def make(server: Server, flags: dict, segments: dict, prefix: Optional[str] = None,
              stale_after: float = 120.0, cache_time: float = 5.0, status_poll_interval: float = 5.0,
-             url: Optional[str] = None) -> LDClient:
+             url: Optional[str] = None, redis_opts: Optional[dict] = None) -> LDClient:
         data = tmp_path / f"flags-{len(clients)}.json"
         data.write_text(json.dumps({"flags": flags, "segments": segments}))
-        store = Redis.new_big_segment_store(url=url or server.sdk_url(), prefix=server.prefix if prefix is None else prefix)
+        store = Redis.new_big_segment_store(
+            url=url or server.sdk_url(),
+            prefix=server.prefix if prefix is None else prefix,
+            redis_opts=server.tls_opts if redis_opts is None else redis_opts,
+        )
         config = Config(
             sdk_key="sdk-key-offline-test",
             update_processor_class=Files.new_data_source(paths=[str(data)]),

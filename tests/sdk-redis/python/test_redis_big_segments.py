@@ -618,3 +618,20 @@ def test_many_threads_evaluating_at_once_through_the_sdk_pool(server, make_clien
     assert not errors, errors
     assert wrong == []
     assert server.client().scard(server.key(f"big_segment_include:{context_hash('noise-2')}")) == 1
+
+
+def test_the_sdk_store_over_tls(start_server, make_client):
+    """A `rediss://` URL and the CA in the SDK's redis_opts; a client that does not trust the
+    certificate gets nothing."""
+    server = start_server(tls=True)
+    write_standard(server)
+    client = make_client(server, FLAGS, SEGMENTS)
+    assert server.url.startswith("rediss://")
+    for key, want, kind in (("in-user", True, "RULE_MATCH"), ("out-user", False, "FALLTHROUGH"),
+                            ("both-user", True, "RULE_MATCH"), ("nobody", False, "FALLTHROUGH")):
+        value, reason = evaluate(client, user(key))
+        assert (key, value, reason["kind"], reason["bigSegmentsStatus"]) == (key, want, kind, "HEALTHY")
+
+    untrusting = make_client(server, FLAGS, SEGMENTS, redis_opts={})
+    value, reason = evaluate(untrusting, user("in-user"))
+    assert (value, reason["bigSegmentsStatus"]) == (False, "STORE_ERROR")
