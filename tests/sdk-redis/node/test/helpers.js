@@ -21,6 +21,7 @@ const DEFAULT_PREFIX = 'launchdarkly';
 const TARGETS = ['redis', 'segstore'];
 const LISTENING = /^serve: redis listening on 127\.0\.0\.1:(\d+)$/;
 const LISTENING_UNIX = /^serve: redis listening on unix:(.+)$/;
+const LISTENING_TLS = /^serve: redis listening on tls:127\.0\.0\.1:(\d+)$/;
 const START_TIMEOUT_MS = 30000;
 const STOP_TIMEOUT_MS = 15000;
 // With `auth: true` a server has these two users and no anonymous access.
@@ -73,6 +74,19 @@ function tempDir(t) {
   return dir;
 }
 
+/** A self-signed certificate for 127.0.0.1 and its key (PEM), made with the openssl CLI. */
+function makeTlsFiles(dir) {
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  execFileSync(
+    'openssl',
+    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2',
+      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
+    { stdio: ['ignore', 'ignore', 'pipe'], timeout: 60000 },
+  );
+  return { cert, key };
+}
+
 function freePort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
@@ -105,6 +119,27 @@ function ping(where, user) {
   });
 }
 
+/** True when a PING over TLS (trusting `caFile`) on 127.0.0.1:port answers PONG. */
+async function pingTls(port, caFile) {
+  const conn = new Redis({
+    host: '127.0.0.1',
+    port,
+    tls: { ca: fs.readFileSync(caFile) },
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  conn.on('error', () => {});
+  try {
+    await conn.connect();
+    return (await conn.ping()) === 'PONG';
+  } catch {
+    return false;
+  } finally {
+    conn.disconnect();
+  }
+}
+
 function exited(proc, timeoutMs) {
   return new Promise((resolve) => {
     if (proc.exitCode !== null || proc.signalCode !== null) {
@@ -121,7 +156,7 @@ function exited(proc, timeoutMs) {
 
 /** One Redis-protocol server on a loopback port. */
 class Server {
-  constructor(kind, dir, prefix, auth = false, persist = false, unix = false) {
+  constructor(kind, dir, prefix, auth = false, persist = false, unix = false, tls = null) {
     this.kind = kind;
     this.auth = auth;
     // redis-server keeps nothing across a restart unless told to (segstore always does).
@@ -132,13 +167,17 @@ class Server {
     this.port = null;
     // With `unix`, the server listens on a Unix socket only (a short path: sun_path is small).
     this.unixPath = unix ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ss-sock-')), 'redis.sock') : null;
+    // With `tls` ({cert, key}), the server listens over TLS only.
+    this.tls = tls;
     this.proc = null;
     this.stderr = '';
   }
 
-  /** Where ioredis connects. */
+  /** Where ioredis connects (and, with TLS, the CA it trusts). */
   where() {
-    return this.unixPath ? { path: this.unixPath } : { host: '127.0.0.1', port: this.port };
+    if (this.unixPath) return { path: this.unixPath };
+    const tls = this.tls ? { tls: { ca: fs.readFileSync(this.tls.cert) } } : {};
+    return { host: '127.0.0.1', port: this.port, ...tls };
   }
 
   key(name) {
@@ -167,6 +206,10 @@ class Server {
       const listen = this.unixPath
         ? ['--port', '0', '--unixsocket', this.unixPath, '--unixsocketperm', '700']
         : ['--bind', '127.0.0.1', '--port', String(port)];
+      if (this.tls) {
+        listen.splice(0, listen.length, '--bind', '127.0.0.1', '--port', '0', '--tls-port', String(port),
+          '--tls-cert-file', this.tls.cert, '--tls-key-file', this.tls.key, '--tls-auth-clients', 'no');
+      }
       const users = !this.auth
         ? []
         : [
@@ -190,7 +233,7 @@ class Server {
       const deadline = Date.now() + START_TIMEOUT_MS;
       while (proc.exitCode === null && !spawnError && Date.now() < deadline) {
         const where = this.unixPath ? { path: this.unixPath } : { host: '127.0.0.1', port };
-        if (await ping(where, this.auth ? WRITER : undefined)) {
+        if (await (this.tls ? pingTls(port, this.tls.cert) : ping(where, this.auth ? WRITER : undefined))) {
           this.proc = proc;
           this.port = this.unixPath ? null : port;
           return;
@@ -207,7 +250,8 @@ class Server {
   }
 
   async startSegstore(init, port = 0) {
-    const listen = this.unixPath ? ['--redis-unix', this.unixPath] : ['--redis', `127.0.0.1:${port}`];
+    let listen = this.unixPath ? ['--redis-unix', this.unixPath] : ['--redis', `127.0.0.1:${port}`];
+    if (this.tls) listen = ['--redis-tls', `127.0.0.1:${port}`, '--tls-cert', this.tls.cert, '--tls-key', this.tls.key];
     const args = ['--dir', this.store, 'serve', ...listen];
     if (this.prefix !== DEFAULT_PREFIX) args.push('--redis-prefix', this.prefix);
     if (init) args.push('--init');
@@ -232,7 +276,7 @@ class Server {
       // Keeps reading stdout after the listening line so the server never blocks on it.
       readline.createInterface({ input: proc.stdout }).on('line', (line) => {
         lines.push(line);
-        const tcp = LISTENING.exec(line);
+        const tcp = (this.tls ? LISTENING_TLS : LISTENING).exec(line);
         const unix = LISTENING_UNIX.exec(line);
         if (tcp && !this.unixPath) finish(Number(tcp[1]));
         if (unix && unix[1] === this.unixPath) finish('unix');
@@ -333,9 +377,10 @@ class RelayWriter {
  * `import`, `mark-synced`) before `serve` starts; with target redis the same data is written
  * over the protocol by the Relay-style writer right after it starts.
  */
-async function startServer(t, { prefix = DEFAULT_PREFIX, preload, auth = false, persist = false, unix = false } = {}) {
+async function startServer(t, { prefix = DEFAULT_PREFIX, preload, auth = false, persist = false, unix = false, tls = false } = {}) {
   const kind = target();
-  const server = new Server(kind, tempDir(t), prefix, auth, persist, unix);
+  const dir = tempDir(t);
+  const server = new Server(kind, dir, prefix, auth, persist, unix, tls ? makeTlsFiles(dir) : null);
   t.after(async () => {
     await server.stop();
     if (server.unixPath) fs.rmSync(path.dirname(server.unixPath), { recursive: true, force: true });

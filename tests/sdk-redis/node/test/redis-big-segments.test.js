@@ -313,3 +313,20 @@ test('the SDK store over a Unix socket', async (t) => {
   assert.deepEqual(await evaluate(client, user('both-user')), { value: true, kind: 'RULE_MATCH', status: 'HEALTHY' });
   assert.deepEqual(await evaluate(client, user('nobody')), { value: false, kind: 'FALLTHROUGH', status: 'HEALTHY' });
 });
+
+test('the SDK store over TLS', async (t) => {
+  const server = await startServer(t, { tls: true });
+  await writeStandard(t, server);
+  const client = await makeClient(t, server, FLAGS, SEGMENTS);
+  assert.deepEqual(await evaluate(client, user('in-user')), { value: true, kind: 'RULE_MATCH', status: 'HEALTHY' });
+  assert.deepEqual(await evaluate(client, user('out-user')), { value: false, kind: 'FALLTHROUGH', status: 'HEALTHY' });
+  assert.deepEqual(await evaluate(client, user('both-user')), { value: true, kind: 'RULE_MATCH', status: 'HEALTHY' });
+  assert.deepEqual(await evaluate(client, user('nobody')), { value: false, kind: 'FALLTHROUGH', status: 'HEALTHY' });
+
+  // A client that does not trust the certificate gets nothing.
+  const untrusting = await makeClient(t, server, FLAGS, SEGMENTS, {
+    redisOpts: { tls: {}, maxRetriesPerRequest: 0, retryStrategy: () => 100 },
+  });
+  const got = await evaluate(untrusting, user('in-user'));
+  assert.deepEqual([got.value, got.status], [false, 'STORE_ERROR']);
+});
