@@ -274,6 +274,13 @@ def test_writes_over_the_protocol_are_in_the_store_and_survive_a_restart(start_s
     meta = json.loads(run_cli(server.store, "meta", "--json"))
     assert meta["synchronized_on"] == synced
     assert meta["cursor"] == "2"
+    # ... and writing ones are kept out by the lock, changing nothing.
+    with pytest.raises(AssertionError, match="locked"):
+        run_cli(server.store, "import", "--segment", REF, "--hash-keys", "--mode", "merge", "-", stdin="sneaky\n")
+    with pytest.raises(AssertionError, match="locked"):
+        run_cli(server.store, "mark-synced", "--at", "1")
+    assert run_cli(server.store, "check", REF, "sneaky", "--hash-key").strip() == "unknown"
+    assert server.client().get(server.key("big_segments_synchronized_on")) == str(synced).encode()
 
     server.stop()
     server.start(init=False)
