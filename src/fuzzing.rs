@@ -51,6 +51,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("ingest_updates", ingest_updates),
     ("ingest_patches", ingest_patches),
     ("ingest_partner", ingest_partner),
+    #[cfg(feature = "serve")]
+    ("redis_session", redis_session),
 ];
 
 /// The store id used where an input does not supply one.
@@ -982,4 +984,74 @@ fn split_chunks(data: &[u8], max: usize) -> Vec<&[u8]> {
         rest = tail;
     }
     chunks
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Redis endpoint
+
+/// One client connection's bytes through the Redis endpoint (request decoder, sessions,
+/// transactions, writes) over a fresh store: the server must answer or close without
+/// panicking, and the store must verify clean afterwards, with a reader loading what the
+/// writer holds.
+#[cfg(feature = "serve")]
+pub fn redis_session(data: &[u8]) {
+    use crate::serve::redis::{RedisConfig, RedisEndpoint, RequestLimits};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    let options = Options {
+        auto_compact: false,
+        ..Options::default()
+    };
+    let store = match Store::create(dir.path(), options.clone()) {
+        Ok(store) => Arc::new(store),
+        Err(_) => return,
+    };
+    let config = RedisConfig {
+        request_limits: RequestLimits {
+            max_bulk_len: 64 << 10,
+            max_args: 4096,
+            max_inline_len: 64 << 10,
+        },
+        max_transaction_bytes: 1 << 20,
+        ..RedisConfig::default()
+    };
+    let endpoint = RedisEndpoint::new(store.clone(), config);
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let served = runtime.block_on(async move {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let serving = tokio::spawn(async move { endpoint.serve_stream(server, stopped).await });
+        let (mut from_server, mut to_server) = tokio::io::split(client);
+        let send = async {
+            let _ = to_server.write_all(data).await;
+            let _ = to_server.shutdown().await;
+        };
+        let receive = async {
+            let mut replies = Vec::new();
+            let _ = from_server.read_to_end(&mut replies).await;
+        };
+        tokio::join!(send, receive);
+        serving.await
+    });
+    if let Err(e) = served {
+        panic!("the connection's task failed: {e}");
+    }
+    let written = store.snapshot();
+    drop(store);
+    let problems = crate::verify(dir.path()).unwrap_or_else(|e| panic!("verify: {e}"));
+    assert!(problems.is_empty(), "verify after a session: {problems:?}");
+    let reader = ReadOnlyStore::open(dir.path(), options)
+        .unwrap_or_else(|e| panic!("a reader cannot open the store: {e}"));
+    let read = reader.snapshot();
+    assert_eq!(read.segments(), written.segments(), "the reader and the writer disagree");
+    assert_eq!(read.metadata(), written.metadata());
 }
