@@ -157,6 +157,9 @@ impl Universe {
                 ]
             }
             2 => vec!["SET".into(), key("big_segments_lock"), String::new()],
+            // An initial sync's pages carry empty versions: a cursor SET to "" exists, holding "".
+            3 => vec!["SET".into(), key("big_segments_cursor"), String::new()],
+            4 if rng.gen_bool(0.3) => vec!["DEL".into(), key("big_segments_cursor")],
             _ => self.set_write(rng),
         }
     }

@@ -226,7 +226,7 @@ enum Kind {
 fn kind_of(view: &View, keys: &Keyspace, key: &Bytes) -> Kind {
     match keys.parse(key) {
         Key::SynchronizedOn if view.synchronized_on().is_some() => Kind::String,
-        Key::Cursor if !view.cursor().is_empty() => Kind::String,
+        Key::Cursor if view.cursor().is_some() => Kind::String,
         Key::Lock if view.lock().is_some() => Kind::String,
         Key::Set(list, hash) if view.set_exists(list, &hash) => Kind::Set,
         _ => Kind::None,
@@ -253,10 +253,7 @@ pub fn execute(view: &mut View, keys: &Keyspace, args: &[Bytes], effect: &mut Ef
                 Some(at) => Reply::text(at.to_string()),
                 None => Reply::Nil,
             },
-            Key::Cursor => match view.cursor() {
-                c if c.is_empty() => Reply::Nil,
-                c => Reply::text(c),
-            },
+            Key::Cursor => view.cursor().map_or(Reply::Nil, Reply::text),
             Key::Lock => view.lock().cloned().map_or(Reply::Nil, Reply::Bulk),
             Key::Set(list, hash) => {
                 if view.set_exists(list, &hash) {
@@ -337,7 +334,7 @@ pub fn execute(view: &mut View, keys: &Keyspace, args: &[Bytes], effect: &mut Ef
                 },
                 Key::Cursor => match String::from_utf8(value.to_vec()) {
                     Ok(cursor) => {
-                        view.set_cursor(key, cursor);
+                        view.set_cursor(key, Some(cursor));
                         Reply::OK
                     }
                     Err(_) => Reply::err("the cursor must be UTF-8"),
@@ -354,9 +351,9 @@ pub fn execute(view: &mut View, keys: &Keyspace, args: &[Bytes], effect: &mut Ef
             for key in args.get(1..).unwrap_or_default() {
                 let existed = match keys.parse(key) {
                     Key::Cursor => {
-                        let existed = !view.cursor().is_empty();
+                        let existed = view.cursor().is_some();
                         if existed {
-                            view.set_cursor(key.clone(), String::new());
+                            view.set_cursor(key.clone(), None);
                         }
                         existed
                     }

@@ -141,6 +141,10 @@ pub struct Shared {
     next_client_id: AtomicU64,
     turn: tokio::sync::Mutex<WriterTurn>,
     lock_value: Mutex<Option<Bytes>>,
+    /// True while the cursor key exists holding `""` (set over Redis since this server
+    /// started): the store keeps an empty cursor as none, and a Redis writer may tell the two
+    /// apart.
+    empty_cursor: AtomicBool,
     watches: Mutex<HashMap<Bytes, Vec<Arc<WatchFlag>>>>,
 }
 
@@ -167,6 +171,7 @@ impl Shared {
             next_client_id: AtomicU64::new(1),
             turn: tokio::sync::Mutex::new(WriterTurn::default()),
             lock_value: Mutex::new(None),
+            empty_cursor: AtomicBool::new(false),
             watches: Mutex::new(HashMap::new()),
         }
     }
@@ -178,7 +183,11 @@ impl Shared {
 
     /// A view of the current state, for reads: never waits for a write.
     pub fn read_view(&self) -> View {
-        View::new(self.store.snapshot(), self.lock_value.lock().clone())
+        View::new(
+            self.store.snapshot(),
+            self.lock_value.lock().clone(),
+            self.empty_cursor.load(Ordering::Acquire),
+        )
     }
 
     /// Registers `flag` as watching `keys`. Taken in the writer's turn, so a write either
@@ -232,6 +241,7 @@ impl Shared {
         let Changes {
             batch,
             lock,
+            empty_cursor,
             touched,
         } = view.into_changes();
         if let Some(batch) = batch {
@@ -254,6 +264,9 @@ impl Shared {
         }
         if let Some(value) = lock {
             *self.lock_value.lock() = value;
+        }
+        if let Some(exists) = empty_cursor {
+            self.empty_cursor.store(exists, Ordering::Release);
         }
         if !touched.is_empty() {
             let watches = self.watches.lock();

@@ -17,7 +17,11 @@ pub struct View {
     lock_before: Option<Bytes>,
     /// Set memberships changed here: (list, hash) → ref → member now.
     sets: HashMap<(List, Bytes), BTreeMap<Arc<str>, bool>>,
-    cursor: Option<String>,
+    /// The cursor key as this view left it: `Some(Some(v))` set, `Some(None)` deleted.
+    cursor: Option<Option<String>>,
+    /// Whether the cursor key exists holding `""` before this view (the store keeps an empty
+    /// cursor as no cursor; the server remembers a `SET` of `""` while it runs).
+    empty_cursor_before: bool,
     synchronized_on: Option<u64>,
     lock: Option<Option<Bytes>>,
     /// Redis keys modified here (what a `WATCH` on them must notice), in order, repeats
@@ -32,15 +36,19 @@ pub struct Changes {
     pub batch: Option<Batch>,
     /// The lock key's new value, if the view set or deleted it.
     pub lock: Option<Option<Bytes>>,
+    /// If the view set or deleted the cursor: whether the cursor key now exists holding `""`.
+    pub empty_cursor: Option<bool>,
     /// The Redis keys modified.
     pub touched: Vec<Bytes>,
 }
 
 impl View {
-    /// A view of `snapshot`, with the lock key holding `lock`.
-    pub fn new(snapshot: Arc<Snapshot>, lock: Option<Bytes>) -> View {
+    /// A view of `snapshot`, with the lock key holding `lock`; `empty_cursor` says whether
+    /// an empty cursor is a key holding `""` (rather than no key).
+    pub fn new(snapshot: Arc<Snapshot>, lock: Option<Bytes>, empty_cursor: bool) -> View {
         View {
             snapshot,
+            empty_cursor_before: empty_cursor,
             lock_before: lock,
             sets: HashMap::new(),
             cursor: None,
@@ -56,11 +64,14 @@ impl View {
             .or_else(|| self.snapshot.metadata().synchronized_on)
     }
 
-    /// The cursor (`""` when there is none).
-    pub fn cursor(&self) -> String {
+    /// The cursor key's value, `None` when the key does not exist.
+    pub fn cursor(&self) -> Option<String> {
         match &self.cursor {
-            Some(cursor) => cursor.clone(),
-            None => self.snapshot.metadata().cursor,
+            Some(now) => now.clone(),
+            None => {
+                let cursor = self.snapshot.metadata().cursor;
+                (!cursor.is_empty() || self.empty_cursor_before).then_some(cursor)
+            }
         }
     }
 
@@ -155,8 +166,8 @@ impl View {
         self.update_set(keys, list, hash, &refs, false) > 0
     }
 
-    /// Sets the cursor.
-    pub fn set_cursor(&mut self, key: Bytes, cursor: String) {
+    /// Sets (`Some`) or deletes (`None`) the cursor.
+    pub fn set_cursor(&mut self, key: Bytes, cursor: Option<String>) {
         self.cursor = Some(cursor);
         self.touched.push(key);
     }
@@ -194,7 +205,9 @@ impl View {
             }
         }
         let before = self.snapshot.metadata();
-        let cursor_changed = self.cursor.as_ref().is_some_and(|c| *c != before.cursor);
+        // The store's cursor: a deleted key is the empty cursor.
+        let new_cursor = self.cursor.clone().map(Option::unwrap_or_default);
+        let cursor_changed = new_cursor.as_ref().is_some_and(|c| *c != before.cursor);
         let synced_changed = self
             .synchronized_on
             .is_some_and(|at| Some(at) != before.synchronized_on);
@@ -204,12 +217,13 @@ impl View {
             Some(Batch {
                 changes: by_segment.into_values().collect(),
                 expect_cursor: None,
-                set_cursor: self.cursor.filter(|_| cursor_changed),
+                set_cursor: new_cursor.filter(|_| cursor_changed),
                 synchronized_on: self.synchronized_on.filter(|_| synced_changed),
             })
         };
         Changes {
             batch,
+            empty_cursor: self.cursor.as_ref().map(|now| now.as_deref() == Some("")),
             lock: self.lock,
             touched: self.touched,
         }
@@ -235,7 +249,7 @@ mod tests {
             .unwrap();
         let keys = Keyspace::new("ld");
         let h1 = Bytes::from("h1");
-        let mut view = View::new(store.snapshot(), None);
+        let mut view = View::new(store.snapshot(), None, false);
         assert_eq!(
             view.members(List::Included, &h1),
             ["a.g1".into(), "b.g1".into()]
@@ -256,7 +270,7 @@ mod tests {
         view.update_set(&keys, List::Excluded, &h1, &["d.g1"], true);
         view.update_set(&keys, List::Excluded, &h1, &["d.g1"], false);
         assert!(!view.set_exists(List::Excluded, &h1));
-        view.set_cursor(Bytes::from("ld:big_segments_cursor"), "v1".into());
+        view.set_cursor(Bytes::from("ld:big_segments_cursor"), Some("v1".into()));
         let changes = view.into_changes();
         let batch = changes.batch.unwrap();
         assert_eq!(batch.set_cursor, None, "the cursor did not change");

@@ -487,11 +487,6 @@ def test_a_deleted_membership_key_is_an_unknown_context(server, make_client):
     assert (value, reason["kind"]) == (False, "FALLTHROUGH")
 
 
-@pytest.mark.xfail(
-    target() == "segstore",
-    strict=True,
-    reason="serve --redis answers nil for a cursor SET to the empty string; redis-server answers \"\"",
-)
 def test_a_cursor_set_to_the_empty_string_reads_back_empty(server):
     """Redis keeps a string SET to "" as "" (the key exists). A Relay-style writer tells the two
     apart: with "" its cursor guard compares against previousVersion; with nil it skips the
