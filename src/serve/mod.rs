@@ -9,3 +9,4 @@ pub mod redis;
 
 pub mod tls;
 pub mod workers;
+pub mod access;

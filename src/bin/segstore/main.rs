@@ -18,6 +18,7 @@ mod cmd_segments;
 mod cmd_serve;
 mod cmd_stats;
 mod cmd_sync;
+mod cmd_token;
 mod cmd_verify;
 mod common;
 
@@ -87,6 +88,9 @@ pub enum Command {
     /// Serve the store over the Redis protocol (LaunchDarkly's big-segment layout) as its
     /// writer, until SIGTERM.
     Serve(cmd_serve::ServeArgs),
+    /// Create, list and revoke the access tokens of `serve --http`.
+    #[command(subcommand)]
+    Token(cmd_token::TokenCommand),
 }
 
 /// Runs one parsed command line. `dir_given` is true when --dir came from the command line
@@ -110,6 +114,7 @@ pub fn run(cli: Cli, dir_given: bool) -> CmdResult {
         Command::Stats(args) => cmd_stats::run(require_dir(dir)?, &args),
         Command::Sync(args) => cmd_sync::run(require_dir(dir)?, &args),
         Command::Serve(args) => cmd_serve::run(require_dir(dir)?, &args),
+        Command::Token(sub) => cmd_token::run(require_dir(dir)?, &sub),
     }
 }
 
