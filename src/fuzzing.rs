@@ -1052,6 +1052,10 @@ pub fn redis_session(data: &[u8]) {
     let reader = ReadOnlyStore::open(dir.path(), options)
         .unwrap_or_else(|e| panic!("a reader cannot open the store: {e}"));
     let read = reader.snapshot();
-    assert_eq!(read.segments(), written.segments(), "the reader and the writer disagree");
+    assert_eq!(
+        read.segments(),
+        written.segments(),
+        "the reader and the writer disagree"
+    );
     assert_eq!(read.metadata(), written.metadata());
 }

@@ -424,6 +424,22 @@ impl Snapshot {
             .collect()
     }
 
+    /// The refs `{key}.g{N}` (N decimal) of the segments of one key, in ref order: the
+    /// generations of one segment key. Other refs that start the same are left out.
+    pub fn generations(&self, key: &str) -> Vec<String> {
+        let from: Arc<str> = Arc::from(format!("{key}.g"));
+        self.segments
+            .range(from.clone()..)
+            .map(|(segment, _)| segment)
+            .take_while(|segment| segment.starts_with(&*from))
+            .filter(|segment| {
+                let digits = &segment[from.len()..];
+                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+            })
+            .map(|segment| segment.to_string())
+            .collect()
+    }
+
     /// One segment, or `None`.
     pub fn segment(&self, segment: &str) -> Option<SegmentInfo> {
         self.segments.get(segment).map(|s| info(segment, s))

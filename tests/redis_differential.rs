@@ -6,14 +6,14 @@
 
 #![cfg(feature = "cli")]
 
-mod redis_support;
+mod serve_support;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use redis::Value;
-use redis_support::{connect, RedisServer, Serve};
 use segstore::{context_hash, Options, ReadOnlyStore};
+use serve_support::{connect, RedisServer, Serve};
 
 const PREFIX: &str = "ld-test";
 

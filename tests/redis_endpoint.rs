@@ -4,10 +4,10 @@
 
 #![cfg(feature = "cli")]
 
-mod redis_support;
+mod serve_support;
 
-use redis_support::{closed_within, connect, exchange, Serve};
 use segstore::{context_hash, List, Options, ReadOnlyStore, Status};
+use serve_support::{closed_within, connect, exchange, Serve};
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;

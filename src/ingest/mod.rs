@@ -458,3 +458,40 @@ fn parse_patch(value: Value, base: &str) -> Result<Patch, ParseError> {
 
 #[cfg(test)]
 mod tests;
+
+// ---------------------------------------------------------------------------------------------
+// target updates for one named segment (the REST routes of `serve --http`)
+
+/// Parses a target update for one segment whose ref is known from elsewhere (the request's
+/// route): `{"included": {"add": [..], "remove": [..]}, "excluded": {..}}`, with the same rules
+/// as the `updates` format (unknown fields are rejected; absent lists are empty). `hash_keys`
+/// as in [`parse_line`].
+///
+/// ```
+/// use segstore::ingest::parse_targets;
+/// let change = parse_targets(r#"{"included": {"add": ["u1"]}}"#, "beta.g1", false)?;
+/// assert_eq!(change.segment, "beta.g1");
+/// assert_eq!(change.included.add, vec![b"u1".to_vec()]);
+/// # Ok::<(), segstore::ingest::ParseError>(())
+/// ```
+pub fn parse_targets(
+    body: &str,
+    segment: &str,
+    hash_keys: bool,
+) -> Result<SegmentChange, ParseError> {
+    let value: Value = serde_json::from_str(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    let mut obj = match value {
+        Value::Object(obj) => obj,
+        other => return Err(wrong_type("", "an object", &other)),
+    };
+    reject_unknown(&obj, "", &["included", "excluded"])?;
+    let included = list_change(obj.remove("included"), "/included", hash_keys, true)?;
+    let excluded = list_change(obj.remove("excluded"), "/excluded", hash_keys, true)?;
+    Ok(SegmentChange {
+        segment: segment.to_owned(),
+        kind: None,
+        name: None,
+        included,
+        excluded,
+    })
+}

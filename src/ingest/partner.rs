@@ -586,6 +586,36 @@ fn member_keys(
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Routing a request body (the partner route of `serve --http`)
+
+impl Tool {
+    /// The tool whose integration key (the `{integrationKey}` of the partner route) is `key`.
+    pub fn from_integration_key(key: &str) -> Option<Tool> {
+        Tool::ALL.into_iter().find(|t| t.integration_key() == key)
+    }
+
+    /// The JSON pointer of the environment's client-side ID in the tool's body
+    /// (`environmentIdPath` of its layout).
+    pub fn environment_id_path(self) -> &'static str {
+        match self {
+            Tool::Amplitude | Tool::Hightouch | Tool::RudderStack | Tool::Segment => {
+                "/environmentId"
+            }
+            Tool::Census => "/environment_id",
+            Tool::Heap => "/parameters/environment_id",
+            Tool::Tealium => "/parameters/tealium_project_id",
+            Tool::Zeotap => "/parameters/integration_project_id",
+        }
+    }
+
+    /// The client-side ID a body names, if it is a string there.
+    pub fn environment_id(self, body: &Value) -> Option<&str> {
+        body.pointer(self.environment_id_path())
+            .and_then(Value::as_str)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 
 pub mod redis;
 
+pub mod access;
+pub mod http;
 pub mod tls;
 pub mod workers;
-pub mod access;

@@ -1,5 +1,5 @@
-//! Helpers shared by the Redis-endpoint tests: a `segstore serve --redis` child process, and a
-//! real `redis-server` to compare it with.
+//! Helpers shared by the `serve` tests: a `segstore serve` child process, and a real
+//! `redis-server` to compare it with.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -14,6 +14,8 @@ pub struct Serve {
     pub addr: SocketAddr,
     pub dir: PathBuf,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// The other "listening" lines, as they arrive.
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Serve {
@@ -48,10 +50,20 @@ impl Serve {
         });
         let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        stdout.read_line(&mut line).expect("read the listening line");
-        // Later lines (other listeners) are read and dropped, so the server never writes to a
-        // closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        stdout
+            .read_line(&mut line)
+            .expect("read the listening line");
+        // Later lines (other listeners) are passed on as they come, so the server never writes
+        // to a closed pipe.
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         let addr = line
             .trim()
             .strip_prefix("serve: redis listening on ")
@@ -66,6 +78,21 @@ impl Serve {
             addr,
             dir: dir.to_owned(),
             stderr: Some(stderr),
+            lines,
+        }
+    }
+
+    /// The address of the next listener announced as `serve: {what} listening on ADDR`.
+    pub fn listener(&self, what: &str) -> String {
+        let prefix = format!("serve: {what} listening on ");
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no {what} listener was announced"));
+            if let Some(addr) = line.strip_prefix(&prefix) {
+                return addr.trim().to_owned();
+            }
         }
     }
 

@@ -3,6 +3,8 @@
 
 use crate::common::{writer_options, CmdResult, Failure};
 use clap::Args;
+use segstore::serve::access;
+use segstore::serve::http::{Environment, HttpConfig, HttpEndpoint};
 use segstore::serve::redis::{RedisConfig, RedisEndpoint, RequestLimits, Users};
 use segstore::serve::tls;
 use segstore::serve::workers::Workers;
@@ -17,6 +19,15 @@ use tracing::level_filters::LevelFilter;
 
 /// The environment variable that may hold the Redis password.
 pub const REDIS_PASSWORD_ENV: &str = "SEGSTORE_REDIS_PASSWORD";
+
+/// How keys arrive in HTTP bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HttpKeys {
+    /// Context keys, hashed here (SHA-256, base64) as the SDKs query them.
+    Raw,
+    /// Context hashes already.
+    Hashed,
+}
 
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
@@ -72,6 +83,37 @@ pub struct ServeArgs {
     /// The most bytes of commands one MULTI may queue.
     #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
     pub redis_max_transaction_bytes: usize,
+    /// Serve the HTTP front door (partner syncs, REST target updates, /status, /metrics) on
+    /// this TCP address (repeatable); needs --environment-id.
+    #[arg(long = "http", value_name = "ADDR")]
+    pub http: Vec<SocketAddr>,
+    /// The client-side ID of the environment this store is (partner bodies name it).
+    #[arg(long, value_name = "ID")]
+    pub environment_id: Option<String>,
+    /// The project key of the environment in REST routes.
+    #[arg(long, default_value = "default", value_name = "KEY")]
+    pub project_key: String,
+    /// The environment key in REST routes.
+    #[arg(long, default_value = "production", value_name = "KEY")]
+    pub environment_key: String,
+    /// Keys in HTTP bodies arrive `raw` (hashed here, as the SDKs hash them) or `hashed`.
+    #[arg(long, default_value = "raw", value_name = "raw|hashed")]
+    pub http_keys: HttpKeys,
+    /// The access-token file (default: DIR.tokens, beside the store; see `segstore token`).
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// The largest JSON body accepted, in bytes (bulk replace streams and is not bound).
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+    pub http_max_body_bytes: usize,
+    /// Requests per second per access token (bursts of twice that); 0: no limit.
+    #[arg(long, default_value_t = 0.0, value_name = "N")]
+    pub http_rate_limit: f64,
+    /// A request must arrive whole within this many seconds (headers included).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub http_request_timeout: u64,
+    /// /status calls a store potentiallyStale when synchronized_on is older than this.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub stale_after: u64,
     /// Create the store if the directory has none.
     #[arg(long)]
     pub init: bool,
@@ -121,6 +163,44 @@ fn config(args: &ServeArgs) -> CmdResult<RedisConfig> {
     })
 }
 
+/// The HTTP endpoint for the one environment the flags name, over `store`.
+fn http_endpoint(
+    dir: &Path,
+    store: &Arc<Store>,
+    id: &str,
+    args: &ServeArgs,
+) -> CmdResult<HttpEndpoint> {
+    if args.http_request_timeout == 0 {
+        return Err(Failure::usage(
+            "--http-request-timeout must be at least 1 second",
+        ));
+    }
+    if !(args.http_rate_limit >= 0.0 && args.http_rate_limit.is_finite()) {
+        return Err(Failure::usage(
+            "--http-rate-limit must be a number of requests a second",
+        ));
+    }
+    let environment = Environment::new(
+        id,
+        args.project_key.clone(),
+        args.environment_key.clone(),
+        store.clone(),
+        args.http_keys == HttpKeys::Raw,
+    );
+    let config = HttpConfig {
+        tokens_path: args
+            .tokens
+            .clone()
+            .unwrap_or_else(|| access::default_path(dir)),
+        max_body_bytes: args.http_max_body_bytes,
+        rate_limit: (args.http_rate_limit > 0.0).then_some(args.http_rate_limit),
+        request_timeout: Duration::from_secs(args.http_request_timeout),
+        stale_after: Duration::from_secs(args.stale_after),
+        ..HttpConfig::default()
+    };
+    HttpEndpoint::new(vec![environment], config).map_err(Failure::runtime)
+}
+
 /// Binds a Unix socket at `path`, replacing a stale socket file that nothing listens on.
 fn bind_unix(path: &Path) -> CmdResult<tokio::net::UnixListener> {
     use std::os::unix::fs::FileTypeExt;
@@ -155,9 +235,18 @@ fn announce(what: &str) {
 
 /// Runs `serve`.
 pub fn run(dir: &Path, args: &ServeArgs) -> CmdResult {
-    if args.redis.is_empty() && args.redis_tls.is_empty() && args.redis_unix.is_none() {
+    if args.redis.is_empty()
+        && args.redis_tls.is_empty()
+        && args.redis_unix.is_none()
+        && args.http.is_empty()
+    {
         return Err(Failure::usage(
-            "serve needs at least one front door: --redis ADDR, --redis-tls ADDR or --redis-unix PATH",
+            "serve needs at least one front door: --redis ADDR, --redis-tls ADDR, --redis-unix PATH or --http ADDR",
+        ));
+    }
+    if !args.http.is_empty() && args.environment_id.is_none() {
+        return Err(Failure::usage(
+            "--http needs --environment-id (the environment's client-side ID)",
         ));
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -188,7 +277,18 @@ pub fn run(dir: &Path, args: &ServeArgs) -> CmdResult {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = Workers::start(cores)
         .map_err(|e| Failure::runtime(format!("starting the worker threads: {e}")))?;
-    let result = runtime.block_on(serve(store.clone(), args, config, tls, workers.handles()));
+    let http = match &args.environment_id {
+        Some(id) if !args.http.is_empty() => Some(http_endpoint(dir, &store, id, args)?),
+        _ => None,
+    };
+    let result = runtime.block_on(serve(
+        store.clone(),
+        args,
+        config,
+        tls,
+        http,
+        workers.handles(),
+    ));
     drop(runtime);
     workers.stop();
     // Dropping the store closes it: every batch was fsynced before it was answered.
@@ -201,6 +301,7 @@ async fn serve(
     args: &ServeArgs,
     config: RedisConfig,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    http: Option<HttpEndpoint>,
     workers: &[tokio::runtime::Handle],
 ) -> CmdResult {
     use tokio::signal::unix::{signal, SignalKind};
@@ -237,6 +338,25 @@ async fn serve(
         let endpoint = endpoint.clone();
         let stopped = stopped.clone();
         doors.spawn(async move { endpoint.serve_tls(listener, acceptor, stopped).await });
+    }
+    if let Some(http) = http {
+        let redis = endpoint.clone();
+        let http = http
+            .with_redis_lookups(move || redis.lookups())
+            .with_workers(workers);
+        for addr in &args.http {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
+            announce(&format!("http listening on {local}"));
+            info!(address = %local, "http endpoint listening");
+            let http = http.clone();
+            let stopped = stopped.clone();
+            doors.spawn(async move { http.serve_tcp(listener, stopped).await });
+        }
     }
     let unix_path = args.redis_unix.clone();
     if let Some(path) = &unix_path {

@@ -87,7 +87,7 @@ pub enum Command {
     Sync(cmd_sync::SyncArgs),
     /// Serve the store over the Redis protocol (LaunchDarkly's big-segment layout) as its
     /// writer, until SIGTERM.
-    Serve(cmd_serve::ServeArgs),
+    Serve(Box<cmd_serve::ServeArgs>),
     /// Create, list and revoke the access tokens of `serve --http`.
     #[command(subcommand)]
     Token(cmd_token::TokenCommand),

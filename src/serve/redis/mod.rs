@@ -238,6 +238,11 @@ impl RedisEndpoint {
         }
     }
 
+    /// Set lookups answered so far (for the HTTP door's `/metrics`).
+    pub fn lookups(&self) -> u64 {
+        Stats::get(&self.shared.stats.lookups)
+    }
+
     /// Waits for the write in flight, then refuses later ones (part of shutdown).
     pub async fn close_writes(&self) {
         self.shared.close_writes().await;
