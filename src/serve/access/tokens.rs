@@ -161,10 +161,20 @@ pub struct TokenInfo {
     pub policy: Policy,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct StoredToken {
     info: TokenInfo,
     sha256: [u8; 32],
+}
+
+/// Without the hash, so that a logged `TokenStore` shows nothing secret-derived.
+impl std::fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("info", &self.info)
+            .field("sha256", &"<redacted>")
+            .finish()
+    }
 }
 
 /// What identifies one version of the file: any write replaces the inode, any chmod changes
@@ -432,8 +442,9 @@ impl TokenStore {
     }
 
     /// True when the file at `path` is no longer the one this snapshot was read from: it
-    /// was replaced, changed, chmod-ed, created or removed. One `stat`; an error counts as
-    /// changed (reloading will report it).
+    /// was replaced, changed, chmod-ed, created or removed. One `stat`, comparing device,
+    /// inode, length, mtime and ctime (nanoseconds); an error counts as changed (reloading
+    /// will report it).
     pub fn changed_since(&self, path: &Path) -> bool {
         match std::fs::metadata(path) {
             Ok(meta) => self.identity != Some(FileIdentity::of(&meta)),
@@ -1009,6 +1020,12 @@ mod tests {
         }
         assert!(store.get("w").is_some());
         assert!(store.get("x").is_none());
+        let debug = format!("{store:?}");
+        assert!(
+            !debug.contains(&hex(&Sha256::digest(token.as_bytes()))),
+            "{debug}"
+        );
+        assert!(debug.contains("redacted"));
     }
 
     #[test]
