@@ -2,6 +2,7 @@
 //! doors (today the Redis protocol) until SIGTERM or SIGINT.
 
 use crate::common::{writer_options, CmdResult, Failure};
+use crate::serve_config;
 use clap::Args;
 use segstore::serve::access;
 use segstore::serve::http::{Environment, HttpConfig, HttpEndpoint};
@@ -114,6 +115,10 @@ pub struct ServeArgs {
     /// /status calls a store potentiallyStale when synchronized_on is older than this.
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     pub stale_after: u64,
+    /// Serve the environments, listeners and limits a TOML file names (see docs/serve.md)
+    /// instead of one store from the flags.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["redis", "redis_tls", "redis_unix", "http", "environment_id"])]
+    pub config: Option<PathBuf>,
     /// Create the store if the directory has none.
     #[arg(long)]
     pub init: bool,
@@ -139,7 +144,7 @@ fn users(args: &ServeArgs) -> CmdResult<Users> {
     }
 }
 
-fn config(args: &ServeArgs) -> CmdResult<RedisConfig> {
+pub fn config(args: &ServeArgs) -> CmdResult<RedisConfig> {
     if args.redis_prefix.is_empty() {
         return Err(Failure::usage("--redis-prefix must not be empty"));
     }
@@ -163,13 +168,8 @@ fn config(args: &ServeArgs) -> CmdResult<RedisConfig> {
     })
 }
 
-/// The HTTP endpoint for the one environment the flags name, over `store`.
-fn http_endpoint(
-    dir: &Path,
-    store: &Arc<Store>,
-    id: &str,
-    args: &ServeArgs,
-) -> CmdResult<HttpEndpoint> {
+/// The HTTP door's settings from the flags.
+fn http_config(args: &ServeArgs, dir: &Path) -> CmdResult<HttpConfig> {
     if args.http_request_timeout == 0 {
         return Err(Failure::usage(
             "--http-request-timeout must be at least 1 second",
@@ -180,14 +180,7 @@ fn http_endpoint(
             "--http-rate-limit must be a number of requests a second",
         ));
     }
-    let environment = Environment::new(
-        id,
-        args.project_key.clone(),
-        args.environment_key.clone(),
-        store.clone(),
-        args.http_keys == HttpKeys::Raw,
-    );
-    let config = HttpConfig {
+    Ok(HttpConfig {
         tokens_path: args
             .tokens
             .clone()
@@ -197,8 +190,7 @@ fn http_endpoint(
         request_timeout: Duration::from_secs(args.http_request_timeout),
         stale_after: Duration::from_secs(args.stale_after),
         ..HttpConfig::default()
-    };
-    HttpEndpoint::new(vec![environment], config).map_err(Failure::runtime)
+    })
 }
 
 /// Binds a Unix socket at `path`, replacing a stale socket file that nothing listens on.
@@ -233,15 +225,39 @@ fn announce(what: &str) {
     }
 }
 
-/// Runs `serve`.
-pub fn run(dir: &Path, args: &ServeArgs) -> CmdResult {
+/// The Redis door of one store, and where it listens.
+pub struct RedisDoor {
+    pub endpoint: RedisEndpoint,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<(SocketAddr, tokio_rustls::TlsAcceptor)>,
+    pub unix: Option<PathBuf>,
+}
+
+/// Every door the daemon opens, over the stores it holds as their writer.
+pub struct Plan {
+    pub stores: Vec<Arc<Store>>,
+    pub redis: Vec<RedisDoor>,
+    pub http: Option<(HttpEndpoint, Vec<SocketAddr>)>,
+}
+
+pub fn open_store(dir: &Path, init: bool) -> CmdResult<Arc<Store>> {
+    let store = if init {
+        Store::open_or_create(dir, writer_options())?
+    } else {
+        Store::open(dir, writer_options())?
+    };
+    Ok(Arc::new(store))
+}
+
+/// The plan the flags give: one store (`--dir`), its Redis door, its HTTP door.
+fn plan_from_flags(dir: &Path, args: &ServeArgs) -> CmdResult<Plan> {
     if args.redis.is_empty()
         && args.redis_tls.is_empty()
         && args.redis_unix.is_none()
         && args.http.is_empty()
     {
         return Err(Failure::usage(
-            "serve needs at least one front door: --redis ADDR, --redis-tls ADDR, --redis-unix PATH or --http ADDR",
+            "serve needs at least one front door: --redis ADDR, --redis-tls ADDR, --redis-unix PATH or --http ADDR (or --config FILE)",
         ));
     }
     if !args.http.is_empty() && args.environment_id.is_none() {
@@ -257,17 +273,59 @@ pub fn run(dir: &Path, args: &ServeArgs) -> CmdResult {
         _ => None,
     };
     let config = config(args)?;
+    let http_config = http_config(args, dir)?;
+    let store = open_store(dir, args.init)?;
+    let redis = RedisDoor {
+        endpoint: RedisEndpoint::new(store.clone(), config),
+        tcp: args.redis.clone(),
+        tls: match tls {
+            Some(acceptor) => args
+                .redis_tls
+                .iter()
+                .map(|a| (*a, acceptor.clone()))
+                .collect(),
+            None => Vec::new(),
+        },
+        unix: args.redis_unix.clone(),
+    };
+    let http = match &args.environment_id {
+        Some(id) if !args.http.is_empty() => {
+            let environment = Environment::new(
+                id,
+                args.project_key.clone(),
+                args.environment_key.clone(),
+                store.clone(),
+                args.http_keys == HttpKeys::Raw,
+            );
+            let endpoint =
+                HttpEndpoint::new(vec![environment], http_config).map_err(Failure::runtime)?;
+            Some((endpoint, args.http.clone()))
+        }
+        _ => None,
+    };
+    Ok(Plan {
+        stores: vec![store],
+        redis: vec![redis],
+        http,
+    })
+}
+
+/// Runs `serve`.
+pub fn run(dir: Option<&Path>, args: &ServeArgs) -> CmdResult {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(args.log_level)
         .with_target(false)
         .try_init();
-    let store = if args.init {
-        Store::open_or_create(dir, writer_options())?
-    } else {
-        Store::open(dir, writer_options())?
+    let plan = match (&args.config, dir) {
+        (Some(file), _) => serve_config::plan(file, args)?,
+        (None, Some(dir)) => plan_from_flags(dir, args)?,
+        (None, None) => {
+            return Err(Failure::usage(
+                "serve needs a store: --dir DIR (or SEGSTORE_DIR), or --config FILE",
+            ))
+        }
     };
-    let store = Arc::new(store);
     // This thread accepts connections and waits for signals; the workers (one per core) serve
     // the connections.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -277,95 +335,73 @@ pub fn run(dir: &Path, args: &ServeArgs) -> CmdResult {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = Workers::start(cores)
         .map_err(|e| Failure::runtime(format!("starting the worker threads: {e}")))?;
-    let http = match &args.environment_id {
-        Some(id) if !args.http.is_empty() => Some(http_endpoint(dir, &store, id, args)?),
-        _ => None,
-    };
-    let result = runtime.block_on(serve(
-        store.clone(),
-        args,
-        config,
-        tls,
-        http,
-        workers.handles(),
-    ));
+    let stores = plan.stores.clone();
+    let result = runtime.block_on(serve(plan, workers.handles()));
     drop(runtime);
     workers.stop();
-    // Dropping the store closes it: every batch was fsynced before it was answered.
-    drop(store);
+    // Dropping the stores closes them: every batch was fsynced before it was answered.
+    drop(stores);
     result
 }
 
-async fn serve(
-    store: Arc<Store>,
-    args: &ServeArgs,
-    config: RedisConfig,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    http: Option<HttpEndpoint>,
-    workers: &[tokio::runtime::Handle],
-) -> CmdResult {
+async fn bind(addr: &SocketAddr) -> CmdResult<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
+    Ok((listener, local))
+}
+
+async fn serve(plan: Plan, workers: &[tokio::runtime::Handle]) -> CmdResult {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())
         .map_err(|e| Failure::runtime(format!("installing signal handlers: {e}")))?;
     let mut sigint = signal(SignalKind::interrupt())
         .map_err(|e| Failure::runtime(format!("installing signal handlers: {e}")))?;
-    let endpoint = RedisEndpoint::new(store, config).with_workers(workers);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut doors = tokio::task::JoinSet::new();
-    for addr in &args.redis {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
-        announce(&format!("redis listening on {local}"));
-        info!(address = %local, "redis endpoint listening");
-        let endpoint = endpoint.clone();
-        let stopped = stopped.clone();
-        doors.spawn(async move { endpoint.serve_tcp(listener, stopped).await });
+    let mut unix_paths = Vec::new();
+    let mut endpoints = Vec::new();
+    for door in plan.redis {
+        let endpoint = door.endpoint.with_workers(workers);
+        for addr in &door.tcp {
+            let (listener, local) = bind(addr).await?;
+            announce(&format!("redis listening on {local}"));
+            info!(address = %local, "redis endpoint listening");
+            let (endpoint, stopped) = (endpoint.clone(), stopped.clone());
+            doors.spawn(async move { endpoint.serve_tcp(listener, stopped).await });
+        }
+        for (addr, acceptor) in door.tls {
+            let (listener, local) = bind(&addr).await?;
+            announce(&format!("redis listening on tls:{local}"));
+            info!(address = %local, "redis endpoint listening (TLS)");
+            let (endpoint, stopped) = (endpoint.clone(), stopped.clone());
+            doors.spawn(async move { endpoint.serve_tls(listener, acceptor, stopped).await });
+        }
+        if let Some(path) = door.unix {
+            let listener = bind_unix(&path)?;
+            announce(&format!("redis listening on unix:{}", path.display()));
+            info!(path = %path.display(), "redis endpoint listening");
+            let (endpoint, stopped) = (endpoint.clone(), stopped.clone());
+            doors.spawn(async move { endpoint.serve_unix(listener, stopped).await });
+            unix_paths.push(path);
+        }
+        endpoints.push(endpoint);
     }
-    for (addr, acceptor) in args.redis_tls.iter().zip(std::iter::repeat(tls)) {
-        let Some(acceptor) = acceptor else { break };
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
-        announce(&format!("redis listening on tls:{local}"));
-        info!(address = %local, "redis endpoint listening (TLS)");
-        let endpoint = endpoint.clone();
-        let stopped = stopped.clone();
-        doors.spawn(async move { endpoint.serve_tls(listener, acceptor, stopped).await });
-    }
-    if let Some(http) = http {
-        let redis = endpoint.clone();
+    if let Some((http, addrs)) = plan.http {
+        let redis = endpoints.clone();
         let http = http
-            .with_redis_lookups(move || redis.lookups())
+            .with_redis_lookups(move || redis.iter().map(RedisEndpoint::lookups).sum())
             .with_workers(workers);
-        for addr in &args.http {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
-            let local = listener
-                .local_addr()
-                .map_err(|e| Failure::runtime(format!("binding {addr}: {e}")))?;
+        for addr in &addrs {
+            let (listener, local) = bind(addr).await?;
             announce(&format!("http listening on {local}"));
             info!(address = %local, "http endpoint listening");
-            let http = http.clone();
-            let stopped = stopped.clone();
+            let (http, stopped) = (http.clone(), stopped.clone());
             doors.spawn(async move { http.serve_tcp(listener, stopped).await });
         }
-    }
-    let unix_path = args.redis_unix.clone();
-    if let Some(path) = &unix_path {
-        let listener = bind_unix(path)?;
-        announce(&format!("redis listening on unix:{}", path.display()));
-        info!(path = %path.display(), "redis endpoint listening");
-        let endpoint = endpoint.clone();
-        let stopped = stopped.clone();
-        doors.spawn(async move { endpoint.serve_unix(listener, stopped).await });
     }
     let signal_name = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",
@@ -373,9 +409,11 @@ async fn serve(
     };
     info!("{signal_name} received: stopping after the transaction in flight");
     let _ = stop.send(true);
-    endpoint.close_writes().await;
+    for endpoint in &endpoints {
+        endpoint.close_writes().await;
+    }
     while doors.join_next().await.is_some() {}
-    if let Some(path) = unix_path {
+    for path in unix_paths {
         let _ = std::fs::remove_file(path);
     }
     info!("stopped");

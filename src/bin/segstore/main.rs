@@ -21,6 +21,7 @@ mod cmd_sync;
 mod cmd_token;
 mod cmd_verify;
 mod common;
+mod serve_config;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -113,7 +114,7 @@ pub fn run(cli: Cli, dir_given: bool) -> CmdResult {
         Command::Verify => cmd_verify::run(require_dir(dir)?),
         Command::Stats(args) => cmd_stats::run(require_dir(dir)?, &args),
         Command::Sync(args) => cmd_sync::run(require_dir(dir)?, &args),
-        Command::Serve(args) => cmd_serve::run(require_dir(dir)?, &args),
+        Command::Serve(args) => cmd_serve::run(dir.map(PathBuf::as_path), &args),
         Command::Token(sub) => cmd_token::run(require_dir(dir)?, &sub),
     }
 }
