@@ -206,16 +206,24 @@ impl ChunkWriter {
 }
 
 impl Write for ChunkWriter {
+    /// Takes all of `data` or fails: never a short write. Callers above (fst's counting
+    /// writer, which adds a buffer to its CRC before passing it on) would otherwise see the
+    /// rest of a buffer offered again at each chunk boundary and count it twice.
+    ///
+    /// On error part of `data` may have been taken; the file is then abandoned by its builder.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = CHUNK_LEN.saturating_sub(self.buf.len());
-        let taken = data.get(..room.min(data.len())).unwrap_or_default();
-        self.buf.extend_from_slice(taken);
-        if self.buf.len() >= CHUNK_LEN {
-            // On error the chunk stays buffered and the file is abandoned by its builder.
-            self.inner.write_all(&self.buf)?;
-            self.buf.clear();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let room = CHUNK_LEN.saturating_sub(self.buf.len());
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.buf.extend_from_slice(now);
+            rest = later;
+            if self.buf.len() >= CHUNK_LEN {
+                self.inner.write_all(&self.buf)?;
+                self.buf.clear();
+            }
         }
-        Ok(taken.len())
+        Ok(data.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -258,5 +266,38 @@ impl Write for IoWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_writer_takes_every_write_whole_across_chunk_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chunked");
+        let io = Io::default();
+        let file = io.create_new(&path).unwrap();
+        let mut writer = ChunkWriter::new(io.writer(file, &path));
+        // Pieces of odd sizes, one larger than a chunk, so that writes straddle boundaries.
+        let sizes = [
+            1,
+            1_000_003,
+            CHUNK_LEN + 17,
+            3,
+            777_777,
+            CHUNK_LEN - 5,
+            65_536,
+        ];
+        let mut expected = Vec::new();
+        for (i, size) in sizes.into_iter().enumerate() {
+            let piece: Vec<u8> = (0..size).map(|j| (i * 31 + j * 7) as u8).collect();
+            assert_eq!(writer.write(&piece).unwrap(), size, "write {i} was short");
+            expected.extend_from_slice(&piece);
+        }
+        writer.into_inner().unwrap().sync_all().unwrap();
+        assert!(expected.len() > 2 * CHUNK_LEN);
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
     }
 }
