@@ -104,7 +104,7 @@ fn load_follow(dir: &Path, options: &Options, tables: TableCache) -> Result<(Sna
         let io = options.io();
         let attempt = Manifest::load(&io, dir).and_then(|m| {
             let store_id = m.store_id;
-            let loaded = load(&io, dir, m, &mut tables, options.verification)?;
+            let loaded = load(&io, dir, m, &mut tables, options.verification, false)?;
             let path = loaded.live_log.path.clone();
             let log = File::open(&path).map_err(|e| Error::io(&path, e))?;
             Ok((loaded, log, store_id))

@@ -189,7 +189,14 @@ impl Store {
         let io = options.io();
         let manifest = Manifest::load(&io, &dir)?;
         let mut cache = TableCache::default();
-        let loaded = load(&io, &dir, manifest, &mut cache, options.verification)?;
+        let loaded = load(
+            &io,
+            &dir,
+            manifest,
+            &mut cache,
+            options.verification,
+            options.repair,
+        )?;
         let live = &loaded.live_log;
         let log = LogWriter::open(&io, &live.path, live.number, live.valid_end)?;
         let store_id = loaded.manifest.store_id;

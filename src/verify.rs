@@ -49,8 +49,10 @@ impl Problem {
 /// Checks every checksum and every cross-reference of the store in `dir`: the manifest, each
 /// table it or the log names (whole-file xxh3 and structure), each log of the chain (header,
 /// every record's checksums and sequence, the rotation chain), then replays everything.
-/// Returns the problems found, empty when the store is sound. A torn last record is not a
-/// problem (the writer truncates it on open). Takes no lock; safe beside a running writer.
+/// Returns the problems found, empty when the store is sound. A torn last record (a prefix of
+/// a record, possibly followed by zeros) is not a problem: the writer truncates it on open. A
+/// whole last record failing its checksum is one (format-spec.md §4.6). Takes no lock; safe
+/// beside a running writer.
 pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest = match Manifest::load(&Io::default(), dir) {
@@ -188,6 +190,7 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
             manifest,
             &mut cache,
             Verification::Structure,
+            false,
         ) {
             problems.push(Problem::from_error(dir, &e));
         }

@@ -998,6 +998,39 @@ fn compact_verify_stats() {
 }
 
 #[test]
+fn a_damaged_last_log_record_is_refused_until_repair() {
+    let (_tmp, dir) = new_store();
+    for key in ["a", "b"] {
+        let line = format!(r#"{{"segment": "s.g1", "included": {{"add": ["{key}"]}}}}"#);
+        run_stdin(&dir, &["apply", "-"], line.as_bytes()).ok();
+    }
+    let log = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seglog"))
+        .unwrap();
+    let mut bytes = std::fs::read(&log).unwrap();
+    let n = bytes.len();
+    bytes[n - 8] ^= 0x04; // inside the last record's payload
+    std::fs::write(&log, &bytes).unwrap();
+    let name = log.file_name().unwrap().to_string_lossy().into_owned();
+
+    let out = run(&dir, &["verify"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains(&name), "{}", out.stdout);
+    let err = run(&dir, &["mark-synced", "--at", "1"]).fails(1);
+    assert!(err.contains(&name) && err.contains("--repair"), "{err}");
+    assert_eq!(std::fs::read(&log).unwrap(), bytes, "nothing truncated");
+
+    run(&dir, &["mark-synced", "--at", "1", "--repair"]).ok();
+    assert_eq!(run(&dir, &["verify"]).ok(), "ok\n");
+    assert_eq!(check(&dir, "s.g1", "a"), "included");
+    assert_eq!(check(&dir, "s.g1", "b"), "unknown");
+    let help = run(&dir, &["compact", "--help"]).ok();
+    assert!(help.contains("--repair"), "{help}");
+}
+
+#[test]
 fn damaged_files_never_panic() {
     let (tmp, dir) = new_store();
     let keys: String = (0..3_000).map(|i| format!("user-{i}\n")).collect();

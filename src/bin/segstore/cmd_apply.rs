@@ -2,7 +2,8 @@
 //! line.
 
 use crate::common::{
-    now_ms, open_writer, progress, CmdResult, Failure, Input, LineReader, Out, EXIT_CURSOR,
+    now_ms, open_writer, progress, CmdResult, Failure, Input, LineReader, Out, WriterArgs,
+    EXIT_CURSOR,
 };
 use clap::Args;
 use segstore::ingest::{parse_line, Format, Parsed};
@@ -44,6 +45,8 @@ pub struct ApplyArgs {
     /// The input file, or `-` for stdin.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    #[command(flatten)]
+    pub writer: WriterArgs,
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -66,7 +69,7 @@ pub fn run(dir: &Path, args: &ApplyArgs) -> CmdResult {
             "--hash-keys does not apply to --format patches: their keys are context hashes already",
         ));
     }
-    let store = open_writer(dir)?;
+    let store = open_writer(dir, &args.writer)?;
     let input = Input::open(&args.file)?;
     let name = input.name.clone();
     let bar = progress(input.len, "lines");

@@ -1,7 +1,7 @@
 //! `segstore meta` and `segstore mark-synced`: the sync metadata.
 
 use crate::common::{
-    format_age, format_utc, now_ms, open_reader, open_writer, CmdResult, Failure, Out,
+    format_age, format_utc, now_ms, open_reader, open_writer, CmdResult, Failure, Out, WriterArgs,
 };
 use clap::Args;
 use std::path::Path;
@@ -21,6 +21,8 @@ pub struct MarkSyncedArgs {
     /// The time to record, in Unix milliseconds (default: now).
     #[arg(long, value_name = "UNIX_MS")]
     pub at: Option<u64>,
+    #[command(flatten)]
+    pub writer: WriterArgs,
 }
 
 /// Runs `meta`.
@@ -64,7 +66,7 @@ pub fn run_meta(dir: &Path, args: &MetaArgs) -> CmdResult {
 /// Runs `mark-synced`.
 pub fn run_mark_synced(dir: &Path, args: &MarkSyncedArgs) -> CmdResult {
     let at = args.at.unwrap_or_else(now_ms);
-    let store = open_writer(dir)?;
+    let store = open_writer(dir, &args.writer)?;
     store.mark_synced(at)?;
     let mut out = Out::new();
     out.line(format_args!(

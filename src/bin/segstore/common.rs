@@ -104,14 +104,28 @@ impl From<io::Error> for Failure {
 /// The result of a command.
 pub type CmdResult<T = ()> = Result<T, Failure>;
 
+/// What every command that opens the store for writing accepts.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct WriterArgs {
+    /// Repair what only dropping data can: a live log whose last record is whole but fails its
+    /// checksum (a flipped bit, not a torn write) is truncated before that record, and the
+    /// write it held is lost. Without --repair such a store is refused (`verify` names the
+    /// damage). Nothing else is repaired.
+    #[arg(long)]
+    pub repair: bool,
+}
+
 /// Options for the writing commands.
-pub fn writer_options() -> Options {
-    Options::default()
+pub fn writer_options(args: &WriterArgs) -> Options {
+    Options {
+        repair: args.repair,
+        ..Options::default()
+    }
 }
 
 /// Opens the store for writing; fails fast if another writer holds the lock.
-pub fn open_writer(dir: &Path) -> CmdResult<Store> {
-    Ok(Store::open(dir, writer_options())?)
+pub fn open_writer(dir: &Path, args: &WriterArgs) -> CmdResult<Store> {
+    Ok(Store::open(dir, writer_options(args))?)
 }
 
 /// Opens the store read-only, with no background poll: works beside a running writer.
