@@ -374,9 +374,7 @@ impl LogWriter {
     /// Opens an existing log for appending at `valid_end`, truncating anything after it (a
     /// torn tail) and fsyncing the truncation.
     pub fn open(io: &Io, path: &Path, number: u64, valid_end: u64) -> Result<LogWriter> {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
+        let file = crate::io::open_regular(path, OpenOptions::new().write(true))
             .map_err(|e| Error::io(path, e))?;
         let actual = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if actual != valid_end {

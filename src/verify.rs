@@ -36,7 +36,8 @@ impl Problem {
             | Error::ChecksumMismatch { path, .. }
             | Error::MissingFile { path, .. }
             | Error::UnsupportedVersion { path, .. }
-            | Error::ForeignFile { path } => path.clone(),
+            | Error::ForeignFile { path }
+            | Error::NotRegularFile { path, .. } => path.clone(),
             _ => fallback.to_owned(),
         };
         Problem {
