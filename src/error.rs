@@ -75,6 +75,15 @@ pub enum Error {
         /// What it is: `"FIFO"`, `"socket"`, `"character device"`, ...
         file_type: &'static str,
     },
+    /// The writer lost its lock: the `LOCK` file it holds was deleted or replaced while it
+    /// ran, so another writer may have opened the store. The writer stops: it writes nothing
+    /// more, and every later mutating call fails the same way. Reopen the store (after making
+    /// sure no other writer runs).
+    #[error("lost the writer lock: {path} was deleted or replaced while this writer held it; nothing was written")]
+    LockLost {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// A file was written by a newer (or unknown) format version.
     #[error("{path} has format version {found}; this build reads up to {supported}")]
     UnsupportedVersion {
