@@ -40,7 +40,9 @@ impl TableCache {
             }
         }
         let path = dir.join(table_file_name(table_ref.file_id));
-        if !path.exists() {
+        // Only a name that leads nowhere is missing: a symbolic link loop or an unreadable
+        // directory is an I/O error of its own (ELOOP, EACCES), reported as such.
+        if !path.try_exists().map_err(|e| Error::io(&path, e))? {
             return Err(Error::MissingFile {
                 path,
                 referenced_by: referenced_by.to_owned(),

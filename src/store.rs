@@ -185,7 +185,11 @@ impl Store {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let lock = lock_dir(dir)?;
-        if dir.join(MANIFEST_FILE).exists() {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        if manifest_path
+            .try_exists()
+            .map_err(|e| Error::io(&manifest_path, e))?
+        {
             return Err(Error::AlreadyExists {
                 path: dir.to_owned(),
             });
@@ -194,7 +198,10 @@ impl Store {
         let io = options.io();
         // A create that crashed before its manifest may have left the first log.
         let first_log = dir.join(log_file_name(1));
-        if first_log.exists() {
+        if first_log
+            .try_exists()
+            .map_err(|e| Error::io(&first_log, e))?
+        {
             io.remove_file(&first_log)
                 .map_err(|e| Error::io(&first_log, e))?;
         }
@@ -228,8 +235,13 @@ impl Store {
     /// compactor if enabled.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         let dir = dir.as_ref().to_owned();
-        if !dir.is_dir() {
-            return Err(Error::NotFound { path: dir });
+        match std::fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(Error::NotFound { path: dir }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound { path: dir })
+            }
+            Err(e) => return Err(Error::io(&dir, e)),
         }
         let lock = HeldLock::new(dir.join(LOCK_FILE), lock_dir(&dir)?)?;
         let io = options.io();
@@ -634,7 +646,7 @@ impl Inner {
             let first_seq = w.next_seq + 1;
             // A log past the live one is outside the chain: a leftover of a failed rotation.
             let leftover = self.dir.join(log_file_name(number));
-            if leftover.exists() {
+            if leftover.try_exists().map_err(|e| Error::io(&leftover, e))? {
                 self.io
                     .remove_file(&leftover)
                     .map_err(|e| Error::io(&leftover, e))?;

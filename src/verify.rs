@@ -68,13 +68,20 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
             return;
         }
         let path = dir.join(table_file_name(table.file_id));
-        if !path.exists() {
-            problems.push(Problem {
+        match path.try_exists() {
+            Ok(false) => problems.push(Problem {
                 path,
                 detail: "table is missing".into(),
-            });
-        } else if let Err(e) = verify_table(&path, &manifest.store_id, &table.info) {
-            problems.push(Problem::from_error(&path, &e));
+            }),
+            Err(e) => {
+                let error = Error::io(&path, e);
+                problems.push(Problem::from_error(&path, &error));
+            }
+            Ok(true) => {
+                if let Err(e) = verify_table(&path, &manifest.store_id, &table.info) {
+                    problems.push(Problem::from_error(&path, &e));
+                }
+            }
         }
     };
     for table in manifest.tables() {

@@ -528,6 +528,14 @@ fn apply_rejects_bad_json_with_line_number() {
 }
 
 #[test]
+fn apply_rejects_duplicate_fields_naming_them() {
+    bad_third_line(
+        r#"{"segment": "s.g1", "included": {"add": ["three"], "add": ["four"]}}"#,
+        "/included/add: duplicate field",
+    );
+}
+
+#[test]
 fn apply_rejects_wrong_types() {
     bad_third_line(
         r#"{"segment": "s.g1", "included": {"add": ["three", 4]}}"#,
@@ -925,6 +933,19 @@ fn meta_and_mark_synced() {
         serde_json::from_str(&run(&dir, &["meta", "--json"]).ok()).unwrap();
     assert!(json["synchronized_on"].as_u64().unwrap() >= before);
     run(&dir, &["mark-synced", "--at", "soon"]).fails(2);
+
+    // A synchronized_on in the future (another host's clock ahead): a negative age, not 0.
+    let ahead = segstore_now_ms() + 3_600_000;
+    run(&dir, &["mark-synced", "--at", &ahead.to_string()]).ok();
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&dir, &["meta", "--json"]).ok()).unwrap();
+    let age = json["age_ms"].as_i64().unwrap();
+    assert!(
+        (-3_600_000..-3_000_000).contains(&age),
+        "age_ms {age} for a time an hour ahead"
+    );
+    let text = run(&dir, &["meta"]).ok();
+    assert!(text.contains("in the future"), "{text}");
 }
 
 // ------------------------------------------------------------------------------------------

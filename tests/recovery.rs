@@ -271,6 +271,59 @@ fn missing_or_damaged_table_is_reported() {
     assert_eq!(store.snapshot().check("s.g1", b"key7"), Status::Included);
 }
 
+/// True if `e` is an I/O error on `path` with errno ELOOP.
+fn is_symlink_loop(e: &Error, path: &Path) -> bool {
+    matches!(e, Error::Io { path: p, source } if p == path && source.raw_os_error() == Some(libc::ELOOP))
+}
+
+#[test]
+fn a_symlink_loop_is_reported_as_a_loop_not_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::create(dir.path(), options()).unwrap();
+        store
+            .replace_list(
+                "s.g1",
+                None,
+                List::Included,
+                (0..100).map(|i| Ok(format!("key{i}").into_bytes())),
+            )
+            .unwrap();
+        store.compact().unwrap();
+        store
+            .write(Batch::new().add("s.g1", List::Included, "k"))
+            .unwrap();
+    }
+    let targets = [
+        tables(dir.path()).pop().unwrap(),
+        live_log(dir.path()),
+        dir.path().join("MANIFEST"),
+    ];
+    for target in targets {
+        let copy = copy_store(dir.path());
+        let path = copy.path().join(target.file_name().unwrap());
+        std::fs::remove_file(&path).unwrap();
+        // A link to itself: resolving it never ends.
+        std::os::unix::fs::symlink(&path, &path).unwrap();
+        let name = path.display();
+        match Store::open(copy.path(), options()) {
+            Err(e) => assert!(is_symlink_loop(&e, &path), "{name}: Store::open: {e:?}"),
+            Ok(_) => panic!("{name}: opened"),
+        }
+        match ReadOnlyStore::open(copy.path(), options()) {
+            Err(e) => assert!(is_symlink_loop(&e, &path), "{name}: reader: {e:?}"),
+            Ok(_) => panic!("{name}: a reader opened"),
+        }
+        let problems = segstore::verify(copy.path()).unwrap();
+        assert!(
+            problems.iter().any(|p| p.path == path
+                && p.detail.contains("symbolic links")
+                && !p.detail.contains("missing")),
+            "{name}: verify: {problems:?}"
+        );
+    }
+}
+
 #[test]
 fn newer_manifest_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();

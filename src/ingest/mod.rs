@@ -37,6 +37,7 @@ use crate::key::{
 };
 
 pub mod partner;
+mod strict;
 
 /// Why a line of input was rejected. Each message says what is wrong and where: the JSON
 /// pointer of the field (RFC 6901, `""` being the whole document) and, for keys, a preview of
@@ -158,9 +159,11 @@ pub enum Parsed {
 ///
 /// # Errors
 /// [`ParseError::Json`] when the line is not one JSON value (an empty line included);
-/// [`ParseError::Field`] or [`ParseError::Key`] when it does not fit the format.
+/// [`ParseError::Field`] when an object gives the same field twice (JSON allows it, but which
+/// one would count is a guess), or when it does not fit the format; [`ParseError::Key`] for a
+/// bad key.
 pub fn parse_line(format: &Format, line: &str, hash_keys: bool) -> Result<Parsed, ParseError> {
-    let value: Value = serde_json::from_str(line).map_err(|e| ParseError::Json(e.to_string()))?;
+    let value = strict::parse(line)?;
     match format {
         Format::Updates => parse_update(value, hash_keys).map(|c| Parsed::Changes(vec![c])),
         Format::Patches => parse_patches(value).map(Parsed::Patches),

@@ -551,3 +551,51 @@ fn deep_nesting_is_an_error_not_a_crash() {
         ));
     }
 }
+
+#[test]
+fn duplicate_fields_are_rejected_naming_the_field() {
+    let updates: Format = "updates".parse().unwrap();
+    let patches: Format = "patches".parse().unwrap();
+    let cases = [
+        (
+            &updates,
+            r#"{"segment": "a.g1", "segment": "b.g1"}"#,
+            "/segment",
+        ),
+        (
+            &updates,
+            r#"{"segment": "a.g1", "included": {"add": ["k"], "add": []}}"#,
+            "/included/add",
+        ),
+        (
+            &patches,
+            r#"[{"segmentId": "a.g1", "version": "1"}, {"segmentId": "a.g1", "version": "2", "version": "3"}]"#,
+            "/1/version",
+        ),
+        (
+            &patches,
+            r#"{"segmentId": "a.g1", "version": "1", "changes": {"included": {"add": ["x"]}, "included": {}}}"#,
+            "/changes/included",
+        ),
+        (
+            &updates,
+            r#"{"segment": "a.g1", "name": "n", "we/ird~": 1, "we/ird~": 2}"#,
+            "/we~1ird~0",
+        ),
+    ];
+    for (format, line, pointer) in cases {
+        match parse_line(format, line, false) {
+            Err(ParseError::Field { path, detail }) => {
+                assert_eq!(path, pointer, "{line}");
+                assert!(detail.contains("duplicate field"), "{detail}");
+            }
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+    let partner: Format = "partner:segment".parse().unwrap();
+    let err = parse_line(&partner, r#"{"type": "identify", "type": "track"}"#, false).unwrap_err();
+    assert!(err.to_string().contains("duplicate field"), "{err}");
+    // The same field name in different objects is fine.
+    let line = r#"{"segment": "a.g1", "included": {"add": ["k"]}, "excluded": {"add": ["j"]}}"#;
+    assert!(parse_line(&updates, line, false).is_ok());
+}

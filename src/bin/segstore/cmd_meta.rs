@@ -9,8 +9,9 @@ use std::path::Path;
 /// Arguments of `meta`.
 #[derive(Debug, Args)]
 pub struct MetaArgs {
-    /// Print JSON: {synchronized_on, synchronized_on_utc, age_ms, cursor} (null when never
-    /// synced).
+    /// Print JSON: {synchronized_on, synchronized_on_utc, age_ms, cursor}. age_ms is now
+    /// minus synchronized_on: negative when synchronized_on is in the future (clock skew), null
+    /// when never synced.
     #[arg(long)]
     pub json: bool,
 }
@@ -30,7 +31,10 @@ pub fn run_meta(dir: &Path, args: &MetaArgs) -> CmdResult {
     let store = open_reader(dir)?;
     let meta = store.snapshot().metadata();
     let now = now_ms();
-    let age = meta.synchronized_on.map(|at| now.saturating_sub(at));
+    // Signed: a synchronized_on ahead of this host's clock gives a negative age, not 0.
+    let age = meta
+        .synchronized_on
+        .map(|at| i64::try_from(i128::from(now) - i128::from(at)).unwrap_or(i64::MIN));
     let mut out = Out::new();
     if args.json {
         let json = serde_json::json!({
