@@ -536,6 +536,43 @@ fn apply_rejects_duplicate_fields_naming_them() {
 }
 
 #[test]
+fn apply_reads_a_line_longer_than_its_buffer_as_it_parses_it() {
+    let (tmp, dir) = new_store();
+    // Line 2 is over 4 MiB, so it is parsed as it is read rather than held whole.
+    let many: Vec<String> = (0..250_000)
+        .map(|i| format!("\"long-key-{i:08}\""))
+        .collect();
+    let long = format!(
+        r#"{{"segment": "s.g1", "included": {{"add": [{}]}}}}"#,
+        many.join(", ")
+    );
+    assert!(long.len() > 4 << 20);
+    let mut input = Vec::new();
+    input.extend_from_slice(br#"{"segment": "s.g1", "included": {"add": ["one"]}}"#);
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(long.as_bytes());
+    input.extend_from_slice(b"\r\n");
+    input.extend_from_slice(br#"{"segment": "s.g1", "included": {"add": ["three"]}}"#);
+    input.extend_from_slice(b"\n\n");
+    input.extend_from_slice(br#"{"segment": "s.g1", "included": {"add": [""]}}"#);
+    input.extend_from_slice(b"\n");
+    let f = write_file(tmp.path(), "in.jsonl", &input);
+    let err = run(&dir, &["apply", &f]).fails(1);
+    assert!(err.contains("in.jsonl: line 5: invalid key"), "{err}");
+    for key in ["one", "long-key-00000000", "long-key-00249999", "three"] {
+        assert_eq!(check(&dir, "s.g1", key), "included", "{key}");
+    }
+    // A bad key inside a long line names its place.
+    let bad = long.replace("\"long-key-00200000\"", "\"\"");
+    let f = write_file(tmp.path(), "bad.jsonl", bad.as_bytes());
+    let err = run(&dir, &["apply", &f]).fails(1);
+    assert!(
+        err.contains("line 1: invalid key at /included/add/200000"),
+        "{err}"
+    );
+}
+
+#[test]
 fn apply_rejects_wrong_types() {
     bad_third_line(
         r#"{"segment": "s.g1", "included": {"add": ["three", 4]}}"#,
