@@ -14,7 +14,8 @@
 //!
 //! Every key produced passes [`validate_key`], every segment ref [`validate_ref`], every context
 //! kind [`validate_kind`]; anything else is a [`ParseError`] that names the JSON pointer of the
-//! offending value. Parsing never panics, whatever the input.
+//! offending value. In every format an object may not give the same field twice. Parsing never
+//! panics, whatever the input.
 //!
 //! ```
 //! use segstore::ingest::{parse_line, Format, Parsed};
