@@ -65,6 +65,25 @@ pub enum Error {
         /// The file that names it.
         referenced_by: String,
     },
+    /// A path where the store keeps a file (MANIFEST, a log, a table, LOCK) holds something
+    /// other than a regular file: a FIFO, socket, device or directory. Reported at once; the
+    /// store never blocks on such a file.
+    #[error("{path} is a {file_type}, not a regular file")]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is: `"FIFO"`, `"socket"`, `"character device"`, ...
+        file_type: &'static str,
+    },
+    /// The writer lost its lock: the `LOCK` file it holds was deleted or replaced while it
+    /// ran, so another writer may have opened the store. The writer stops: it writes nothing
+    /// more, and every later mutating call fails the same way. Reopen the store (after making
+    /// sure no other writer runs).
+    #[error("lost the writer lock: {path} was deleted or replaced while this writer held it; nothing was written")]
+    LockLost {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// A file was written by a newer (or unknown) format version.
     #[error("{path} has format version {found}; this build reads up to {supported}")]
     UnsupportedVersion {
@@ -127,11 +146,22 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps an I/O error with the path it concerns.
+    /// Wraps an I/O error with the path it concerns. An error saying the path is not a
+    /// regular file becomes [`Error::NotRegularFile`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
+        let not_regular = source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<crate::io::NotRegularFile>())
+            .copied();
+        match not_regular {
+            Some(found) => Error::NotRegularFile {
+                path: path.into(),
+                file_type: found.file_type,
+            },
+            None => Error::Io {
+                path: path.into(),
+                source,
+            },
         }
     }
 

@@ -162,7 +162,9 @@ fn check_scan(body: &[u8], start: u64, next_seq: u64, path: &Path) -> Option<cra
     assert!(scan.valid_end >= start && scan.valid_end <= end);
     match scan.tail {
         Tail::Clean => assert_eq!(scan.valid_end, end),
-        Tail::Torn { offset } => assert_eq!(offset, scan.valid_end),
+        Tail::Torn { offset } | Tail::Damaged { offset, .. } => {
+            assert_eq!(offset, scan.valid_end)
+        }
     }
     let mut seq = next_seq;
     let mut framed = 0u64;

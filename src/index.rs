@@ -86,7 +86,7 @@ impl MembershipIndex {
         let path = dir.join(postings_file_name(index.postings_id));
         io.check(IoOp::Read, &path)
             .map_err(|e| Error::io(&path, e))?;
-        let file = std::fs::File::open(&path).map_err(|e| match e.kind() {
+        let file = crate::io::open_read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::MissingFile {
                 path: path.clone(),
                 referenced_by: crate::manifest::MANIFEST_FILE.to_owned(),

@@ -39,6 +39,98 @@ pub enum Fault {
     ShortWrite(usize),
 }
 
+/// The error inside an [`io::Error`] when a path the store reads or writes is not a regular
+/// file (a FIFO, socket, device or directory). [`crate::Error::io`] turns it into
+/// [`crate::Error::NotRegularFile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotRegularFile {
+    /// What the path is: `"FIFO"`, `"socket"`, `"character device"`, ...
+    pub file_type: &'static str,
+}
+
+impl std::fmt::Display for NotRegularFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "is a {}, not a regular file", self.file_type)
+    }
+}
+
+impl std::error::Error for NotRegularFile {}
+
+fn describe(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_fifo() {
+        "FIFO"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_symlink() {
+        "symbolic link"
+    } else {
+        "special file"
+    }
+}
+
+fn not_regular(file_type: std::fs::FileType) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        NotRegularFile {
+            file_type: describe(file_type),
+        },
+    )
+}
+
+/// Opens an existing file with `options` without ever blocking on it, and only if it is a
+/// regular file (after following symbolic links).
+///
+/// Opening a FIFO for reading blocks until a writer appears (and for writing, until a
+/// reader): a FIFO where a store file belongs would hang every command. So the file is opened
+/// with `O_NONBLOCK` (which opens a FIFO at once, or fails with `ENXIO` for writing), its type
+/// is checked on the open descriptor (no window between check and open), and `O_NONBLOCK` is
+/// cleared again before the file is used.
+pub fn open_regular(path: &Path, options: &OpenOptions) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = options.clone();
+    options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    let file = match options.open(path) {
+        Ok(file) => file,
+        // A FIFO without a reader (opened for writing) or a socket.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            return Err(match std::fs::metadata(path) {
+                Ok(m) if !m.is_file() => not_regular(m.file_type()),
+                _ => e,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let file_type = file.metadata()?.file_type();
+    if !file_type.is_file() {
+        return Err(not_regular(file_type));
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is the open descriptor owned by `file`, alive for both calls; F_GETFL and
+    // F_SETFL only read and set its status flags and touch no memory.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// Opens an existing regular file for reading (see [`open_regular`]).
+pub fn open_read(path: &Path) -> io::Result<File> {
+    open_regular(path, OpenOptions::new().read(true))
+}
+
 /// Decides, before each file operation, whether it fails. Tests implement this.
 pub trait FaultInjector: Send + Sync + Debug {
     /// Called before `op` on `path`; `None` lets the operation run.
@@ -148,10 +240,18 @@ impl Io {
         std::fs::remove_dir_all(path)
     }
 
-    /// Reads a whole file.
+    /// Reads a whole regular file (anything else is an error at once, see [`open_regular`]).
     pub fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        use std::io::Read;
         self.check(IoOp::Read, path)?;
-        std::fs::read(path)
+        let mut file = open_read(path)?;
+        let len = file.metadata()?.len();
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX))
+            .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        file.read_to_end(&mut bytes)?;
+        Ok(bytes)
     }
 
     /// Truncates (or extends) a file to `len` bytes.
@@ -206,16 +306,24 @@ impl ChunkWriter {
 }
 
 impl Write for ChunkWriter {
+    /// Takes all of `data` or fails: never a short write. Callers above (fst's counting
+    /// writer, which adds a buffer to its CRC before passing it on) would otherwise see the
+    /// rest of a buffer offered again at each chunk boundary and count it twice.
+    ///
+    /// On error part of `data` may have been taken; the file is then abandoned by its builder.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = CHUNK_LEN.saturating_sub(self.buf.len());
-        let taken = data.get(..room.min(data.len())).unwrap_or_default();
-        self.buf.extend_from_slice(taken);
-        if self.buf.len() >= CHUNK_LEN {
-            // On error the chunk stays buffered and the file is abandoned by its builder.
-            self.inner.write_all(&self.buf)?;
-            self.buf.clear();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let room = CHUNK_LEN.saturating_sub(self.buf.len());
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.buf.extend_from_slice(now);
+            rest = later;
+            if self.buf.len() >= CHUNK_LEN {
+                self.inner.write_all(&self.buf)?;
+                self.buf.clear();
+            }
         }
-        Ok(taken.len())
+        Ok(data.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -258,5 +366,38 @@ impl Write for IoWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_writer_takes_every_write_whole_across_chunk_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chunked");
+        let io = Io::default();
+        let file = io.create_new(&path).unwrap();
+        let mut writer = ChunkWriter::new(io.writer(file, &path));
+        // Pieces of odd sizes, one larger than a chunk, so that writes straddle boundaries.
+        let sizes = [
+            1,
+            1_000_003,
+            CHUNK_LEN + 17,
+            3,
+            777_777,
+            CHUNK_LEN - 5,
+            65_536,
+        ];
+        let mut expected = Vec::new();
+        for (i, size) in sizes.into_iter().enumerate() {
+            let piece: Vec<u8> = (0..size).map(|j| (i * 31 + j * 7) as u8).collect();
+            assert_eq!(writer.write(&piece).unwrap(), size, "write {i} was short");
+            expected.extend_from_slice(&piece);
+        }
+        writer.into_inner().unwrap().sync_all().unwrap();
+        assert!(expected.len() > 2 * CHUNK_LEN);
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
     }
 }

@@ -128,6 +128,16 @@ pub enum Tail {
         /// File offset of the first byte not part of a whole record.
         offset: u64,
     },
+    /// The last record is whole but fails its payload checksum in a way no tear explains
+    /// (a flipped bit, not a prefix followed by zeros): the record was damaged after it was
+    /// written. Only [`scan_records_repairing`] reports this; [`scan_records`] fails with
+    /// [`Error::Corrupt`] instead. The writer truncates it only when asked to repair.
+    Damaged {
+        /// File offset of the damaged record.
+        offset: u64,
+        /// Its sequence number (its header checksum matched).
+        seq: u64,
+    },
 }
 
 /// The result of scanning records.
@@ -145,13 +155,46 @@ pub struct Scan {
     pub rotated: bool,
 }
 
+/// Whether a checksum field read as `stored` can be a tear of one that should read
+/// `computed`: its first bytes as written, then zeros (format-spec.md §4.6, A3).
+fn torn_checksum(stored: &[u8], computed: [u8; 4]) -> bool {
+    stored.len() == 4
+        && (0..4).any(|cut| {
+            stored.get(..cut) == computed.get(..cut)
+                && stored
+                    .get(cut..)
+                    .is_some_and(|rest| rest.iter().all(|&b| b == 0))
+        })
+}
+
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
+}
+
 /// Scans the records in `bytes`, which are the file's bytes from offset `start` to its end.
 /// `next_seq` is the sequence number the first record must carry.
 ///
-/// A damaged record that is the last thing in the file is a torn tail ([`Tail::Torn`]); a
-/// damaged record followed by more bytes, a sequence gap, or any byte after a `Rotate` record
-/// is [`Error::Corrupt`].
+/// The end of the file is a torn tail ([`Tail::Torn`]) only where a tear explains it: an
+/// incomplete record, or a record whose bytes from some point on are zeros to the end of the
+/// file. Any other damage — a whole last record failing its checksum, a damaged record followed
+/// by data, a sequence gap, any byte after a `Rotate` record — is [`Error::Corrupt`].
 pub fn scan_records(bytes: &[u8], start: u64, next_seq: u64, path: &Path) -> Result<Scan> {
+    scan(bytes, start, next_seq, path, false)
+}
+
+/// As [`scan_records`], except that a whole last record failing its payload checksum ends the
+/// scan as [`Tail::Damaged`] instead of failing it: for a writer asked to repair the log by
+/// dropping that record.
+pub fn scan_records_repairing(
+    bytes: &[u8],
+    start: u64,
+    next_seq: u64,
+    path: &Path,
+) -> Result<Scan> {
+    scan(bytes, start, next_seq, path, true)
+}
+
+fn scan(bytes: &[u8], start: u64, next_seq: u64, path: &Path, repair: bool) -> Result<Scan> {
     let mut scan = Scan {
         records: Vec::new(),
         valid_end: start,
@@ -185,8 +228,13 @@ pub fn scan_records(bytes: &[u8], start: u64, next_seq: u64, path: &Path) -> Res
                 break;
             }
         };
-        if crc32fast::hash(header.get(..12).unwrap_or_default()) != header_crc {
-            if rest.iter().all(|&b| b == 0) {
+        let computed = crc32fast::hash(header.get(..12).unwrap_or_default());
+        if computed != header_crc {
+            // A tear leaves the header's first bytes, then zeros to the end of the file.
+            let after = rest.get(RECORD_HEADER_LEN..).unwrap_or_default();
+            if all_zero(after)
+                && torn_checksum(header.get(12..).unwrap_or_default(), computed.to_le_bytes())
+            {
                 torn(&mut scan);
                 break;
             }
@@ -220,14 +268,33 @@ pub fn scan_records(bytes: &[u8], start: u64, next_seq: u64, path: &Path) -> Res
             .unwrap_or_default();
         let trailer = record.get(RECORD_HEADER_LEN + len..).unwrap_or_default();
         let stored_crc = Decoder::new(trailer).u32().unwrap_or(0);
-        if crc32fast::hash(payload) != stored_crc {
-            if total == rest.len() {
+        let computed = crc32fast::hash(payload);
+        if computed != stored_crc {
+            let after = rest.get(total..).unwrap_or_default();
+            if !all_zero(after) {
+                return Err(Error::corrupt(
+                    path,
+                    format!("record {seq} at offset {offset}: payload checksum mismatch"),
+                ));
+            }
+            // A tear cuts the record and zeros the rest, so its checksum field reads as its
+            // first bytes then zeros. A whole record with any other checksum was damaged
+            // after it was written: an acknowledged write, not one being made.
+            if torn_checksum(trailer, computed.to_le_bytes()) {
                 torn(&mut scan);
+                break;
+            }
+            if repair {
+                scan.tail = Tail::Damaged { offset, seq };
                 break;
             }
             return Err(Error::corrupt(
                 path,
-                format!("record {seq} at offset {offset}: payload checksum mismatch"),
+                format!(
+                    "record {seq} at offset {offset}: payload checksum mismatch in the last \
+                     record, which is whole: damage, not a torn write (a writer opened with \
+                     Options::repair, or a command given --repair, drops the record)"
+                ),
             ));
         }
         let entry = Entry::decode(payload).map_err(|e| {
@@ -307,9 +374,7 @@ impl LogWriter {
     /// Opens an existing log for appending at `valid_end`, truncating anything after it (a
     /// torn tail) and fsyncing the truncation.
     pub fn open(io: &Io, path: &Path, number: u64, valid_end: u64) -> Result<LogWriter> {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
+        let file = crate::io::open_regular(path, OpenOptions::new().write(true))
             .map_err(|e| Error::io(path, e))?;
         let actual = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if actual != valid_end {
@@ -429,18 +494,80 @@ mod tests {
                 other => panic!("flip at {i}: {other:?}"),
             }
         }
-        // A flip inside the last record's payload is a torn tail: the record is not counted.
-        let mut bad = bytes.clone();
-        let n = bad.len();
-        bad[n - 6] ^= 0x01;
-        let scan = scan_records(&bad, 0, 1, p).unwrap();
-        assert_eq!(scan.records.len(), 3);
-        assert_eq!(
-            scan.tail,
-            Tail::Torn {
-                offset: last_start as u64
+    }
+
+    #[test]
+    fn a_flip_in_the_whole_last_record_is_damage_not_a_tear() {
+        let bytes = record_bytes(&entries(), 1);
+        let p = Path::new("x");
+        let last_start = bytes.len() - encode_record(4, &entries()[3].encode()).unwrap().len();
+        let end = bytes.len();
+        let mut tear_like = 0;
+        for i in last_start..end {
+            for bit in 0..8 {
+                let mut bad = bytes.clone();
+                bad[i] ^= 1 << bit;
+                // The one flip a tear explains: it clears the last set bit of the checksum,
+                // leaving the same bytes as a tear just before that byte.
+                if i >= end - RECORD_TRAILER_LEN && bad[i..].iter().all(|&b| b == 0) {
+                    tear_like += 1;
+                    let scan = scan_records(&bad, 0, 1, p).unwrap();
+                    assert_eq!(
+                        scan.tail,
+                        Tail::Torn {
+                            offset: last_start as u64
+                        }
+                    );
+                    continue;
+                }
+                match scan_records(&bad, 0, 1, p) {
+                    Err(Error::Corrupt { .. }) => {}
+                    other => panic!("flip of bit {bit} at {i}: {other:?}"),
+                }
+                // Asked to repair, a flip in the payload or its checksum ends the scan before
+                // the damaged record; a flip in its header cannot be told from damage earlier
+                // on, and stays an error.
+                let repaired = scan_records_repairing(&bad, 0, 1, p);
+                if i >= last_start + RECORD_HEADER_LEN {
+                    let scan = repaired.unwrap();
+                    assert_eq!(scan.records.len(), 3);
+                    assert_eq!(scan.valid_end, last_start as u64);
+                    assert_eq!(
+                        scan.tail,
+                        Tail::Damaged {
+                            offset: last_start as u64,
+                            seq: 4
+                        }
+                    );
+                } else {
+                    assert!(repaired.is_err(), "flip of bit {bit} at {i}");
+                }
             }
-        );
+        }
+        assert!(tear_like <= 1, "{tear_like} flips read as tears");
+    }
+
+    #[test]
+    fn a_last_record_cut_and_zero_filled_anywhere_is_a_torn_tail() {
+        let bytes = record_bytes(&entries(), 1);
+        let p = Path::new("x");
+        let last_start = bytes.len() - encode_record(4, &entries()[3].encode()).unwrap().len();
+        for cut in last_start..bytes.len() {
+            // The file keeps its length (or grows further) but the bytes from the cut are zeros.
+            for extra in [0usize, 1, 4096] {
+                let mut torn = bytes[..cut].to_vec();
+                torn.resize(bytes.len() + extra, 0);
+                let scan = scan_records(&torn, 0, 1, p)
+                    .unwrap_or_else(|e| panic!("cut at {cut} + {extra} zeros: {e}"));
+                assert_eq!(scan.records.len(), 3, "cut at {cut}");
+                assert_eq!(
+                    scan.tail,
+                    Tail::Torn {
+                        offset: last_start as u64
+                    }
+                );
+            }
+        }
     }
 
     #[test]

@@ -32,6 +32,12 @@ pub struct Options {
     /// apiece), and the index — a second copy of every hashed key plus postings — would
     /// roughly double the store's size for little gain.
     pub membership_index_min_lists: usize,
+    /// Let a writer repair damage by dropping data (default `false`): today one case, a live
+    /// log whose last record is whole but fails its checksum (a flipped bit, not a torn write).
+    /// Without it the writer refuses to open such a store with [`crate::Error::Corrupt`]; with
+    /// it the writer truncates the log before that record, losing the write it held. Readers
+    /// and `verify` never repair.
+    pub repair: bool,
     /// A hook that can make file operations fail, for fault-injection tests (default none).
     pub fault_injector: Option<Arc<dyn FaultInjector>>,
 }
@@ -57,6 +63,7 @@ impl Default for Options {
             sort_memory_budget: 256 << 20,
             poll_interval: Some(Duration::from_millis(50)),
             membership_index_min_lists: 8,
+            repair: false,
             fault_injector: None,
         }
     }

@@ -104,9 +104,9 @@ fn load_follow(dir: &Path, options: &Options, tables: TableCache) -> Result<(Sna
         let io = options.io();
         let attempt = Manifest::load(&io, dir).and_then(|m| {
             let store_id = m.store_id;
-            let loaded = load(&io, dir, m, &mut tables, options.verification)?;
+            let loaded = load(&io, dir, m, &mut tables, options.verification, false)?;
             let path = loaded.live_log.path.clone();
-            let log = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let log = crate::io::open_read(&path).map_err(|e| Error::io(&path, e))?;
             Ok((loaded, log, store_id))
         });
         match attempt {
@@ -304,7 +304,7 @@ impl ReaderInner {
                         ));
                     }
                     let path = self.dir.join(log_file_name(number));
-                    let log = File::open(&path).map_err(|e| Error::io(&path, e))?;
+                    let log = crate::io::open_read(&path).map_err(|e| Error::io(&path, e))?;
                     let mut head = vec![0u8; LOG_HEADER_LEN];
                     log.read_exact_at(&mut head, 0)
                         .map_err(|e| Error::io(&path, e))?;

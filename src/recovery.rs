@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::files::table_file_name;
 use crate::index::MembershipIndex;
 use crate::io::{Io, IoOp};
-use crate::log::{log_file_name, scan_records, LogHeader, LOG_HEADER_LEN};
+use crate::log::{log_file_name, scan_records, scan_records_repairing, LogHeader, LOG_HEADER_LEN};
 use crate::manifest::Manifest;
 use crate::snapshot::{IndexState, ListState, LoadedTable, SegmentState, Snapshot};
 use crate::table::{Table, TableKind, Verification};
@@ -40,7 +40,9 @@ impl TableCache {
             }
         }
         let path = dir.join(table_file_name(table_ref.file_id));
-        if !path.exists() {
+        // Only a name that leads nowhere is missing: a symbolic link loop or an unreadable
+        // directory is an I/O error of its own (ELOOP, EACCES), reported as such.
+        if !path.try_exists().map_err(|e| Error::io(&path, e))? {
             return Err(Error::MissingFile {
                 path,
                 referenced_by: referenced_by.to_owned(),
@@ -236,13 +238,16 @@ fn check_no_successor(
     Ok(())
 }
 
-/// Loads the manifest's tables and replays the log chain.
+/// Loads the manifest's tables and replays the log chain. With `repair` (a writer opened
+/// with [`crate::Options::repair`]), a damaged last record of the live log ends the chain
+/// before it, as a torn tail does, instead of failing the load.
 pub(crate) fn load(
     io: &Io,
     dir: &Path,
     manifest: Manifest,
     cache: &mut TableCache,
     verification: Verification,
+    repair: bool,
 ) -> Result<Loaded> {
     let mut snapshot = base_snapshot(io, dir, &manifest, cache, verification)?;
     let mut number = manifest.log_number;
@@ -254,7 +259,11 @@ pub(crate) fn load(
         let (path, bytes) = read_log(io, dir, number, &manifest.store_id, next_seq)?;
         log_numbers.push(number);
         let body = bytes.get(LOG_HEADER_LEN..).unwrap_or_default();
-        let scan = scan_records(body, LOG_HEADER_LEN as u64, next_seq, &path)?;
+        let scan = if repair {
+            scan_records_repairing(body, LOG_HEADER_LEN as u64, next_seq, &path)?
+        } else {
+            scan_records(body, LOG_HEADER_LEN as u64, next_seq, &path)?
+        };
         let name = log_file_name(number);
         let mut next_log = None;
         for (seq, entry) in &scan.records {

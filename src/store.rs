@@ -20,8 +20,9 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -72,7 +73,7 @@ struct Inner {
     io: Io,
     options: Options,
     store_id: [u8; 16],
-    _lock: File,
+    lock: HeldLock,
     current: ArcSwap<Snapshot>,
     writer: Mutex<WriterState>,
     compaction: Mutex<()>,
@@ -99,15 +100,60 @@ pub struct Store {
     compactor: Option<JoinHandle<()>>,
 }
 
+/// The writer's lock: the open `LOCK` file it holds the `flock` on, and that file's identity,
+/// to notice when the name `LOCK` no longer leads to it.
+#[derive(Debug)]
+struct HeldLock {
+    path: PathBuf,
+    _file: File,
+    dev: u64,
+    ino: u64,
+    /// Set once the lock was found lost; it stays lost.
+    lost: AtomicBool,
+}
+
+impl HeldLock {
+    fn new(path: PathBuf, file: File) -> Result<HeldLock> {
+        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
+        Ok(HeldLock {
+            path,
+            _file: file,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            lost: AtomicBool::new(false),
+        })
+    }
+
+    /// Fails with [`Error::LockLost`] unless `LOCK` is still the file this writer locked. A
+    /// deleted or replaced `LOCK` lets another writer take a lock of its own on a new file,
+    /// so from then on this writer must not write anything.
+    fn check(&self) -> Result<()> {
+        if !self.lost.load(Ordering::SeqCst) {
+            match std::fs::metadata(&self.path) {
+                Ok(m) if m.dev() == self.dev && m.ino() == self.ino => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&self.path, e)),
+            }
+            self.lost.store(true, Ordering::SeqCst);
+        }
+        Err(Error::LockLost {
+            path: self.path.clone(),
+        })
+    }
+}
+
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
+    let file = crate::io::open_regular(
+        &path,
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+    )
+    .map_err(|e| Error::io(&path, e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(Error::Locked {
@@ -139,7 +185,11 @@ impl Store {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let lock = lock_dir(dir)?;
-        if dir.join(MANIFEST_FILE).exists() {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        if manifest_path
+            .try_exists()
+            .map_err(|e| Error::io(&manifest_path, e))?
+        {
             return Err(Error::AlreadyExists {
                 path: dir.to_owned(),
             });
@@ -148,7 +198,10 @@ impl Store {
         let io = options.io();
         // A create that crashed before its manifest may have left the first log.
         let first_log = dir.join(log_file_name(1));
-        if first_log.exists() {
+        if first_log
+            .try_exists()
+            .map_err(|e| Error::io(&first_log, e))?
+        {
             io.remove_file(&first_log)
                 .map_err(|e| Error::io(&first_log, e))?;
         }
@@ -182,14 +235,26 @@ impl Store {
     /// compactor if enabled.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         let dir = dir.as_ref().to_owned();
-        if !dir.is_dir() {
-            return Err(Error::NotFound { path: dir });
+        match std::fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(Error::NotFound { path: dir }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound { path: dir })
+            }
+            Err(e) => return Err(Error::io(&dir, e)),
         }
-        let lock = lock_dir(&dir)?;
+        let lock = HeldLock::new(dir.join(LOCK_FILE), lock_dir(&dir)?)?;
         let io = options.io();
         let manifest = Manifest::load(&io, &dir)?;
         let mut cache = TableCache::default();
-        let loaded = load(&io, &dir, manifest, &mut cache, options.verification)?;
+        let loaded = load(
+            &io,
+            &dir,
+            manifest,
+            &mut cache,
+            options.verification,
+            options.repair,
+        )?;
         let live = &loaded.live_log;
         let log = LogWriter::open(&io, &live.path, live.number, live.valid_end)?;
         let store_id = loaded.manifest.store_id;
@@ -207,7 +272,7 @@ impl Store {
             dir,
             io,
             store_id,
-            _lock: lock,
+            lock,
             current: ArcSwap::from_pointee(loaded.snapshot),
             writer: Mutex::new(WriterState {
                 log,
@@ -356,7 +421,7 @@ impl Store {
         validate_ref(segment)?;
         let kind = kind.unwrap_or(DEFAULT_KIND);
         validate_kind(kind)?;
-        usable(&self.inner.writer.lock())?;
+        self.inner.writable(&self.inner.writer.lock())?;
         let inner = &self.inner;
         let checked = keys.into_iter().map(|key| {
             let key = key?;
@@ -517,10 +582,17 @@ fn validate_details(details: &Details) -> Result<()> {
 }
 
 impl Inner {
+    /// Fails if the writer may not write: poisoned by an earlier failure, or its lock lost.
+    /// Checked before anything is written to the store directory.
+    fn writable(&self, w: &WriterState) -> Result<()> {
+        usable(w)?;
+        self.lock.check()
+    }
+
     /// Appends `entry` to the log (fsynced per the options) and publishes the new state.
     /// A failed append poisons the writer: the record may or may not be on disk.
     fn commit(&self, w: &mut WriterState, entry: Entry) -> Result<u64> {
-        usable(w)?;
+        self.writable(w)?;
         let seq = w.next_seq;
         let record = encode_record(seq, &entry.encode())?;
         let mut next = Snapshot::clone(&self.current.load());
@@ -568,13 +640,13 @@ impl Inner {
         // 1. Rotate the log: new writes go to the next log while tables are built.
         let (snapshot, old_manifest, new_log_number, new_first_seq, old_log_bytes) = {
             let mut w = self.writer.lock();
-            usable(&w)?;
+            self.writable(&w)?;
             let snapshot = self.current.load_full();
             let number = w.log.number() + 1;
             let first_seq = w.next_seq + 1;
             // A log past the live one is outside the chain: a leftover of a failed rotation.
             let leftover = self.dir.join(log_file_name(number));
-            if leftover.exists() {
+            if leftover.try_exists().map_err(|e| Error::io(&leftover, e))? {
                 self.io
                     .remove_file(&leftover)
                     .map_err(|e| Error::io(&leftover, e))?;
@@ -789,6 +861,9 @@ impl Inner {
                 _ => self.build_index_for(&segments, &mut written, &mut written_postings)?,
             };
             sync_dir(&self.io, &self.dir)?;
+            // The new manifest names this writer's log and tables: never switch it under
+            // another writer that took the store after this one lost its lock.
+            self.lock.check()?;
             let manifest = Manifest {
                 store_id: self.store_id,
                 generation: old.generation + 1,

@@ -36,7 +36,8 @@ impl Problem {
             | Error::ChecksumMismatch { path, .. }
             | Error::MissingFile { path, .. }
             | Error::UnsupportedVersion { path, .. }
-            | Error::ForeignFile { path } => path.clone(),
+            | Error::ForeignFile { path }
+            | Error::NotRegularFile { path, .. } => path.clone(),
             _ => fallback.to_owned(),
         };
         Problem {
@@ -49,8 +50,10 @@ impl Problem {
 /// Checks every checksum and every cross-reference of the store in `dir`: the manifest, each
 /// table it or the log names (whole-file xxh3 and structure), each log of the chain (header,
 /// every record's checksums and sequence, the rotation chain), then replays everything.
-/// Returns the problems found, empty when the store is sound. A torn last record is not a
-/// problem (the writer truncates it on open). Takes no lock; safe beside a running writer.
+/// Returns the problems found, empty when the store is sound. A torn last record (a prefix of
+/// a record, possibly followed by zeros) is not a problem: the writer truncates it on open. A
+/// whole last record failing its checksum is one (format-spec.md §4.6). Takes no lock; safe
+/// beside a running writer.
 pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest = match Manifest::load(&Io::default(), dir) {
@@ -65,13 +68,20 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
             return;
         }
         let path = dir.join(table_file_name(table.file_id));
-        if !path.exists() {
-            problems.push(Problem {
+        match path.try_exists() {
+            Ok(false) => problems.push(Problem {
                 path,
                 detail: "table is missing".into(),
-            });
-        } else if let Err(e) = verify_table(&path, &manifest.store_id, &table.info) {
-            problems.push(Problem::from_error(&path, &e));
+            }),
+            Err(e) => {
+                let error = Error::io(&path, e);
+                problems.push(Problem::from_error(&path, &error));
+            }
+            Ok(true) => {
+                if let Err(e) = verify_table(&path, &manifest.store_id, &table.info) {
+                    problems.push(Problem::from_error(&path, &e));
+                }
+            }
         }
     };
     for table in manifest.tables() {
@@ -188,6 +198,7 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
             manifest,
             &mut cache,
             Verification::Structure,
+            false,
         ) {
             problems.push(Problem::from_error(dir, &e));
         }

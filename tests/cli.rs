@@ -528,6 +528,51 @@ fn apply_rejects_bad_json_with_line_number() {
 }
 
 #[test]
+fn apply_rejects_duplicate_fields_naming_them() {
+    bad_third_line(
+        r#"{"segment": "s.g1", "included": {"add": ["three"], "add": ["four"]}}"#,
+        "/included/add: duplicate field",
+    );
+}
+
+#[test]
+fn apply_reads_a_line_longer_than_its_buffer_as_it_parses_it() {
+    let (tmp, dir) = new_store();
+    // Line 2 is over 4 MiB, so it is parsed as it is read rather than held whole.
+    let many: Vec<String> = (0..250_000)
+        .map(|i| format!("\"long-key-{i:08}\""))
+        .collect();
+    let long = format!(
+        r#"{{"segment": "s.g1", "included": {{"add": [{}]}}}}"#,
+        many.join(", ")
+    );
+    assert!(long.len() > 4 << 20);
+    let mut input = Vec::new();
+    input.extend_from_slice(br#"{"segment": "s.g1", "included": {"add": ["one"]}}"#);
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(long.as_bytes());
+    input.extend_from_slice(b"\r\n");
+    input.extend_from_slice(br#"{"segment": "s.g1", "included": {"add": ["three"]}}"#);
+    input.extend_from_slice(b"\n\n");
+    input.extend_from_slice(br#"{"segment": "s.g1", "included": {"add": [""]}}"#);
+    input.extend_from_slice(b"\n");
+    let f = write_file(tmp.path(), "in.jsonl", &input);
+    let err = run(&dir, &["apply", &f]).fails(1);
+    assert!(err.contains("in.jsonl: line 5: invalid key"), "{err}");
+    for key in ["one", "long-key-00000000", "long-key-00249999", "three"] {
+        assert_eq!(check(&dir, "s.g1", key), "included", "{key}");
+    }
+    // A bad key inside a long line names its place.
+    let bad = long.replace("\"long-key-00200000\"", "\"\"");
+    let f = write_file(tmp.path(), "bad.jsonl", bad.as_bytes());
+    let err = run(&dir, &["apply", &f]).fails(1);
+    assert!(
+        err.contains("line 1: invalid key at /included/add/200000"),
+        "{err}"
+    );
+}
+
+#[test]
 fn apply_rejects_wrong_types() {
     bad_third_line(
         r#"{"segment": "s.g1", "included": {"add": ["three", 4]}}"#,
@@ -925,6 +970,19 @@ fn meta_and_mark_synced() {
         serde_json::from_str(&run(&dir, &["meta", "--json"]).ok()).unwrap();
     assert!(json["synchronized_on"].as_u64().unwrap() >= before);
     run(&dir, &["mark-synced", "--at", "soon"]).fails(2);
+
+    // A synchronized_on in the future (another host's clock ahead): a negative age, not 0.
+    let ahead = segstore_now_ms() + 3_600_000;
+    run(&dir, &["mark-synced", "--at", &ahead.to_string()]).ok();
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&dir, &["meta", "--json"]).ok()).unwrap();
+    let age = json["age_ms"].as_i64().unwrap();
+    assert!(
+        (-3_600_000..-3_000_000).contains(&age),
+        "age_ms {age} for a time an hour ahead"
+    );
+    let text = run(&dir, &["meta"]).ok();
+    assert!(text.contains("in the future"), "{text}");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -995,6 +1053,39 @@ fn compact_verify_stats() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn a_damaged_last_log_record_is_refused_until_repair() {
+    let (_tmp, dir) = new_store();
+    for key in ["a", "b"] {
+        let line = format!(r#"{{"segment": "s.g1", "included": {{"add": ["{key}"]}}}}"#);
+        run_stdin(&dir, &["apply", "-"], line.as_bytes()).ok();
+    }
+    let log = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seglog"))
+        .unwrap();
+    let mut bytes = std::fs::read(&log).unwrap();
+    let n = bytes.len();
+    bytes[n - 8] ^= 0x04; // inside the last record's payload
+    std::fs::write(&log, &bytes).unwrap();
+    let name = log.file_name().unwrap().to_string_lossy().into_owned();
+
+    let out = run(&dir, &["verify"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains(&name), "{}", out.stdout);
+    let err = run(&dir, &["mark-synced", "--at", "1"]).fails(1);
+    assert!(err.contains(&name) && err.contains("--repair"), "{err}");
+    assert_eq!(std::fs::read(&log).unwrap(), bytes, "nothing truncated");
+
+    run(&dir, &["mark-synced", "--at", "1", "--repair"]).ok();
+    assert_eq!(run(&dir, &["verify"]).ok(), "ok\n");
+    assert_eq!(check(&dir, "s.g1", "a"), "included");
+    assert_eq!(check(&dir, "s.g1", "b"), "unknown");
+    let help = run(&dir, &["compact", "--help"]).ok();
+    assert!(help.contains("--repair"), "{help}");
 }
 
 #[test]

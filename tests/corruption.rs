@@ -7,11 +7,13 @@
 //! another store.
 //!
 //! Invariant: `Store::open`, `ReadOnlyStore::open` and `verify` either report an error that
-//! names the damaged file, or — only for damage at the end of the live log, the torn tail —
-//! recover exactly the records wholly before the damage: the last record at most for a
-//! damaged record, any number when the log was cut short or the rest of the file is zeros (an
-//! unsynced append leaves that, and nothing remains to tell it from a crash before those
-//! writes). Never a panic, never a state that is not a whole prefix of the writes.
+//! names the damaged file, or — only for damage at the end of the live log that a tear
+//! explains, the torn tail — recover exactly the records wholly before the damage: any number
+//! when the log was cut short or the rest of the file is zeros from the damage on (an unsynced
+//! append leaves that, and nothing remains to tell it from a crash before those writes). A
+//! flipped bit in the last record, like any other, leaves non-zero bytes after it and is
+//! reported (format-spec.md §4.6). Never a panic, never a state that is not a whole prefix of
+//! the writes.
 
 mod scratch;
 
@@ -161,19 +163,18 @@ enum Damage {
     Foreign,
 }
 
-/// Records wholly before the damage, and whether the damage may be a torn tail at all.
-fn survivors(damage: &Damage, ends: &[usize]) -> (usize, bool) {
+/// Records wholly before the damage, and whether the damage may be a torn tail at all, given
+/// the damaged file's bytes.
+fn survivors(damage: &Damage, ends: &[usize], damaged: &[u8]) -> (usize, bool) {
     let before = |o: usize| ends.iter().filter(|&&e| e <= o).count();
+    // A tear leaves a prefix and then zeros: damage is one only if everything from it on is 0.
+    let zeros_from = |o: usize| damaged.get(o..).is_some_and(|r| r.iter().all(|&b| b == 0));
     let n = ends.len();
     match damage {
-        Damage::Flip(o) => (before(*o), before(*o) + 1 >= n),
+        Damage::Flip(o) | Damage::Zero(o, _) => (before(*o), zeros_from(*o)),
         // A log cut short reads as a log that ends at the cut: nothing after it remains to
         // tell a truncation from a crash before those writes (format-spec.md, §8).
         Damage::Truncate(l) => (before(*l), true),
-        Damage::Zero(o, len) => {
-            let reaches_end = o + len >= *ends.last().unwrap_or(&56);
-            (before(*o), reaches_end || before(*o) + 1 >= n)
-        }
         Damage::Append(bytes) => (n, bytes.iter().all(|&b| b == 0)),
         Damage::Missing | Damage::Foreign => (0, false),
     }
@@ -256,7 +257,8 @@ fn every_damage_to_every_file_is_reported_or_is_a_torn_tail() {
             copy_dir(dir, work.path());
             let path = work.path().join(target.file_name().unwrap());
             apply(&damage, &path, &original, other.dir.path());
-            let (kept, may_be_torn) = survivors(&damage, &log_ends);
+            let damaged = std::fs::read(&path).unwrap_or_default();
+            let (kept, may_be_torn) = survivors(&damage, &log_ends, &damaged);
             let ctx = format!(
                 "{} {damage:?}",
                 target.file_name().unwrap().to_string_lossy()

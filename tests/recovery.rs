@@ -121,6 +121,116 @@ fn a_bad_checksum_before_the_end_is_corruption_naming_the_log() {
     assert_eq!(std::fs::read(&log).unwrap(), bytes);
 }
 
+/// A copy of the store in `dir`, in a new directory.
+fn copy_store(dir: &Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+    }
+    copy
+}
+
+#[test]
+fn a_flipped_bit_in_the_last_record_is_corruption_that_only_repair_truncates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = three_writes(dir.path());
+    let log_name = live_log(dir.path()).file_name().unwrap().to_owned();
+    let original = std::fs::read(live_log(dir.path())).unwrap();
+    // A flip in the last record's payload, and one in its checksum field: the record is whole
+    // and non-zero to its end, so no tear explains either.
+    for at in [ends[2] - 8, ends[2] - 4] {
+        let copy = copy_store(dir.path());
+        let log = copy.path().join(&log_name);
+        let mut bytes = original.clone();
+        bytes[at as usize] ^= 0x08;
+        std::fs::write(&log, &bytes).unwrap();
+
+        let problems = segstore::verify(copy.path()).unwrap();
+        assert_eq!(problems.len(), 1, "flip at {at}: {problems:?}");
+        assert_eq!(problems[0].path, log);
+        match Store::open(copy.path(), options()) {
+            Err(Error::Corrupt { path, .. }) => assert_eq!(path, log),
+            other => panic!("flip at {at}: expected corruption, got {other:?}"),
+        }
+        match ReadOnlyStore::open(copy.path(), options()) {
+            Err(Error::Corrupt { path, .. }) => assert_eq!(path, log),
+            other => panic!("flip at {at}: a reader expected corruption, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&log).unwrap(), bytes, "nothing was truncated");
+
+        // Asked to repair, the writer drops the damaged record, and only it.
+        let repair = Options {
+            repair: true,
+            ..options()
+        };
+        let store = Store::open(copy.path(), repair).unwrap();
+        let snap = store.snapshot();
+        assert_eq!(snap.check("s.g1", b"k0"), Status::Included);
+        assert_eq!(snap.check("s.g1", b"k1"), Status::Included);
+        assert_eq!(snap.check("s.g1", b"k2"), Status::Unknown);
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), ends[1]);
+        store
+            .write(Batch::new().add("s.g1", List::Included, "k9"))
+            .unwrap();
+        drop(store);
+        assert!(segstore::verify(copy.path()).unwrap().is_empty());
+        let store = Store::open(copy.path(), options()).unwrap();
+        assert_eq!(store.snapshot().check("s.g1", b"k9"), Status::Included);
+    }
+}
+
+#[test]
+fn repair_leaves_damage_before_the_last_record_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = three_writes(dir.path());
+    let log = live_log(dir.path());
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes[(ends[1] - 8) as usize] ^= 0x08;
+    std::fs::write(&log, &bytes).unwrap();
+    let repair = Options {
+        repair: true,
+        ..options()
+    };
+    assert!(matches!(
+        Store::open(dir.path(), repair),
+        Err(Error::Corrupt { .. })
+    ));
+    assert_eq!(std::fs::read(&log).unwrap(), bytes);
+}
+
+#[test]
+fn a_last_record_cut_and_zero_filled_to_its_length_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = three_writes(dir.path());
+    let log_name = live_log(dir.path()).file_name().unwrap().to_owned();
+    // A tear keeps a prefix of the record and zeros up to the file's length (or beyond).
+    for (cut, len) in [
+        (ends[1] + 3, ends[2]),
+        (ends[1] + 20, ends[2]),
+        (ends[2] - 2, ends[2]),
+        (ends[1] + 20, ends[2] + 4096),
+    ] {
+        let copy = copy_store(dir.path());
+        let log = copy.path().join(&log_name);
+        let mut bytes = std::fs::read(&log).unwrap();
+        bytes.truncate(cut as usize);
+        bytes.resize(len as usize, 0);
+        std::fs::write(&log, &bytes).unwrap();
+        assert!(
+            segstore::verify(copy.path()).unwrap().is_empty(),
+            "cut {cut}"
+        );
+        let reader = ReadOnlyStore::open(copy.path(), options()).unwrap();
+        assert_eq!(reader.snapshot().check("s.g1", b"k1"), Status::Included);
+        let store = Store::open(copy.path(), options()).unwrap();
+        let snap = store.snapshot();
+        assert_eq!(snap.check("s.g1", b"k1"), Status::Included);
+        assert_eq!(snap.check("s.g1", b"k2"), Status::Unknown);
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), ends[1], "truncated");
+    }
+}
+
 #[test]
 fn missing_or_damaged_table_is_reported() {
     let dir = tempfile::tempdir().unwrap();
@@ -159,6 +269,59 @@ fn missing_or_damaged_table_is_reported() {
     std::fs::write(&table, &original).unwrap();
     let store = Store::open(dir.path(), options()).unwrap();
     assert_eq!(store.snapshot().check("s.g1", b"key7"), Status::Included);
+}
+
+/// True if `e` is an I/O error on `path` with errno ELOOP.
+fn is_symlink_loop(e: &Error, path: &Path) -> bool {
+    matches!(e, Error::Io { path: p, source } if p == path && source.raw_os_error() == Some(libc::ELOOP))
+}
+
+#[test]
+fn a_symlink_loop_is_reported_as_a_loop_not_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::create(dir.path(), options()).unwrap();
+        store
+            .replace_list(
+                "s.g1",
+                None,
+                List::Included,
+                (0..100).map(|i| Ok(format!("key{i}").into_bytes())),
+            )
+            .unwrap();
+        store.compact().unwrap();
+        store
+            .write(Batch::new().add("s.g1", List::Included, "k"))
+            .unwrap();
+    }
+    let targets = [
+        tables(dir.path()).pop().unwrap(),
+        live_log(dir.path()),
+        dir.path().join("MANIFEST"),
+    ];
+    for target in targets {
+        let copy = copy_store(dir.path());
+        let path = copy.path().join(target.file_name().unwrap());
+        std::fs::remove_file(&path).unwrap();
+        // A link to itself: resolving it never ends.
+        std::os::unix::fs::symlink(&path, &path).unwrap();
+        let name = path.display();
+        match Store::open(copy.path(), options()) {
+            Err(e) => assert!(is_symlink_loop(&e, &path), "{name}: Store::open: {e:?}"),
+            Ok(_) => panic!("{name}: opened"),
+        }
+        match ReadOnlyStore::open(copy.path(), options()) {
+            Err(e) => assert!(is_symlink_loop(&e, &path), "{name}: reader: {e:?}"),
+            Ok(_) => panic!("{name}: a reader opened"),
+        }
+        let problems = segstore::verify(copy.path()).unwrap();
+        assert!(
+            problems.iter().any(|p| p.path == path
+                && p.detail.contains("symbolic links")
+                && !p.detail.contains("missing")),
+            "{name}: verify: {problems:?}"
+        );
+    }
 }
 
 #[test]

@@ -14,7 +14,8 @@
 //!
 //! Every key produced passes [`validate_key`], every segment ref [`validate_ref`], every context
 //! kind [`validate_kind`]; anything else is a [`ParseError`] that names the JSON pointer of the
-//! offending value. Parsing never panics, whatever the input.
+//! offending value. In every format an object may not give the same field twice. Parsing never
+//! panics, whatever the input.
 //!
 //! ```
 //! use segstore::ingest::{parse_line, Format, Parsed};
@@ -29,14 +30,15 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::change::{ListChange, Patch, SegmentChange};
+use crate::change::{Patch, SegmentChange};
 use crate::key::{
     context_hash, validate_key, validate_kind, validate_ref, MAX_KEY_LEN, MAX_NAME_LEN,
 };
 
 pub mod partner;
+mod strict;
 
 /// Why a line of input was rejected. Each message says what is wrong and where: the JSON
 /// pointer of the field (RFC 6901, `""` being the whole document) and, for keys, a preview of
@@ -65,6 +67,13 @@ pub enum ParseError {
         index: usize,
         /// What is wrong with it, with a preview of the key.
         detail: String,
+    },
+    /// The keys of the line alone encode to more than one log record may hold, so it can never
+    /// be applied as one atomic write. Reported as soon as the limit is passed.
+    #[error("batch too large: its keys encode to more than {limit} bytes, the limit of one atomic write; split the line")]
+    TooLarge {
+        /// The limit, in encoded bytes (a 4-byte length and the bytes of each key).
+        limit: usize,
     },
     /// `partner:TOOL` names no known tool.
     #[error("unknown partner tool {0:?}; valid tools are {tools}", tools = partner::Tool::valid_names())]
@@ -158,13 +167,63 @@ pub enum Parsed {
 ///
 /// # Errors
 /// [`ParseError::Json`] when the line is not one JSON value (an empty line included);
-/// [`ParseError::Field`] or [`ParseError::Key`] when it does not fit the format.
+/// [`ParseError::Field`] when an object gives the same field twice (JSON allows it, but which
+/// one would count is a guess), or when it does not fit the format; [`ParseError::Key`] for a
+/// bad key.
 pub fn parse_line(format: &Format, line: &str, hash_keys: bool) -> Result<Parsed, ParseError> {
-    let value: Value = serde_json::from_str(line).map_err(|e| ParseError::Json(e.to_string()))?;
+    parse_document(
+        format,
+        &mut serde_json::Deserializer::from_str(line),
+        hash_keys,
+        usize::MAX,
+    )
+}
+
+/// As [`parse_line`], for a line that must apply as one atomic write (`segstore apply`):
+/// reading stops with [`ParseError::TooLarge`] as soon as the keys read encode to more than
+/// one log record may hold, since such a batch could never be written. The keys of a line are
+/// then never held beyond that size, however long the line (`updates` and `patches`; a partner
+/// body is read whole).
+pub fn parse_one_batch(format: &Format, line: &str, hash_keys: bool) -> Result<Parsed, ParseError> {
+    parse_document(
+        format,
+        &mut serde_json::Deserializer::from_str(line),
+        hash_keys,
+        strict::MAX_ENCODED_KEYS,
+    )
+}
+
+/// As [`parse_one_batch`], reading the document from `reader` as it parses, so that a huge
+/// line need not be held in memory first. The reader must end where the document does
+/// (nothing but whitespace may follow it).
+pub fn parse_one_batch_from(
+    format: &Format,
+    reader: impl std::io::Read,
+    hash_keys: bool,
+) -> Result<Parsed, ParseError> {
+    parse_document(
+        format,
+        &mut serde_json::Deserializer::from_reader(reader),
+        hash_keys,
+        strict::MAX_ENCODED_KEYS,
+    )
+}
+
+fn parse_document<'de, R: serde_json::de::Read<'de>>(
+    format: &Format,
+    de: &mut serde_json::Deserializer<R>,
+    hash_keys: bool,
+    key_limit: usize,
+) -> Result<Parsed, ParseError> {
     match format {
-        Format::Updates => parse_update(value, hash_keys).map(|c| Parsed::Changes(vec![c])),
-        Format::Patches => parse_patches(value).map(Parsed::Patches),
-        Format::Partner(tool) => partner::parse(*tool, value, hash_keys).map(Parsed::Changes),
+        Format::Updates => {
+            strict::parse_update(de, hash_keys, key_limit).map(|c| Parsed::Changes(vec![c]))
+        }
+        Format::Patches => strict::parse_patches(de, key_limit).map(Parsed::Patches),
+        Format::Partner(tool) => {
+            let value = strict::parse_value(de)?;
+            partner::parse(*tool, value, hash_keys).map(Parsed::Changes)
+        }
     }
 }
 
@@ -216,7 +275,7 @@ pub(crate) fn preview(s: &str) -> String {
 
 /// Turns a raw key string into a stored key, hashing it if asked.
 pub(crate) fn make_key(
-    raw: String,
+    raw: &str,
     path: &str,
     index: usize,
     hash: bool,
@@ -232,29 +291,17 @@ pub(crate) fn make_key(
     if !hash && raw.len() > MAX_KEY_LEN {
         return Err(err(format!(
             "key {} is {} bytes, the limit is {MAX_KEY_LEN}",
-            preview(&raw),
+            preview(raw),
             raw.len()
         )));
     }
     let key = if hash {
-        context_hash(&raw).into_bytes()
+        context_hash(raw).into_bytes()
     } else {
-        raw.into_bytes()
+        raw.as_bytes().to_vec()
     };
     validate_key(&key).map_err(|e| err(e.to_string()))?;
     Ok(key)
-}
-
-/// A key given as a JSON string.
-fn string_key(value: Value, path: &str, index: usize, hash: bool) -> Result<Vec<u8>, ParseError> {
-    match value {
-        Value::String(s) => make_key(s, path, index, hash),
-        other => Err(ParseError::Key {
-            path: path.to_string(),
-            index,
-            detail: format!("expected a string, found {}", type_name(&other)),
-        }),
-    }
 }
 
 /// Checks a segment ref found at `path`.
@@ -276,103 +323,14 @@ fn opt_string(value: Option<Value>, path: &str) -> Result<Option<String>, ParseE
     }
 }
 
-/// An array of string keys; absent or `null` is empty.
-fn key_array(value: Option<Value>, path: &str, hash: bool) -> Result<Vec<Vec<u8>>, ParseError> {
-    match value {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| string_key(item, &format!("{path}/{i}"), i, hash))
-            .collect(),
-        Some(other) => Err(wrong_type(path, "an array of keys", &other)),
-    }
-}
-
-/// `{"add"?: [..], "remove"?: [..]}`; absent or `null` is empty. With `strict`, other fields
-/// are rejected.
-fn list_change(
-    value: Option<Value>,
-    path: &str,
-    hash: bool,
-    strict: bool,
-) -> Result<ListChange, ParseError> {
-    let mut obj = match value {
-        None | Some(Value::Null) => return Ok(ListChange::default()),
-        Some(Value::Object(obj)) => obj,
-        Some(other) => return Err(wrong_type(path, "an object with add and remove", &other)),
-    };
-    if strict {
-        reject_unknown(&obj, path, &["add", "remove"])?;
-    }
-    Ok(ListChange {
-        add: key_array(obj.remove("add"), &format!("{path}/add"), hash)?,
-        remove: key_array(obj.remove("remove"), &format!("{path}/remove"), hash)?,
-    })
-}
-
-fn reject_unknown(obj: &Map<String, Value>, path: &str, known: &[&str]) -> Result<(), ParseError> {
-    match obj.keys().find(|k| !known.contains(&k.as_str())) {
-        None => Ok(()),
-        Some(unknown) => Err(field_err(
-            format!("{path}/{}", escape_token(unknown)),
-            format!("unknown field; the fields here are {}", known.join(", ")),
-        )),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // updates
 
+/// The fields of an `updates` line (read in `strict`).
 const UPDATE_FIELDS: [&str; 5] = ["segment", "kind", "name", "included", "excluded"];
-
-fn parse_update(value: Value, hash: bool) -> Result<SegmentChange, ParseError> {
-    let mut obj = match value {
-        Value::Object(obj) => obj,
-        other => return Err(wrong_type("", "an object", &other)),
-    };
-    reject_unknown(&obj, "", &UPDATE_FIELDS)?;
-    let segment = match obj.remove("segment") {
-        Some(Value::String(s)) => s,
-        None => {
-            return Err(field_err(
-                "/segment",
-                "missing: the segment ref is required",
-            ))
-        }
-        Some(other) => return Err(wrong_type("/segment", "a string", &other)),
-    };
-    check_ref(&segment, "/segment")?;
-    let kind = opt_string(obj.remove("kind"), "/kind")?;
-    if let Some(kind) = &kind {
-        check_kind(kind, "/kind")?;
-    }
-    let name = opt_string(obj.remove("name"), "/name")?;
-    let included = list_change(obj.remove("included"), "/included", hash, true)?;
-    let excluded = list_change(obj.remove("excluded"), "/excluded", hash, true)?;
-    Ok(SegmentChange {
-        segment,
-        kind,
-        name,
-        included,
-        excluded,
-    })
-}
 
 // ---------------------------------------------------------------------------------------------
 // patches
-
-fn parse_patches(value: Value) -> Result<Vec<Patch>, ParseError> {
-    match value {
-        Value::Array(items) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| parse_patch(item, &format!("/{i}")))
-            .collect(),
-        Value::Object(obj) => Ok(vec![parse_patch(Value::Object(obj), "")?]),
-        other => Err(wrong_type("", "a patch object or an array of them", &other)),
-    }
-}
 
 /// A version string: any string up to [`MAX_NAME_LEN`] bytes, `""` included.
 fn check_version(version: &str, path: &str) -> Result<(), ParseError> {
@@ -387,73 +345,6 @@ fn check_version(version: &str, path: &str) -> Result<(), ParseError> {
         ));
     }
     Ok(())
-}
-
-fn parse_patch(value: Value, base: &str) -> Result<Patch, ParseError> {
-    let mut obj = match value {
-        Value::Object(obj) => obj,
-        other => return Err(wrong_type(base, "a patch object", &other)),
-    };
-    let segment_path = format!("{base}/segmentId");
-    let segment = match obj.remove("segmentId") {
-        Some(Value::String(s)) => s,
-        None => {
-            return Err(field_err(
-                segment_path,
-                "missing: the patch's segment ref is required",
-            ))
-        }
-        Some(other) => return Err(wrong_type(&segment_path, "a string", &other)),
-    };
-    check_ref(&segment, &segment_path)?;
-
-    let version_path = format!("{base}/version");
-    let version = match obj.remove("version") {
-        Some(Value::String(s)) => s,
-        None => {
-            return Err(field_err(
-                version_path,
-                "missing: the patch's version is required (it may be \"\")",
-            ))
-        }
-        Some(other) => return Err(wrong_type(&version_path, "a string", &other)),
-    };
-    check_version(&version, &version_path)?;
-
-    let previous_path = format!("{base}/previousVersion");
-    let previous_version =
-        opt_string(obj.remove("previousVersion"), &previous_path)?.unwrap_or_default();
-    check_version(&previous_version, &previous_path)?;
-
-    let changes_path = format!("{base}/changes");
-    let mut changes = match obj.remove("changes") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(changes)) => changes,
-        Some(other) => return Err(wrong_type(&changes_path, "an object", &other)),
-    };
-    let included = list_change(
-        changes.remove("included"),
-        &format!("{changes_path}/included"),
-        false,
-        false,
-    )?;
-    let excluded = list_change(
-        changes.remove("excluded"),
-        &format!("{changes_path}/excluded"),
-        false,
-        false,
-    )?;
-    Ok(Patch {
-        change: SegmentChange {
-            segment,
-            kind: None,
-            name: None,
-            included,
-            excluded,
-        },
-        version,
-        previous_version,
-    })
 }
 
 #[cfg(test)]

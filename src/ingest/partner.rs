@@ -551,7 +551,7 @@ fn member_key(
     let path = format!("{base}{id}");
     let value = take(member, id);
     match id_string(value) {
-        Ok(Some(raw)) => make_key(raw, &path, index, hash),
+        Ok(Some(raw)) => make_key(&raw, &path, index, hash),
         Ok(None) => Err(ParseError::Key {
             path,
             index,

@@ -1,6 +1,7 @@
 //! Tests for `updates`, `patches`, format names, and no-panic properties of every format.
 
 use super::*;
+use crate::change::ListChange;
 use proptest::prelude::*;
 
 const USER_KEY_HASH: &str = "CEXjZY7cHJG/ydFy7q4+YEFwVrG3/pkJwA4FAjrbfx0=";
@@ -545,9 +546,133 @@ fn collect_pointers(value: &Value, at: String, out: &mut Vec<String>) {
 fn deep_nesting_is_an_error_not_a_crash() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     for format in every_format() {
-        assert!(matches!(
-            parse_line(&format, &deep, false),
-            Err(ParseError::Json(_))
-        ));
+        // Refused as the wrong shape, or at the parser's depth limit.
+        assert!(parse_line(&format, &deep, false).is_err());
+        // Where any value may stand, only the depth limit stops it.
+        let line = format!(r#"{{"segment": {deep}}}"#);
+        assert!(
+            matches!(parse_line(&format, &line, false), Err(ParseError::Json(_))),
+            "{format}"
+        );
     }
+}
+
+#[test]
+fn duplicate_fields_are_rejected_naming_the_field() {
+    let updates: Format = "updates".parse().unwrap();
+    let patches: Format = "patches".parse().unwrap();
+    let cases = [
+        (
+            &updates,
+            r#"{"segment": "a.g1", "segment": "b.g1"}"#,
+            "/segment",
+        ),
+        (
+            &updates,
+            r#"{"segment": "a.g1", "included": {"add": ["k"], "add": []}}"#,
+            "/included/add",
+        ),
+        (
+            &patches,
+            r#"[{"segmentId": "a.g1", "version": "1"}, {"segmentId": "a.g1", "version": "2", "version": "3"}]"#,
+            "/1/version",
+        ),
+        (
+            &patches,
+            r#"{"segmentId": "a.g1", "version": "1", "changes": {"included": {"add": ["x"]}, "included": {}}}"#,
+            "/changes/included",
+        ),
+        (
+            &patches,
+            r#"{"segmentId": "a.g1", "version": "1", "we/ird~": 1, "we/ird~": 2}"#,
+            "/we~1ird~0",
+        ),
+    ];
+    for (format, line, pointer) in cases {
+        match parse_line(format, line, false) {
+            Err(ParseError::Field { path, detail }) => {
+                assert_eq!(path, pointer, "{line}");
+                assert!(detail.contains("duplicate field"), "{detail}");
+            }
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+    let partner: Format = "partner:segment".parse().unwrap();
+    let err = parse_line(&partner, r#"{"type": "identify", "type": "track"}"#, false).unwrap_err();
+    assert!(err.to_string().contains("duplicate field"), "{err}");
+    // The same field name in different objects is fine.
+    let line = r#"{"segment": "a.g1", "included": {"add": ["k"]}, "excluded": {"add": ["j"]}}"#;
+    assert!(parse_line(&updates, line, false).is_ok());
+}
+
+/// An endless `updates` line: the keys never end.
+struct EndlessKeys {
+    head: std::io::Cursor<&'static [u8]>,
+    next: u64,
+    pending: Vec<u8>,
+    read: u64,
+}
+
+impl std::io::Read for EndlessKeys {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.head.read(out)?;
+        if n > 0 {
+            self.read += n as u64;
+            return Ok(n);
+        }
+        if self.pending.is_empty() {
+            // 1,000-byte keys: few of them, so the parse stays quick.
+            self.pending = format!("\"{:0>998}\",", self.next).into_bytes();
+            self.next += 1;
+        }
+        let n = out.len().min(self.pending.len());
+        out[..n].copy_from_slice(&self.pending[..n]);
+        self.pending.drain(..n);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+#[test]
+fn one_batch_parsing_stops_once_the_keys_cannot_fit_one_write() {
+    for (format, head) in [
+        (
+            "updates",
+            &br#"{"segment": "s.g1", "included": {"add": ["#[..],
+        ),
+        (
+            "patches",
+            &br#"[{"segmentId": "s.g1", "version": "1", "changes": {"included": {"add": ["#[..],
+        ),
+    ] {
+        let format: Format = format.parse().unwrap();
+        let mut endless = EndlessKeys {
+            head: std::io::Cursor::new(head),
+            next: 0,
+            pending: Vec::new(),
+            read: 0,
+        };
+        let err = parse_one_batch_from(&format, std::io::BufReader::new(&mut endless), false)
+            .unwrap_err();
+        assert!(
+            matches!(err, ParseError::TooLarge { limit } if limit == 64 << 20),
+            "{format}: {err:?}"
+        );
+        // It stopped once the keys read passed the limit (each 1,001 input bytes encodes to
+        // 1,002), however much input there was.
+        let read = endless.read;
+        assert!(
+            read > 63 << 20 && read < 65 << 20,
+            "{format}: read {read} bytes"
+        );
+    }
+    // Without the one-batch limit the same keys parse (here a finite line of them).
+    let line = format!(
+        r#"{{"segment": "s.g1", "included": {{"add": [{}]}}}}"#,
+        (0..3)
+            .map(|i| format!("\"k{i}\""))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(parse_line(&"updates".parse().unwrap(), &line, false).is_ok());
 }

@@ -26,7 +26,6 @@
 mod code;
 
 use std::fmt;
-use std::fs::File;
 use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -498,7 +497,7 @@ impl Table {
         verification: Verification,
     ) -> Result<Table> {
         let corrupt = |d: String| Error::corrupt(path, d);
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = crate::io::open_read(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len != expected.file_len {
             return Err(corrupt(format!(

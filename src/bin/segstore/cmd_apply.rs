@@ -2,10 +2,11 @@
 //! line.
 
 use crate::common::{
-    now_ms, open_writer, progress, CmdResult, Failure, Input, LineReader, Out, EXIT_CURSOR,
+    now_ms, open_writer, progress, CmdResult, Failure, Input, LineReader, LineStart, Out,
+    WriterArgs, EXIT_CURSOR,
 };
 use clap::Args;
-use segstore::ingest::{parse_line, Format, Parsed};
+use segstore::ingest::{parse_one_batch, parse_one_batch_from, Format, Parsed};
 use segstore::sync::event_batches;
 use segstore::{Batch, Patch, Store};
 use std::path::{Path, PathBuf};
@@ -13,13 +14,19 @@ use std::path::{Path, PathBuf};
 /// Longest input line accepted.
 const MAX_LINE: u64 = 256 << 20;
 
+/// Lines up to this long are read whole, then parsed; a longer one is parsed as it is read,
+/// so that its bytes are never held whole beside the keys parsed from them.
+const BUFFERED_LINE: u64 = 4 << 20;
+
 /// Arguments of `apply`.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Each non-blank line is one JSON value and one atomic, durable batch; lines \
 apply in order, and blank lines are skipped. A line that is not valid input (bad JSON, wrong \
 types, empty or over-long keys) stops the run with its line number before anything from it is \
-applied; the lines before it stay applied. Exit 0 means every line is applied and durable.\n\
+applied; the lines before it stay applied. Exit 0 means every line is applied and durable. A \
+line's keys may encode to at most 64 MiB (one atomic write); a line over that is refused as soon \
+as the parse passes it (updates, patches). An object may not give the same field twice.\n\
 Formats:\n  \
 updates      {\"segment\": REF, \"kind\"?: K, \"name\"?: N, \"included\"?: {\"add\": [..], \"remove\": [..]}, \"excluded\"?: {..}}\n  \
 patches      a LaunchDarkly sync patch {segmentId, version, previousVersion, changes}, or an array of them (one stream event)\n  \
@@ -44,6 +51,8 @@ pub struct ApplyArgs {
     /// The input file, or `-` for stdin.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    #[command(flatten)]
+    pub writer: WriterArgs,
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -66,7 +75,7 @@ pub fn run(dir: &Path, args: &ApplyArgs) -> CmdResult {
             "--hash-keys does not apply to --format patches: their keys are context hashes already",
         ));
     }
-    let store = open_writer(dir)?;
+    let store = open_writer(dir, &args.writer)?;
     let input = Input::open(&args.file)?;
     let name = input.name.clone();
     let bar = progress(input.len, "lines");
@@ -76,28 +85,50 @@ pub fn run(dir: &Path, args: &ApplyArgs) -> CmdResult {
     let mut totals = Totals::default();
     let result = (|| -> CmdResult {
         loop {
-            let more = lines
-                .next_line(&mut buf)
+            let start = lines
+                .next_line_start(&mut buf, BUFFERED_LINE)
                 .map_err(|e| Failure::runtime(format!("{name}: {e}{}", applied_note(&totals))))?;
-            if !more {
-                return Ok(());
-            }
             let line_no = lines.line_no;
+            let at = |detail: String| {
+                format!("{name}: line {line_no}: {detail}{}", applied_note(&totals))
+            };
+            let parsed = match start {
+                LineStart::End => return Ok(()),
+                LineStart::Whole => {
+                    if buf.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let text = std::str::from_utf8(&buf)
+                        .map_err(|e| Failure::runtime(at(format!("not UTF-8 ({e})"))))?;
+                    parse_one_batch(&args.format, text, args.hash_keys)
+                }
+                LineStart::Long => {
+                    // Parse as it is read: the first bytes, then the rest of the line.
+                    let head = std::io::Cursor::new(std::mem::take(&mut buf));
+                    // serde_json reads a byte at a time: buffer in front of it.
+                    let parsed = parse_one_batch_from(
+                        &args.format,
+                        std::io::BufReader::with_capacity(
+                            64 << 10,
+                            std::io::Read::chain(head, lines.rest_of_line()),
+                        ),
+                        args.hash_keys,
+                    );
+                    if lines.overflowed() {
+                        return Err(Failure::runtime(at(format!(
+                            "longer than {} bytes; is this the right file?",
+                            lines.limit()
+                        ))));
+                    }
+                    parsed
+                }
+            }
+            .map_err(|e| Failure::runtime(at(e.to_string())))?;
             if len_known {
                 bar.set_position(lines.bytes_read);
             } else {
                 bar.set_position(line_no);
             }
-            if buf.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let at = |detail: String| {
-                format!("{name}: line {line_no}: {detail}{}", applied_note(&totals))
-            };
-            let text = std::str::from_utf8(&buf)
-                .map_err(|e| Failure::runtime(at(format!("not UTF-8 ({e})"))))?;
-            let parsed = parse_line(&args.format, text, args.hash_keys)
-                .map_err(|e| Failure::runtime(at(e.to_string())))?;
             match parsed {
                 Parsed::Changes(changes) => {
                     if !changes.is_empty() {

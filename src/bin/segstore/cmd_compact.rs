@@ -1,15 +1,23 @@
 //! `segstore compact`: compact now.
 
-use crate::common::{format_bytes, spinner, writer_options, CmdResult, Out};
+use crate::common::{format_bytes, spinner, writer_options, CmdResult, Out, WriterArgs};
+use clap::Args;
 use segstore::{Options, Store};
 use std::path::Path;
 use std::time::Instant;
 
+/// Arguments of `compact`.
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    pub writer: WriterArgs,
+}
+
 /// Runs `compact`.
-pub fn run(dir: &Path) -> CmdResult {
+pub fn run(dir: &Path, args: &CompactArgs) -> CmdResult {
     let options = Options {
         auto_compact: false,
-        ..writer_options()
+        ..writer_options(&args.writer)
     };
     let store = Store::open(dir, options)?;
     let bar = spinner("compacting");

@@ -1,6 +1,8 @@
 //! `segstore import`: bulk load keys into one list of a segment.
 
-use crate::common::{open_writer, progress, CmdResult, Failure, Input, LineReader, Out};
+use crate::common::{
+    open_writer, progress, CmdResult, Failure, Input, LineReader, Out, WriterArgs,
+};
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
 use segstore::{Batch, List, SegmentChange, Store, TableKind, MAX_KEY_LEN};
@@ -53,6 +55,8 @@ pub struct ImportArgs {
     /// The input file, or `-` for stdin.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    #[command(flatten)]
+    pub writer: WriterArgs,
 }
 
 /// How the keys combine with the list.
@@ -259,7 +263,7 @@ pub fn run(dir: &Path, args: &ImportArgs) -> CmdResult {
     } else {
         List::Included
     };
-    let store = open_writer(dir)?;
+    let store = open_writer(dir, &args.writer)?;
     if let (Some(kind), Some(info)) = (&args.kind, store.snapshot().segment(&args.segment)) {
         if &info.kind != kind {
             return Err(Failure::runtime(format!(

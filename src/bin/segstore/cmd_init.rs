@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// Creates the store; an existing one is an error.
 pub fn run(dir: &Path) -> CmdResult {
-    let store = Store::create(dir, writer_options())?;
+    let store = Store::create(dir, writer_options(&Default::default()))?;
     drop(store);
     let mut out = Out::new();
     out.line(format_args!("created an empty store in {}", dir.display()))?;

@@ -1,7 +1,7 @@
 //! `segstore meta` and `segstore mark-synced`: the sync metadata.
 
 use crate::common::{
-    format_age, format_utc, now_ms, open_reader, open_writer, CmdResult, Failure, Out,
+    format_age, format_utc, now_ms, open_reader, open_writer, CmdResult, Failure, Out, WriterArgs,
 };
 use clap::Args;
 use std::path::Path;
@@ -9,8 +9,9 @@ use std::path::Path;
 /// Arguments of `meta`.
 #[derive(Debug, Args)]
 pub struct MetaArgs {
-    /// Print JSON: {synchronized_on, synchronized_on_utc, age_ms, cursor} (null when never
-    /// synced).
+    /// Print JSON: {synchronized_on, synchronized_on_utc, age_ms, cursor}. age_ms is now
+    /// minus synchronized_on: negative when synchronized_on is in the future (clock skew), null
+    /// when never synced.
     #[arg(long)]
     pub json: bool,
 }
@@ -21,6 +22,8 @@ pub struct MarkSyncedArgs {
     /// The time to record, in Unix milliseconds (default: now).
     #[arg(long, value_name = "UNIX_MS")]
     pub at: Option<u64>,
+    #[command(flatten)]
+    pub writer: WriterArgs,
 }
 
 /// Runs `meta`.
@@ -28,7 +31,10 @@ pub fn run_meta(dir: &Path, args: &MetaArgs) -> CmdResult {
     let store = open_reader(dir)?;
     let meta = store.snapshot().metadata();
     let now = now_ms();
-    let age = meta.synchronized_on.map(|at| now.saturating_sub(at));
+    // Signed: a synchronized_on ahead of this host's clock gives a negative age, not 0.
+    let age = meta
+        .synchronized_on
+        .map(|at| i64::try_from(i128::from(now) - i128::from(at)).unwrap_or(i64::MIN));
     let mut out = Out::new();
     if args.json {
         let json = serde_json::json!({
@@ -64,7 +70,7 @@ pub fn run_meta(dir: &Path, args: &MetaArgs) -> CmdResult {
 /// Runs `mark-synced`.
 pub fn run_mark_synced(dir: &Path, args: &MarkSyncedArgs) -> CmdResult {
     let at = args.at.unwrap_or_else(now_ms);
-    let store = open_writer(dir)?;
+    let store = open_writer(dir, &args.writer)?;
     store.mark_synced(at)?;
     let mut out = Out::new();
     out.line(format_args!(

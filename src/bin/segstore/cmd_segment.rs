@@ -1,7 +1,7 @@
 //! `segstore segment show|set|delete REF`: one segment's details.
 
 use crate::cmd_segments::segment_json;
-use crate::common::{open_reader, open_writer, printable, CmdResult, Failure, Out};
+use crate::common::{open_reader, open_writer, printable, CmdResult, Failure, Out, WriterArgs};
 use clap::{Args, Subcommand};
 use segstore::{Details, Error};
 use std::path::Path;
@@ -57,6 +57,8 @@ pub struct SetArgs {
     /// Context kind of a segment --create makes.
     #[arg(long, value_name = "KIND", default_value = "user", requires = "create")]
     pub kind: String,
+    #[command(flatten)]
+    pub writer: WriterArgs,
 }
 
 /// Arguments of `segment delete`.
@@ -65,6 +67,8 @@ pub struct DeleteArgs {
     /// The segment ref.
     #[arg(value_name = "REF")]
     pub segment: String,
+    #[command(flatten)]
+    pub writer: WriterArgs,
 }
 
 /// Runs a `segment` subcommand.
@@ -118,7 +122,7 @@ fn set(dir: &Path, args: &SetArgs) -> CmdResult {
             "nothing to set: give --name, --description, --tag or --clear-tags",
         ));
     }
-    let store = open_writer(dir)?;
+    let store = open_writer(dir, &args.writer)?;
     let current = match store.snapshot().segment(&args.segment) {
         Some(info) => info.details,
         None if args.create => {
@@ -157,7 +161,7 @@ fn set(dir: &Path, args: &SetArgs) -> CmdResult {
 }
 
 fn delete(dir: &Path, args: &DeleteArgs) -> CmdResult {
-    let store = open_writer(dir)?;
+    let store = open_writer(dir, &args.writer)?;
     store.delete_segment(&args.segment)?;
     let mut out = Out::new();
     out.line(format_args!("deleted segment {}", printable(&args.segment)))?;

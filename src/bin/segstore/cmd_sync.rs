@@ -1,7 +1,7 @@
 //! `segstore sync`: keep the store current from LaunchDarkly's big-segment feed until SIGTERM
 //! or SIGINT.
 
-use crate::common::{writer_options, CmdResult, Failure};
+use crate::common::{writer_options, CmdResult, Failure, WriterArgs};
 use clap::Args;
 use segstore::sync::{
     self, BackoffPolicy, SdkKey, SyncConfig, SyncControl, DEFAULT_BASE_URI, DEFAULT_STREAM_URI,
@@ -42,6 +42,8 @@ pub struct SyncArgs {
     /// Create the store if the directory has none.
     #[arg(long)]
     pub init: bool,
+    #[command(flatten)]
+    pub writer: WriterArgs,
     /// Log level (error, warn, info, debug, trace).
     #[arg(
         long,
@@ -116,9 +118,9 @@ pub fn run(dir: &Path, args: &SyncArgs) -> CmdResult {
         .try_init();
 
     let store = if args.init {
-        Store::open_or_create(dir, writer_options())?
+        Store::open_or_create(dir, writer_options(&args.writer))?
     } else {
-        Store::open(dir, writer_options())?
+        Store::open(dir, writer_options(&args.writer))?
     };
     let control = SyncControl::new();
     let stopper = control.stopper();

@@ -104,14 +104,28 @@ impl From<io::Error> for Failure {
 /// The result of a command.
 pub type CmdResult<T = ()> = Result<T, Failure>;
 
+/// What every command that opens the store for writing accepts.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct WriterArgs {
+    /// Repair what only dropping data can: a live log whose last record is whole but fails its
+    /// checksum (a flipped bit, not a torn write) is truncated before that record, and the
+    /// write it held is lost. Without --repair such a store is refused (`verify` names the
+    /// damage). Nothing else is repaired.
+    #[arg(long)]
+    pub repair: bool,
+}
+
 /// Options for the writing commands.
-pub fn writer_options() -> Options {
-    Options::default()
+pub fn writer_options(args: &WriterArgs) -> Options {
+    Options {
+        repair: args.repair,
+        ..Options::default()
+    }
 }
 
 /// Opens the store for writing; fails fast if another writer holds the lock.
-pub fn open_writer(dir: &Path) -> CmdResult<Store> {
-    Ok(Store::open(dir, writer_options())?)
+pub fn open_writer(dir: &Path, args: &WriterArgs) -> CmdResult<Store> {
+    Ok(Store::open(dir, writer_options(args))?)
 }
 
 /// Opens the store read-only, with no background poll: works beside a running writer.
@@ -213,6 +227,22 @@ pub struct LineReader {
     /// Bytes read so far.
     pub bytes_read: u64,
     limit: u64,
+    /// Bytes of the current line read so far, while it is read in two parts.
+    line_bytes: u64,
+    /// Set when the rest of a long line ran past `limit`.
+    overflowed: bool,
+}
+
+/// What [`LineReader::next_line_start`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineStart {
+    /// No more lines.
+    End,
+    /// The whole line is in the buffer (without its line end).
+    Whole,
+    /// The line is longer than the buffer limit: the buffer holds its first bytes, and
+    /// [`LineReader::rest_of_line`] reads the rest.
+    Long,
 }
 
 impl LineReader {
@@ -223,7 +253,68 @@ impl LineReader {
             line_no: 0,
             bytes_read: 0,
             limit,
+            line_bytes: 0,
+            overflowed: false,
         }
+    }
+
+    /// As [`LineReader::next_line`], but holds at most `buffer_limit` bytes of a line in `buf`:
+    /// a longer line is [`LineStart::Long`], to be read on with [`LineReader::rest_of_line`]
+    /// (so that a huge line is parsed as it is read, not held whole first).
+    pub fn next_line_start(
+        &mut self,
+        buf: &mut Vec<u8>,
+        buffer_limit: u64,
+    ) -> Result<LineStart, String> {
+        buf.clear();
+        let line_no = self.line_no + 1;
+        let cap = buffer_limit.min(self.limit);
+        let n = (&mut self.reader)
+            .take(cap + 1)
+            .read_until(b'\n', buf)
+            .map_err(|e| format!("line {line_no}: read error: {e}"))?;
+        if n == 0 {
+            return Ok(LineStart::End);
+        }
+        self.line_no = line_no;
+        self.bytes_read += n as u64;
+        if buf.last() != Some(&b'\n') && n as u64 > cap {
+            if cap == self.limit {
+                return Err(format!(
+                    "line {line_no}: longer than {} bytes; is this the right file?",
+                    self.limit
+                ));
+            }
+            self.line_bytes = n as u64;
+            self.overflowed = false;
+            return Ok(LineStart::Long);
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        }
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        Ok(LineStart::Whole)
+    }
+
+    /// The rest of a [`LineStart::Long`] line, up to (and consuming) its `\n`. Reading past
+    /// the line limit fails, and [`LineReader::overflowed`] then says so.
+    pub fn rest_of_line(&mut self) -> RestOfLine<'_> {
+        RestOfLine {
+            lines: self,
+            done: false,
+        }
+    }
+
+    /// True if the rest of the last long line ran past the line limit.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// The line limit, in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
     }
 
     /// Reads the next line into `buf` without its `\n` or `\r\n`. `Ok(false)` at the end.
@@ -254,6 +345,51 @@ impl LineReader {
             buf.pop();
         }
         Ok(true)
+    }
+}
+
+/// The rest of one line, as a reader (see [`LineReader::rest_of_line`]).
+pub struct RestOfLine<'a> {
+    lines: &'a mut LineReader,
+    done: bool,
+}
+
+impl Read for RestOfLine<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.done || out.is_empty() {
+            return Ok(0);
+        }
+        let lines = &mut *self.lines;
+        let available = lines.reader.fill_buf()?;
+        if available.is_empty() {
+            self.done = true;
+            return Ok(0);
+        }
+        // Look no further than what fits in `out`: callers may read a byte at a time.
+        let window = available.get(..out.len()).unwrap_or(available);
+        let (take, end_of_line) = match window.iter().position(|&b| b == b'\n') {
+            Some(at) => (at, true),
+            None => (window.len(), false),
+        };
+        let (head, _) = available.split_at(take);
+        out.get_mut(..take)
+            .ok_or_else(|| io::Error::other("short output buffer"))?
+            .copy_from_slice(head);
+        let consumed = take + usize::from(end_of_line);
+        lines.reader.consume(consumed);
+        lines.bytes_read += consumed as u64;
+        lines.line_bytes += consumed as u64;
+        if end_of_line {
+            self.done = true;
+        }
+        if lines.line_bytes > lines.limit {
+            lines.overflowed = true;
+            return Err(io::Error::other(format!(
+                "longer than {} bytes",
+                lines.limit
+            )));
+        }
+        Ok(take)
     }
 }
 

@@ -77,7 +77,7 @@ pub enum Command {
     /// Set synchronized_on (default: now).
     MarkSynced(cmd_meta::MarkSyncedArgs),
     /// Compact now and report sizes before and after.
-    Compact,
+    Compact(cmd_compact::CompactArgs),
     /// Check every file of the store: prints `ok` (exit 0) or every problem found (exit 1).
     Verify,
     /// Files, sizes, key counts, log length and bytes per key.
@@ -110,7 +110,7 @@ pub fn run(cli: Cli, dir_given: bool) -> CmdResult {
         Command::Export(args) => cmd_export::run(require_dir(dir)?, &args),
         Command::Meta(args) => cmd_meta::run_meta(require_dir(dir)?, &args),
         Command::MarkSynced(args) => cmd_meta::run_mark_synced(require_dir(dir)?, &args),
-        Command::Compact => cmd_compact::run(require_dir(dir)?),
+        Command::Compact(args) => cmd_compact::run(require_dir(dir)?, &args),
         Command::Verify => cmd_verify::run(require_dir(dir)?),
         Command::Stats(args) => cmd_stats::run(require_dir(dir)?, &args),
         Command::Sync(args) => cmd_sync::run(require_dir(dir)?, &args),
