@@ -370,19 +370,25 @@ pub fn parse_targets(
     segment: &str,
     hash_keys: bool,
 ) -> Result<SegmentChange, ParseError> {
-    let value: Value = serde_json::from_str(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    // The body is the `updates` format without its `segment` field: it is checked as JSON
+    // here (duplicate fields refused), then read by the `updates` rules with the route's ref.
+    let mut de = serde_json::Deserializer::from_str(body);
+    let value = strict::parse_value(&mut de)?;
     let mut obj = match value {
         Value::Object(obj) => obj,
         other => return Err(wrong_type("", "an object", &other)),
     };
-    reject_unknown(&obj, "", &["included", "excluded"])?;
-    let included = list_change(obj.remove("included"), "/included", hash_keys, true)?;
-    let excluded = list_change(obj.remove("excluded"), "/excluded", hash_keys, true)?;
-    Ok(SegmentChange {
-        segment: segment.to_owned(),
-        kind: None,
-        name: None,
-        included,
-        excluded,
-    })
+    if let Some(unknown) = obj.keys().find(|k| *k != "included" && *k != "excluded") {
+        return Err(field_err(
+            format!("/{}", escape_token(unknown)),
+            "unknown field; the fields here are included, excluded",
+        ));
+    }
+    obj.insert("segment".to_owned(), Value::String(segment.to_owned()));
+    match parse_line(&Format::Updates, &Value::Object(obj).to_string(), hash_keys)? {
+        Parsed::Changes(mut changes) if changes.len() == 1 => {
+            changes.pop().ok_or_else(|| field_err("", "no change"))
+        }
+        _ => Err(field_err("", "not a target update")),
+    }
 }

@@ -1,7 +1,7 @@
 //! `segstore serve`: the daemon that holds the store as its writer and opens its network front
 //! doors (today the Redis protocol) until SIGTERM or SIGINT.
 
-use crate::common::{writer_options, CmdResult, Failure};
+use crate::common::{writer_options, CmdResult, Failure, WriterArgs};
 use crate::serve_config;
 use clap::Args;
 use segstore::serve::access;
@@ -122,6 +122,9 @@ pub struct ServeArgs {
     /// Create the store if the directory has none.
     #[arg(long)]
     pub init: bool,
+    /// Options of every writing command.
+    #[command(flatten)]
+    pub writer: WriterArgs,
     /// Log level (error, warn, info, debug, trace).
     #[arg(
         long,
@@ -240,11 +243,11 @@ pub struct Plan {
     pub http: Option<(HttpEndpoint, Vec<SocketAddr>)>,
 }
 
-pub fn open_store(dir: &Path, init: bool) -> CmdResult<Arc<Store>> {
+pub fn open_store(dir: &Path, init: bool, writer: &WriterArgs) -> CmdResult<Arc<Store>> {
     let store = if init {
-        Store::open_or_create(dir, writer_options())?
+        Store::open_or_create(dir, writer_options(writer))?
     } else {
-        Store::open(dir, writer_options())?
+        Store::open(dir, writer_options(writer))?
     };
     Ok(Arc::new(store))
 }
@@ -274,7 +277,7 @@ fn plan_from_flags(dir: &Path, args: &ServeArgs) -> CmdResult<Plan> {
     };
     let config = config(args)?;
     let http_config = http_config(args, dir)?;
-    let store = open_store(dir, args.init)?;
+    let store = open_store(dir, args.init, &args.writer)?;
     let redis = RedisDoor {
         endpoint: RedisEndpoint::new(store.clone(), config),
         tcp: args.redis.clone(),

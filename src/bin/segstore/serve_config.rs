@@ -161,7 +161,7 @@ pub fn plan(file: &Path, args: &ServeArgs) -> CmdResult<Plan> {
     };
     let mut environments = Vec::new();
     for env in config.environment {
-        let store = crate::cmd_serve::open_store(&env.dir, env.init || args.init)?;
+        let store = crate::cmd_serve::open_store(&env.dir, env.init || args.init, &args.writer)?;
         plan.stores.push(store.clone());
         if !env.redis.is_empty() {
             let mut door_config = redis_config.clone();

@@ -252,7 +252,7 @@ mod tests {
         let mut view = View::new(store.snapshot(), None, false);
         assert_eq!(
             view.members(List::Included, &h1),
-            ["a.g1".into(), "b.g1".into()]
+            [Arc::<str>::from("a.g1"), Arc::from("b.g1")]
         );
         assert_eq!(
             view.update_set(&keys, List::Included, &h1, &["a.g1", "c.g1"], true),
@@ -264,7 +264,7 @@ mod tests {
         );
         assert_eq!(
             view.members(List::Included, &h1),
-            ["a.g1".into(), "c.g1".into()]
+            [Arc::<str>::from("a.g1"), Arc::from("c.g1")]
         );
         // Added then removed again: no net change for that ref.
         view.update_set(&keys, List::Excluded, &h1, &["d.g1"], true);
