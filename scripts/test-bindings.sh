@@ -9,7 +9,8 @@
 #      from a copy outside the source tree, so it imports the installed package;
 #   3. Node: the tarball of bindings/node (`npm pack`), installed with the pinned official SDK
 #      (the package's devDependencies) into a new npm project; bindings/node/test runs there.
-#      Also `npm install ./bindings/node` (the directory) into another project, which loads.
+#      Also `npm install --install-links ./bindings/node` (the directory) into another
+#      project, which reads a store.
 # All three packages carry one build of the library (scripts/build-lib.sh: release, without the
 # CLI and daemon features), so it is built once; the CLI the suites write stores with is the
 # debug build `cargo test` makes. Idempotent: each run starts from new temporary directories.
@@ -181,13 +182,19 @@ cp bindings/node/test/*.js "$APP/test/"
 grep -Eq '^# pass [1-9]' "$WORK/node.tap" || fail "no Node tests passed"
 grep -Eq '^# fail 0$' "$WORK/node.tap" || fail "Node tests failed"
 
-step "Node: npm install ./bindings/node (the directory) into another new project"
+step "Node: npm install --install-links ./bindings/node (the directory) into another new project"
 APP2=$WORK/node-app-dir
 mkdir "$APP2"
 echo '{ "name": "segstore-dir-install-test", "version": "1.0.0", "private": true }' >"$APP2/package.json"
-(cd "$APP2" && npm install "${NPM_FLAGS[@]}" "$ROOT/bindings/node" "@launchdarkly/node-server-sdk@$SDK_VERSION")
+# --install-links: npm packs the directory (running prepare) and installs a copy; a symlink
+# would resolve koffi from the checkout, where npm does not install it.
+(cd "$APP2" && npm install --install-links "${NPM_FLAGS[@]}" "$ROOT/bindings/node" \
+    "@launchdarkly/node-server-sdk@$SDK_VERSION")
 (cd "$APP2" && node -e "
+const path = require('node:path');
 const { SegstoreBigSegmentStore, findLibrary } = require('segstore-ld');
+const want = path.join(process.cwd(), 'node_modules', 'segstore-ld', 'native', 'libsegstore.so');
+if (findLibrary() !== want) throw new Error('the library is ' + findLibrary() + ', not ' + want);
 const store = new SegstoreBigSegmentStore(process.argv[1]);
 const m = store.membershipSync('CEXjZY7cHJG/ydFy7q4+YEFwVrG3/pkJwA4FAjrbfx0=');
 store.close();

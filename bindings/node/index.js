@@ -16,7 +16,25 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
-const koffi = require('koffi');
+const koffi = requireKoffi();
+
+/**
+ * koffi, this package's one dependency. A directory installed as a symlink (plain
+ * `npm install ./bindings/node`) resolves it from the checkout, where npm did not put it.
+ */
+function requireKoffi() {
+  try {
+    return require('koffi');
+  } catch (err) {
+    if (err.code !== 'MODULE_NOT_FOUND' || !String(err.message).includes("'koffi'")) throw err;
+    throw new Error(
+      `segstore-ld: its dependency koffi is not found from ${__dirname}. If this package was ` +
+        'installed from its directory, npm linked it there: install it as a copy with ' +
+        '`npm install --install-links ./bindings/node`, or install the tarball `npm pack` makes ' +
+        'in bindings/node (or run `npm install` in bindings/node)',
+    );
+  }
+}
 
 const SEGSTORE_OK = 0;
 const SEGSTORE_ERROR = -1;
