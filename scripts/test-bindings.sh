@@ -1,48 +1,94 @@
 #!/usr/bin/env bash
-# Builds the C library (libsegstore.so) and the CLI, then tests what links against them:
-#   1. a C program compiled against include/segstore.h (bindings/c/smoke.c);
-#   2. the Python adapter under the official launchdarkly-server-sdk (pytest, in a venv at
-#      bindings/python/.venv, from the pinned bindings/python/requirements*.txt);
-#   3. the Node adapter under the official @launchdarkly/node-server-sdk (npm ci from the
-#      committed package-lock.json, then node --test).
-# Idempotent: rerunning reuses the venv and reinstalls nothing already at the pinned version.
-# Installs python3-venv / nodejs with apt-get only when they are missing (CI runs as root).
+# Builds the three packages of the C library from this checkout, installs each the way a user
+# does, into a fresh place, with SEGSTORE_LIB unset, and tests the installed copy:
+#   1. C: scripts/install-c.sh into a temporary prefix; the example at the top of
+#      include/segstore.h and bindings/c/smoke.c are built with
+#      `cc ... $(pkg-config --cflags --libs segstore)` and run;
+#   2. Python: the wheel of bindings/python (`pip wheel`), installed into a new venv with the
+#      pinned official SDK (bindings/python/requirements-test.txt); bindings/python/tests runs
+#      from a copy outside the source tree, so it imports the installed package;
+#   3. Node: the tarball of bindings/node (`npm pack`), installed with the pinned official SDK
+#      (the package's devDependencies) into a new npm project; bindings/node/test runs there.
+#      Also `npm install --install-links ./bindings/node` (the directory) into another
+#      project, which reads a store.
+# All three packages carry one build of the library (scripts/build-lib.sh: release, without the
+# CLI and daemon features), so it is built once; the CLI the suites write stores with is the
+# debug build `cargo test` makes. Idempotent: each run starts from new temporary directories.
+# Installs pkg-config, python3-venv and nodejs/npm with apt-get only when they are missing (CI
+# runs as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 TARGET=$(cd "$(dirname "$TARGET")" && pwd)/$(basename "$TARGET")
+# The installed packages must find their own library.
+unset SEGSTORE_LIB
+export PYTHONDONTWRITEBYTECODE=1
 
 step() { echo "== bindings: $*"; }
+fail() { echo "error: $*" >&2; exit 1; }
 
+apt_updated=
 apt_install() {
     step "apt-get install $*"
-    if [ "$(id -u)" != 0 ]; then
-        echo "error: $* missing and not running as root to install it" >&2
-        exit 1
+    [ "$(id -u)" = 0 ] || fail "$* missing and not running as root to install it"
+    if [ -z "$apt_updated" ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -q
+        apt_updated=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
 }
 
-step "cargo build --lib --bin segstore (libsegstore.so and the CLI)"
-cargo build --lib --bin segstore
-export SEGSTORE_LIB="$TARGET/debug/libsegstore.so"
-export SEGSTORE_CLI="$TARGET/debug/segstore"
-for f in "$SEGSTORE_LIB" "$SEGSTORE_CLI"; do
-    [ -f "$f" ] || { echo "error: $f was not built" >&2; exit 1; }
-done
-
-step "C: compile bindings/c/smoke.c against include/segstore.h and run it"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-"${CC:-cc}" -std=c99 -Wall -Wextra -pedantic -Werror -Iinclude -o "$WORK/smoke" \
-    bindings/c/smoke.c -L"$TARGET/debug" -lsegstore
-"$SEGSTORE_CLI" --dir "$WORK/store" init >/dev/null
-printf 'user1\n' | "$SEGSTORE_CLI" --dir "$WORK/store" import --segment beta.g1 --hash-keys - >/dev/null
-printf 'user1\n' | "$SEGSTORE_CLI" --dir "$WORK/store" import --segment alpha.g1 --excluded --hash-keys - >/dev/null
-"$SEGSTORE_CLI" --dir "$WORK/store" mark-synced --at 42 >/dev/null
-LD_LIBRARY_PATH="$TARGET/debug" "$WORK/smoke" "$WORK/store" \
+
+step "cargo build --bin segstore (the CLI that writes the test stores)"
+cargo build --bin segstore
+export SEGSTORE_CLI="$TARGET/debug/segstore"
+[ -f "$SEGSTORE_CLI" ] || fail "$SEGSTORE_CLI was not built"
+
+# One store for the C programs: user1 (smoke.c) and user-key (the header's example).
+STORE=$WORK/store
+"$SEGSTORE_CLI" --dir "$STORE" init >/dev/null
+printf 'user1\nuser-key\n' | "$SEGSTORE_CLI" --dir "$STORE" import --segment beta.g1 --hash-keys - >/dev/null
+printf 'user1\n' | "$SEGSTORE_CLI" --dir "$STORE" import --segment alpha.g1 --excluded --hash-keys - >/dev/null
+"$SEGSTORE_CLI" --dir "$STORE" mark-synced --at 42 >/dev/null
+
+step "C: scripts/install-c.sh --prefix $WORK/c"
+command -v pkg-config >/dev/null || apt_install pkg-config
+bash scripts/install-c.sh --prefix "$WORK/c"
+export PKG_CONFIG_PATH="$WORK/c/lib/pkgconfig"
+CFLAGS_LIBS=$(pkg-config --cflags --libs segstore)
+echo "pkg-config --cflags --libs segstore: $CFLAGS_LIBS"
+[ "$(pkg-config --modversion segstore)" = "$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)" ] \
+    || fail "segstore.pc has the wrong version"
+
+step "C: the example at the top of include/segstore.h, through pkg-config"
+{
+    echo '#include <stdio.h>'
+    echo '#include <segstore.h>'
+    echo 'int main(void) {'
+    # The comment's lines from "Example:" to its end, without the comment's indent.
+    sed -n '/^ \* Example:$/,/^ \*\/$/p' include/segstore.h | sed '1d;$d' | sed 's/^ \*     \{0,1\}//; s/^ \*$//' \
+        | sed "s|\"/var/lib/segstore\"|STORE_DIR|"
+    echo '    return 0;'
+    echo '}'
+} >"$WORK/example.c"
+grep -q 'segstore_get_membership' "$WORK/example.c" || fail "no example found in include/segstore.h"
+# shellcheck disable=SC2086 # pkg-config's output is words
+"${CC:-cc}" -std=c99 -Wall -Wextra -Werror -DSTORE_DIR="\"$STORE\"" -o "$WORK/example" \
+    "$WORK/example.c" $CFLAGS_LIBS
+NEEDED=$(readelf -d "$WORK/example" | sed -n 's/.*Shared library: \[\(libsegstore[^]]*\)\]/\1/p')
+[ "$NEEDED" = "$(readlink "$WORK/c/lib/libsegstore.so")" ] \
+    || fail "the example needs '$NEEDED', not the installed SONAME"
+LD_LIBRARY_PATH="$WORK/c/lib" "$WORK/example" >"$WORK/example.out"
+echo "beta.g1 true" | diff -u - "$WORK/example.out"
+echo "C header example (needs $NEEDED): ok"
+
+step "C: bindings/c/smoke.c, through pkg-config"
+# shellcheck disable=SC2086
+"${CC:-cc}" -std=c99 -Wall -Wextra -pedantic -Werror -o "$WORK/smoke" bindings/c/smoke.c $CFLAGS_LIBS
+LD_LIBRARY_PATH="$WORK/c/lib" "$WORK/smoke" "$STORE" \
     'CgQblGLKpKMbrDVn4Lbm/ZEAeH2yq0M9lvbReMq/zpA=' >"$WORK/smoke.out"
 cat >"$WORK/smoke.expected" <<'OUT'
 synchronized_on set 42
@@ -54,38 +100,106 @@ OUT
 diff -u "$WORK/smoke.expected" "$WORK/smoke.out"
 echo "C smoke test: ok"
 
-step "Python: venv at bindings/python/.venv with the pinned SDK and pytest"
-PY=bindings/python/.venv/bin/python
+step "Python: a new venv, the wheel of bindings/python, the pinned SDK and pytest"
 if ! command -v python3 >/dev/null; then
     apt_install python3 python3-venv
 fi
-if ! "$PY" -c 'import sys' 2>/dev/null; then
-    rm -rf bindings/python/.venv
-    if ! python3 -m venv bindings/python/.venv; then
-        apt_install python3-venv
-        rm -rf bindings/python/.venv
-        python3 -m venv bindings/python/.venv
-    fi
+VENV=$WORK/venv
+if ! python3 -m venv "$VENV"; then
+    apt_install python3-venv
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
 fi
-"$PY" -m pip install --quiet --disable-pip-version-check -r bindings/python/requirements-test.txt
-"$PY" -m pip show launchdarkly-server-sdk | grep -E '^(Name|Version):'
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+"${PIP[@]}" wheel --quiet --no-deps -w "$WORK/wheels" ./bindings/python
+WHEELS=("$WORK"/wheels/segstore_ld-*.whl)
+[ ${#WHEELS[@]} = 1 ] && [ -f "${WHEELS[0]}" ] || fail "pip wheel made no single segstore_ld wheel"
+WHEEL=${WHEELS[0]}
+echo "wheel: $(basename "$WHEEL")"
+case "$(basename "$WHEEL")" in
+    *-py3-none-any.whl) fail "the wheel is tagged for any platform, but it carries a native library" ;;
+    *-py3-none-*.whl) ;;
+    *) fail "the wheel is not tagged py3-none-<platform>" ;;
+esac
+"$VENV/bin/python" -m zipfile -l "$WHEEL" | grep -q '^segstore_ld/libsegstore.so ' \
+    || fail "the wheel does not carry segstore_ld/libsegstore.so"
+"${PIP[@]}" install --quiet "$WHEEL" -r bindings/python/requirements-test.txt
+"${PIP[@]}" show launchdarkly-server-sdk segstore-ld | grep -E '^(Name|Version|Location):'
 
-step "Python: pytest bindings/python/tests"
+step "Python: pytest bindings/python/tests against the installed package"
+mkdir "$WORK/pytests"
+cp bindings/python/tests/*.py "$WORK/pytests/"
+(cd "$WORK/pytests" && "$VENV/bin/python" - "$VENV" <<'PY'
+import sys
+from pathlib import Path
+import segstore_ld
+venv = Path(sys.argv[1]).resolve()
+where = Path(segstore_ld.__file__).resolve()
+lib = segstore_ld.find_library().resolve()
+print(f"segstore_ld from {where.parent}, library {lib}")
+assert venv in where.parents, f"segstore_ld was imported from {where}, not the venv"
+assert lib == where.with_name("libsegstore.so"), f"the library is {lib}, not the packaged one"
+PY
+)
 # pytest exits 5 when it collects no tests, which fails this script like any failure.
-(cd bindings/python && "$ROOT/$PY" -m pytest -q -rA tests)
+(cd "$WORK/pytests" && "$VENV/bin/python" -m pytest -q -rA -p no:cacheprovider .)
 
-step "Node: npm ci in bindings/node"
+step "Node: npm pack bindings/node, then a new npm project with the tarball and the pinned SDK"
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     apt_install nodejs npm
 fi
 node --version
-# --ignore-scripts: koffi ships its prebuilt binaries in the package; its install script
-# only looks for them, and nothing else has one.
-(cd bindings/node && npm ci --ignore-scripts --no-audit --no-fund)
+NPM_FLAGS=(--no-audit --no-fund --loglevel=error)
+mkdir "$WORK/npm"
+# npm pack runs the package's prepare script, which builds native/libsegstore.so.
+TARBALL=$(cd bindings/node && npm pack --pack-destination "$WORK/npm" "${NPM_FLAGS[@]}" | tail -n1)
+TARBALL=$WORK/npm/$TARBALL
+[ -f "$TARBALL" ] || fail "npm pack made no tarball"
+echo "tarball: $(basename "$TARBALL")"
+tar -tzf "$TARBALL" | grep -qx 'package/native/libsegstore.so' \
+    || fail "the tarball does not carry native/libsegstore.so"
+SDK_VERSION=$(node -p "require('./bindings/node/package.json').devDependencies['@launchdarkly/node-server-sdk']")
+APP=$WORK/node-app
+mkdir "$APP"
+echo '{ "name": "segstore-install-test", "version": "1.0.0", "private": true }' >"$APP/package.json"
+# --ignore-scripts: installing the tarball must need no script (koffi ships its prebuilt
+# binaries in its package; its install script only looks for them).
+(cd "$APP" && npm install --ignore-scripts "${NPM_FLAGS[@]}" "$TARBALL" \
+    "@launchdarkly/node-server-sdk@$SDK_VERSION")
+(cd "$APP" && node -e "
+const path = require('node:path');
+const pkg = require.resolve('segstore-ld');
+const lib = require('segstore-ld').findLibrary();
+console.log('segstore-ld from ' + path.dirname(pkg) + ', library ' + lib);
+const want = path.join(process.cwd(), 'node_modules', 'segstore-ld', 'native', 'libsegstore.so');
+if (lib !== want) throw new Error('the library is ' + lib + ', not ' + want);
+")
 
-step "Node: node --test in bindings/node"
-(cd bindings/node && node --test --test-reporter=tap test/*.test.js) | tee "$WORK/node.tap"
-grep -Eq '^# pass [1-9]' "$WORK/node.tap" || { echo "error: no Node tests passed" >&2; exit 1; }
-grep -Eq '^# fail 0$' "$WORK/node.tap" || { echo "error: Node tests failed" >&2; exit 1; }
+step "Node: node --test bindings/node/test against the installed package"
+mkdir "$APP/test"
+cp bindings/node/test/*.js "$APP/test/"
+(cd "$APP" && node --test --test-reporter=tap test/*.test.js) | tee "$WORK/node.tap"
+grep -Eq '^# pass [1-9]' "$WORK/node.tap" || fail "no Node tests passed"
+grep -Eq '^# fail 0$' "$WORK/node.tap" || fail "Node tests failed"
+
+step "Node: npm install --install-links ./bindings/node (the directory) into another new project"
+APP2=$WORK/node-app-dir
+mkdir "$APP2"
+echo '{ "name": "segstore-dir-install-test", "version": "1.0.0", "private": true }' >"$APP2/package.json"
+# --install-links: npm packs the directory (running prepare) and installs a copy; a symlink
+# would resolve koffi from the checkout, where npm does not install it.
+(cd "$APP2" && npm install --install-links "${NPM_FLAGS[@]}" "$ROOT/bindings/node" \
+    "@launchdarkly/node-server-sdk@$SDK_VERSION")
+(cd "$APP2" && node -e "
+const path = require('node:path');
+const { SegstoreBigSegmentStore, findLibrary } = require('segstore-ld');
+const want = path.join(process.cwd(), 'node_modules', 'segstore-ld', 'native', 'libsegstore.so');
+if (findLibrary() !== want) throw new Error('the library is ' + findLibrary() + ', not ' + want);
+const store = new SegstoreBigSegmentStore(process.argv[1]);
+const m = store.membershipSync('CEXjZY7cHJG/ydFy7q4+YEFwVrG3/pkJwA4FAjrbfx0=');
+store.close();
+if (JSON.stringify(m) !== '{\"beta.g1\":true}') throw new Error('membership ' + JSON.stringify(m));
+console.log('directory install: library ' + findLibrary() + ', membership ' + JSON.stringify(m));
+" "$STORE")
 
 step "all binding suites passed"

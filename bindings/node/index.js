@@ -9,13 +9,32 @@
  *       bigSegments: { store: () => new SegstoreBigSegmentStore('/var/lib/segstore') },
  *     });
  *
- * The library is libsegstore.so from `cargo build`: the path in SEGSTORE_LIB, or else the
- * newer of target/release and target/debug in the repository that holds this package.
+ * The library is native/libsegstore.so, which the package carries (`npm pack` in
+ * bindings/node builds it with cargo; see scripts/build-native.js). The path in SEGSTORE_LIB,
+ * when set, overrides it.
  */
 
 const fs = require('node:fs');
 const path = require('node:path');
-const koffi = require('koffi');
+const koffi = requireKoffi();
+
+/**
+ * koffi, this package's one dependency. A directory installed as a symlink (plain
+ * `npm install ./bindings/node`) resolves it from the checkout, where npm did not put it.
+ */
+function requireKoffi() {
+  try {
+    return require('koffi');
+  } catch (err) {
+    if (err.code !== 'MODULE_NOT_FOUND' || !String(err.message).includes("'koffi'")) throw err;
+    throw new Error(
+      `segstore-ld: its dependency koffi is not found from ${__dirname}. If this package was ` +
+        'installed from its directory, npm linked it there: install it as a copy with ' +
+        '`npm install --install-links ./bindings/node`, or install the tarball `npm pack` makes ' +
+        'in bindings/node (or run `npm install` in bindings/node)',
+    );
+  }
+}
 
 const SEGSTORE_OK = 0;
 const SEGSTORE_ERROR = -1;
@@ -31,26 +50,33 @@ class SegstoreError extends Error {
   }
 }
 
-/** The path of libsegstore.so (see the module comment). */
-function findLibrary() {
+/** The library this package carries (built by scripts/build-native.js). */
+const PACKAGED_LIB = path.join(__dirname, 'native', LIB_NAME);
+
+/**
+ * The path of libsegstore.so: SEGSTORE_LIB if set, else the packaged library. Throws a
+ * SegstoreError naming where it looked and what to do if there is none.
+ * @param {string} [packaged] where the packaged library is (for tests)
+ */
+function findLibrary(packaged = PACKAGED_LIB) {
   const explicit = process.env.SEGSTORE_LIB;
   if (explicit) {
     if (!fs.existsSync(explicit)) {
-      throw new SegstoreError(`SEGSTORE_LIB=${explicit} does not exist`);
+      throw new SegstoreError(
+        `SEGSTORE_LIB=${explicit} does not exist: point it at a libsegstore.so ` +
+          '(`cargo build --release --no-default-features --lib` makes ' +
+          `target/release/${LIB_NAME}), or unset it to use the packaged library`,
+      );
     }
     return explicit;
   }
-  const repo = path.resolve(__dirname, '..', '..');
-  const candidates = ['release', 'debug'].map((p) => path.join(repo, 'target', p, LIB_NAME));
-  const present = candidates.filter((p) => fs.existsSync(p));
-  if (present.length === 0) {
-    throw new SegstoreError(
-      `${LIB_NAME} not found: set SEGSTORE_LIB or run \`cargo build\` in ${repo} ` +
-        `(looked for ${candidates.join(', ')})`,
-    );
-  }
-  present.sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs);
-  return present[0];
+  if (fs.existsSync(packaged)) return packaged;
+  throw new SegstoreError(
+    `${LIB_NAME} not found: looked for ${packaged} (the library the segstore-ld package ` +
+      'carries) and SEGSTORE_LIB (not set). Install the package with `npm install ' +
+      './bindings/node` from a segstore checkout, or the tarball `npm pack` makes there (both ' +
+      'build the library with cargo), or set SEGSTORE_LIB to the path of a libsegstore.so',
+  );
 }
 
 let native = null;
@@ -173,4 +199,4 @@ class SegstoreBigSegmentStore {
   }
 }
 
-module.exports = { SegstoreBigSegmentStore, SegstoreError, findLibrary };
+module.exports = { SegstoreBigSegmentStore, SegstoreError, findLibrary, PACKAGED_LIB };

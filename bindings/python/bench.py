@@ -5,6 +5,8 @@ context hashes each, the probed context in three of them (two included, one excl
 They are built with the CLI. Use the release library and CLI for figures::
 
     cargo build --release --lib --bin segstore
+    python3 -m venv bindings/python/.venv
+    bindings/python/.venv/bin/pip install -r bindings/python/requirements.txt
     SEGSTORE_LIB=target/release/libsegstore.so SEGSTORE_CLI=target/release/segstore \\
         bindings/python/.venv/bin/python bindings/python/bench.py
 """

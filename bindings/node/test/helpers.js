@@ -9,7 +9,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const ld = require('@launchdarkly/node-server-sdk');
-const { SegstoreBigSegmentStore } = require('..');
+const { SegstoreBigSegmentStore } = require('segstore-ld');
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 

@@ -4,7 +4,9 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { SegstoreBigSegmentStore, SegstoreError } = require('..');
+const fs = require('node:fs');
+const path = require('node:path');
+const { SegstoreBigSegmentStore, SegstoreError, findLibrary, PACKAGED_LIB } = require('segstore-ld');
 const {
   CountingStore,
   StoreDir,
@@ -160,4 +162,34 @@ test('errors throw and close is final', async (t) => {
   adapter.close();
   adapter.close();
   await assert.rejects(adapter.getUserMembership(contextHash('in-user')), SegstoreError);
+});
+
+test('the packaged library is used unless SEGSTORE_LIB overrides it', (t) => {
+  const saved = process.env.SEGSTORE_LIB;
+  t.after(() => {
+    if (saved === undefined) delete process.env.SEGSTORE_LIB;
+    else process.env.SEGSTORE_LIB = saved;
+  });
+  const pkg = path.dirname(require.resolve('segstore-ld/package.json'));
+  assert.equal(PACKAGED_LIB, path.join(pkg, 'native', 'libsegstore.so'));
+  delete process.env.SEGSTORE_LIB;
+  assert.equal(findLibrary(), PACKAGED_LIB);
+  assert.ok(fs.statSync(PACKAGED_LIB).isFile());
+
+  const dir = tempDir(t);
+  process.env.SEGSTORE_LIB = path.join(dir, 'absent.so');
+  assert.throws(() => findLibrary(), /absent\.so does not exist/);
+  process.env.SEGSTORE_LIB = PACKAGED_LIB;
+  assert.equal(findLibrary(), PACKAGED_LIB);
+
+  delete process.env.SEGSTORE_LIB;
+  const missing = path.join(dir, 'native', 'libsegstore.so');
+  assert.throws(
+    () => findLibrary(missing),
+    (err) =>
+      err instanceof SegstoreError &&
+      err.message.includes(missing) &&
+      err.message.includes('npm install ./bindings/node') &&
+      err.message.includes('SEGSTORE_LIB'),
+  );
 });

@@ -8,8 +8,9 @@
     store = SegstoreBigSegmentStore("/var/lib/segstore")
     config = Config("sdk-key", big_segments=BigSegmentsConfig(store=store))
 
-The C library is ``libsegstore.so`` from ``cargo build``; set ``SEGSTORE_LIB`` to its path
-when it is not in this repository's ``target/`` directory.
+The wheel carries the C library (``libsegstore.so``): ``pip install ./bindings/python`` from
+a segstore checkout builds and installs it. ``SEGSTORE_LIB=/path/to/libsegstore.so`` overrides
+the packaged library.
 """
 
 from ._native import SegstoreError, find_library

@@ -1,9 +1,8 @@
 """ctypes declarations of the segstore C ABI (include/segstore.h), and where the library is.
 
-The library is the cdylib that ``cargo build`` makes: ``libsegstore.so``. It is found, in
-order, at the path in the ``SEGSTORE_LIB`` environment variable, or the newer of
-``target/release/libsegstore.so`` and ``target/debug/libsegstore.so`` in the repository that
-holds this package.
+The library is ``libsegstore.so``, which the wheel of this package carries beside this module
+(``pip install ./bindings/python`` builds it with cargo). The path in the ``SEGSTORE_LIB``
+environment variable, when set, overrides it.
 """
 
 from __future__ import annotations
@@ -46,23 +45,33 @@ class Membership(ctypes.Structure):
     _fields_ = [("len", ctypes.c_size_t), ("entries", ctypes.POINTER(MembershipEntry))]
 
 
+# The library a wheel of this package carries (see _build/segstore_build.py).
+PACKAGED_LIB = Path(__file__).resolve().with_name(LIB_NAME)
+
+
 def find_library() -> Path:
-    """The path of ``libsegstore.so`` (see the module docs); raises ``SegstoreError`` if none."""
+    """The path of ``libsegstore.so``: ``SEGSTORE_LIB`` if set, else the packaged library.
+
+    Raises ``SegstoreError``, naming where it looked and what to do, if there is none."""
     explicit = os.environ.get(LIB_ENV)
     if explicit:
         path = Path(explicit)
         if not path.is_file():
-            raise SegstoreError(f"{LIB_ENV}={explicit} is not a file")
+            raise SegstoreError(
+                f"{LIB_ENV}={explicit} is not a file: point it at a libsegstore.so "
+                f"(`cargo build --release --no-default-features --lib` makes "
+                f"target/release/{LIB_NAME}), or unset it to use the packaged library"
+            )
         return path
-    repo = Path(__file__).resolve().parents[3]
-    candidates = [repo / "target" / profile / LIB_NAME for profile in ("release", "debug")]
-    present = [p for p in candidates if p.is_file()]
-    if not present:
-        raise SegstoreError(
-            f"{LIB_NAME} not found: set {LIB_ENV} or run `cargo build` in {repo} "
-            f"(looked for {', '.join(str(p) for p in candidates)})"
-        )
-    return max(present, key=lambda p: p.stat().st_mtime)
+    if PACKAGED_LIB.is_file():
+        return PACKAGED_LIB
+    raise SegstoreError(
+        f"{LIB_NAME} not found: looked for {PACKAGED_LIB} (the library the segstore-ld "
+        f"wheel carries) and {LIB_ENV} (not set). This segstore_ld was imported from a "
+        f"directory that is not an installed wheel: install it with "
+        f"`pip install ./bindings/python` from a segstore checkout (it builds the library "
+        f"with cargo), or set {LIB_ENV} to the path of a libsegstore.so"
+    )
 
 
 _lib: Optional[ctypes.CDLL] = None

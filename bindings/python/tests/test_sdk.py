@@ -4,6 +4,7 @@ its file data source, membership from a store the `segstore` CLI wrote in other 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from ldclient.context import Context
 
@@ -160,3 +161,39 @@ def _hash(key: str) -> str:
     import hashlib
 
     return base64.b64encode(hashlib.sha256(key.encode("utf-8")).digest()).decode("ascii")
+
+
+def test_the_packaged_library_is_used_unless_segstore_lib_overrides_it(monkeypatch, tmp_path):
+    import pytest
+
+    import segstore_ld
+    from segstore_ld import SegstoreError, find_library
+
+    packaged = Path(segstore_ld.__file__).resolve().with_name("libsegstore.so")
+    monkeypatch.delenv("SEGSTORE_LIB", raising=False)
+    assert find_library() == packaged
+    assert packaged.is_file()
+
+    copy = tmp_path / "libsegstore-copy.so"
+    copy.write_bytes(packaged.read_bytes())
+    monkeypatch.setenv("SEGSTORE_LIB", str(copy))
+    assert find_library() == copy
+
+    monkeypatch.setenv("SEGSTORE_LIB", str(tmp_path / "absent.so"))
+    with pytest.raises(SegstoreError, match="absent.so is not a file"):
+        find_library()
+
+
+def test_a_missing_library_is_named_with_what_to_do(monkeypatch, tmp_path):
+    import pytest
+
+    from segstore_ld import SegstoreError, _native, find_library
+
+    monkeypatch.delenv("SEGSTORE_LIB", raising=False)
+    monkeypatch.setattr(_native, "PACKAGED_LIB", tmp_path / "libsegstore.so")
+    with pytest.raises(SegstoreError) as err:
+        find_library()
+    message = str(err.value)
+    assert str(tmp_path / "libsegstore.so") in message
+    assert "pip install ./bindings/python" in message
+    assert "SEGSTORE_LIB" in message
