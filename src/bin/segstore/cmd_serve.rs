@@ -299,7 +299,8 @@ fn plan_from_flags(dir: &Path, args: &ServeArgs) -> CmdResult<Plan> {
                 args.environment_key.clone(),
                 store.clone(),
                 args.http_keys == HttpKeys::Raw,
-            );
+            )
+            .map_err(|e| Failure::runtime(format!("starting the commit thread: {e}")))?;
             let endpoint =
                 HttpEndpoint::new(vec![environment], http_config).map_err(Failure::runtime)?;
             Some((endpoint, args.http.clone()))

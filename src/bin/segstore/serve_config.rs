@@ -175,13 +175,16 @@ pub fn plan(file: &Path, args: &ServeArgs) -> CmdResult<Plan> {
                 unix: None,
             });
         }
-        environments.push(Environment::new(
-            env.client_side_id,
-            env.project_key.unwrap_or_else(|| "default".into()),
-            env.environment_key.unwrap_or_else(|| "production".into()),
-            store,
-            env.keys.as_deref() != Some("hashed"),
-        ));
+        environments.push(
+            Environment::new(
+                env.client_side_id,
+                env.project_key.unwrap_or_else(|| "default".into()),
+                env.environment_key.unwrap_or_else(|| "production".into()),
+                store,
+                env.keys.as_deref() != Some("hashed"),
+            )
+            .map_err(|e| Failure::runtime(format!("starting the commit thread: {e}")))?,
+        );
     }
     if !config.http.listen.is_empty() {
         let defaults = HttpConfig::default();

@@ -21,6 +21,7 @@
 //! several), or is a ref itself when it ends in `.g{N}`; a write to a key with no segment
 //! creates `{segmentKey}.g1` (which needs `createSegment`).
 
+mod commit;
 mod error;
 mod guard;
 mod metrics;
@@ -56,25 +57,28 @@ pub struct Environment {
     pub hash_keys: bool,
     /// Cleared once a write fails for I/O: the store then refuses writes until reopened.
     writable: AtomicBool,
+    /// The group-commit writer of batched requests.
+    committer: commit::Committer,
 }
 
 impl Environment {
-    /// An environment over `store`.
+    /// An environment over `store`; starts the thread that commits its writes.
     pub fn new(
         client_side_id: impl Into<String>,
         project_key: impl Into<String>,
         environment_key: impl Into<String>,
         store: Arc<Store>,
         hash_keys: bool,
-    ) -> Environment {
-        Environment {
+    ) -> std::io::Result<Environment> {
+        Ok(Environment {
             client_side_id: client_side_id.into(),
             project_key: project_key.into(),
             environment_key: environment_key.into(),
+            committer: commit::Committer::start(store.clone())?,
             store,
             hash_keys,
             writable: AtomicBool::new(true),
-        }
+        })
     }
 
     /// False after a write failed for I/O (the store refuses writes until it is reopened).

@@ -187,6 +187,14 @@ fn authorize_change(
     Ok(())
 }
 
+fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the store refuses writes after an I/O failure; restart the server once it is fixed",
+    )
+}
+
 /// Runs a store call off the async threads; a failure for I/O marks the environment as
 /// refusing writes (503 from then on).
 async fn blocking<T: Send + 'static>(
@@ -194,11 +202,7 @@ async fn blocking<T: Send + 'static>(
     call: impl FnOnce(&crate::store::Store) -> Result<T, Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     if !env.writable() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            "the store refuses writes after an I/O failure; restart the server once it is fixed",
-        ));
+        return Err(unavailable());
     }
     let store = env.store.clone();
     let result = tokio::task::spawn_blocking(move || call(&store))
@@ -222,7 +226,15 @@ async fn blocking<T: Send + 'static>(
 async fn write(app: &AppState, env: &Arc<Environment>, batch: Batch) -> Result<(), ApiError> {
     let ops = batch.op_count() as u64;
     let started = Instant::now();
-    blocking(env, move |store| store.write(batch)).await?;
+    if !env.writable() {
+        return Err(unavailable());
+    }
+    env.committer.write(batch).await.map_err(|e| {
+        if matches!(e, Error::Io { .. } | Error::PreviousIo(_)) {
+            env.mark_failed();
+        }
+        ApiError::store(&e)
+    })?;
     app.metrics.batch(ops, started.elapsed());
     Ok(())
 }
