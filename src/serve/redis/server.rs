@@ -227,7 +227,7 @@ impl Shared {
     pub async fn commit<T: Send + 'static>(
         &self,
         abort: impl FnOnce() -> bool,
-        work: impl FnOnce(&mut View) -> T,
+        work: impl FnOnce(&mut View) -> T + Send + 'static,
     ) -> Result<Option<T>, CommitError> {
         let turn = self.turn.lock().await;
         if turn.closed {
@@ -236,31 +236,47 @@ impl Shared {
         if abort() {
             return Ok(None);
         }
-        let mut view = self.read_view();
-        let result = work(&mut view);
-        let Changes {
-            batch,
-            lock,
-            empty_cursor,
-            touched,
-        } = view.into_changes();
-        if let Some(batch) = batch {
-            let ops = batch.op_count() as u64;
-            let store = self.store.clone();
-            let written = tokio::task::spawn_blocking(move || store.write(batch))
-                .await
-                .map_err(|e| {
-                    CommitError::Store(Error::io(
-                        self.store.dir(),
-                        std::io::Error::other(format!("the write task failed: {e}")),
-                    ))
-                })?;
-            if let Err(e) = written {
+        // The transaction's commands and its write run off the connection's worker, so a
+        // large EXEC does not hold up the other connections that worker serves.
+        let view = self.read_view();
+        let store = self.store.clone();
+        let ran = tokio::task::spawn_blocking(move || {
+            let mut view = view;
+            let result = work(&mut view);
+            let mut changes = view.into_changes();
+            let written = changes.batch.take().map(|batch| {
+                let ops = batch.op_count() as u64;
+                store.write(batch).map(|_| ops)
+            });
+            (result, changes, written)
+        })
+        .await
+        .map_err(|e| {
+            CommitError::Store(Error::io(
+                self.store.dir(),
+                std::io::Error::other(format!("the write task failed: {e}")),
+            ))
+        })?;
+        let (
+            result,
+            Changes {
+                lock,
+                empty_cursor,
+                touched,
+                ..
+            },
+            written,
+        ) = ran;
+        match written {
+            Some(Err(e)) => {
                 Stats::bump(&self.stats.write_errors);
                 return Err(CommitError::Store(e));
             }
-            Stats::bump(&self.stats.writes_committed);
-            self.stats.key_ops_applied.fetch_add(ops, Ordering::Relaxed);
+            Some(Ok(ops)) => {
+                Stats::bump(&self.stats.writes_committed);
+                self.stats.key_ops_applied.fetch_add(ops, Ordering::Relaxed);
+            }
+            None => {}
         }
         if let Some(value) = lock {
             *self.lock_value.lock() = value;
