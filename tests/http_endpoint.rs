@@ -7,9 +7,9 @@
 mod serve_support;
 
 use segstore::ingest::partner::Tool;
-use segstore::{context_hash, Options, ReadOnlyStore, Status};
+use segstore::{context_hash, Status};
 use serde_json::{json, Value};
-use serve_support::Serve;
+use serve_support::{reader, Serve};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
@@ -172,15 +172,13 @@ fn start(dir: &Path, extra: &[&str]) -> (Serve, Http) {
     )
 }
 
-fn reader(dir: &Path) -> ReadOnlyStore {
-    ReadOnlyStore::open(
-        dir,
-        Options {
-            poll_interval: None,
-            ..Options::default()
-        },
-    )
-    .unwrap()
+/// An empty store in a new temporary directory (kept while the guard lives), made by the CLI.
+fn fresh_store() -> (tempfile::TempDir, std::path::PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(cli(&dir, &["init"]).status.success());
+    (root, dir)
 }
 
 fn included(dir: &Path, segment: &str, raw_key: &str) -> bool {
@@ -306,10 +304,7 @@ fn set_pointer(value: &mut Value, pointer: &str, new: Value) {
 
 #[test]
 fn tokens_and_policies_decide_who_may_do_what() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("store");
-    std::fs::create_dir_all(&dir).unwrap();
-    assert!(cli(&dir, &["init"]).status.success());
+    let (_root, dir) = fresh_store();
     let admin = token(&dir, "admin", &["--role", "admin"]);
     let writer = token(&dir, "writer", &["--role", "writer"]);
     let reader_token = token(&dir, "reader", &["--role", "reader"]);
@@ -440,10 +435,7 @@ fn tokens_and_policies_decide_who_may_do_what() {
 
 #[test]
 fn details_are_set_by_hand_and_survive_later_syncs() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("store");
-    std::fs::create_dir_all(&dir).unwrap();
-    assert!(cli(&dir, &["init"]).status.success());
+    let (_root, dir) = fresh_store();
     let admin = token(&dir, "admin", &["--role", "admin"]);
     let writer = token(&dir, "writer", &["--role", "writer"]);
     let (serve, http) = start(&dir, &[]);
@@ -531,10 +523,7 @@ fn details_are_set_by_hand_and_survive_later_syncs() {
 
 #[test]
 fn bad_input_is_refused_whole() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("store");
-    std::fs::create_dir_all(&dir).unwrap();
-    assert!(cli(&dir, &["init"]).status.success());
+    let (_root, dir) = fresh_store();
     let admin = token(&dir, "admin", &["--role", "admin"]);
     let (serve, http) = start(&dir, &["--http-request-timeout", "2"]);
     let path = format!("{SEGMENTS}/beta/users");
@@ -650,10 +639,7 @@ fn bad_input_is_refused_whole() {
 
 #[test]
 fn bulk_replace_streams_a_list() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("store");
-    std::fs::create_dir_all(&dir).unwrap();
-    assert!(cli(&dir, &["init"]).status.success());
+    let (_root, dir) = fresh_store();
     let admin = token(&dir, "admin", &["--role", "admin"]);
     let (serve, http) = start(&dir, &[]);
     let mut body = Vec::new();
@@ -697,10 +683,7 @@ fn bulk_replace_streams_a_list() {
 
 #[test]
 fn status_and_metrics() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("store");
-    std::fs::create_dir_all(&dir).unwrap();
-    assert!(cli(&dir, &["init"]).status.success());
+    let (_root, dir) = fresh_store();
     let admin = token(&dir, "admin", &["--role", "admin"]);
     let (serve, http) = start(&dir, &[]);
     let status = http.get("/status", None);
@@ -769,10 +752,7 @@ fn status_and_metrics() {
 /// Kill -9 while writers post: every key of every 2xx request is there after a restart.
 #[test]
 fn kill_9_under_load_keeps_every_acknowledged_request() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("store");
-    std::fs::create_dir_all(&dir).unwrap();
-    assert!(cli(&dir, &["init"]).status.success());
+    let (_root, dir) = fresh_store();
     let admin = token(&dir, "admin", &["--role", "admin"]);
     let mut acknowledged: Vec<(usize, usize)> = Vec::new();
     for round in 0..3 {

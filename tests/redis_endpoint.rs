@@ -6,10 +6,9 @@
 
 mod serve_support;
 
-use segstore::{context_hash, List, Options, ReadOnlyStore, Status};
-use serve_support::{closed_within, connect, exchange, Serve};
+use segstore::{context_hash, List, Status};
+use serve_support::{closed_within, connect, exchange, reader, Serve};
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
 fn q<T: redis::FromRedisValue>(
@@ -29,17 +28,6 @@ fn code(err: redis::RedisError) -> String {
         err.code().unwrap_or("?"),
         err.detail().unwrap_or("")
     )
-}
-
-fn reader(dir: &Path) -> ReadOnlyStore {
-    ReadOnlyStore::open(
-        dir,
-        Options {
-            poll_interval: None,
-            ..Options::default()
-        },
-    )
-    .unwrap()
 }
 
 fn include(hash: &str) -> String {

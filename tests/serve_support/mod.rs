@@ -260,3 +260,15 @@ pub fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
         }
     }
 }
+
+/// A read-only handle on `dir` with no background poll: what another process sees now.
+pub fn reader(dir: &Path) -> segstore::ReadOnlyStore {
+    segstore::ReadOnlyStore::open(
+        dir,
+        segstore::Options {
+            poll_interval: None,
+            ..segstore::Options::default()
+        },
+    )
+    .expect("open the store read-only")
+}
