@@ -497,6 +497,11 @@ fn details_are_set_by_hand_and_survive_later_syncs() {
     assert_eq!((r.status, r.body["pointer"].as_str()), (400, Some("/key")));
     let list = http.get(SEGMENTS, Some(&admin));
     assert_eq!(list.body["items"].as_array().map(Vec::len), Some(1));
+    // The CLI's read commands work beside the daemon, and see the same.
+    let segments = cli(&dir, &["segments"]);
+    assert!(segments.status.success());
+    let text = String::from_utf8_lossy(&segments.stdout);
+    assert!(text.contains("amplitude-c1.g1") && text.contains("Power users"), "{text}");
     // Delete.
     assert_eq!(
         http.delete(&format!("{SEGMENTS}/amplitude-c1"), &admin)
