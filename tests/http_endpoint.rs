@@ -501,7 +501,10 @@ fn details_are_set_by_hand_and_survive_later_syncs() {
     let segments = cli(&dir, &["segments"]);
     assert!(segments.status.success());
     let text = String::from_utf8_lossy(&segments.stdout);
-    assert!(text.contains("amplitude-c1.g1") && text.contains("Power users"), "{text}");
+    assert!(
+        text.contains("amplitude-c1.g1") && text.contains("Power users"),
+        "{text}"
+    );
     // Delete.
     assert_eq!(
         http.delete(&format!("{SEGMENTS}/amplitude-c1"), &admin)
@@ -816,4 +819,169 @@ fn kill_9_under_load_keeps_every_acknowledged_request() {
         }
     }
     assert_eq!(segstore::verify(&dir).unwrap(), vec![]);
+}
+
+/// `serve --config FILE`: two environments, each its own store, one token file, a Redis door
+/// on one of them; a request reaches only the environment it names.
+#[test]
+fn a_config_file_serves_several_environments() {
+    let root = tempfile::tempdir().unwrap();
+    let (prod, staging) = (root.path().join("prod"), root.path().join("staging"));
+    let tokens = root.path().join("tokens");
+    let out = Command::new(env!("CARGO_BIN_EXE_segstore"))
+        .args([
+            "--dir",
+            prod.to_str().unwrap(),
+            "token",
+            "create",
+            "--name",
+            "ops",
+            "--role",
+            "admin",
+        ])
+        .arg("--tokens")
+        .arg(&tokens)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let admin = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let redis_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let config = root.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[http]
+listen = ["127.0.0.1:0"]
+tokens = "{tokens}"
+
+[limits]
+rate_limit = 1000
+
+[[environment]]
+client_side_id = "client-prod"
+dir = "{prod}"
+redis = ["127.0.0.1:{redis_port}"]
+init = true
+
+[[environment]]
+client_side_id = "client-staging"
+environment_key = "staging"
+dir = "{staging}"
+keys = "hashed"
+init = true
+"#,
+            tokens = tokens.display(),
+            prod = prod.display(),
+            staging = staging.display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_segstore"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("SEGSTORE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut http_addr = None;
+    for _ in 0..2 {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
+        if let Some(addr) = line.trim().strip_prefix("serve: http listening on ") {
+            http_addr = Some(addr.to_owned());
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+    let http = Http {
+        base: format!("http://{}", http_addr.expect("an http listener")),
+        agent: agent(),
+    };
+    let hash = context_hash("u1");
+    let body = |id: &str| {
+        json!({"environmentId": id, "batch": [
+            {"userId": "u1", "cohortId": "c9", "cohortName": "n", "cohortUrl": "u", "value": true}
+        ]})
+    };
+    assert_eq!(
+        http.post(
+            "/api/v2/segment-targets/amplitude",
+            Some(&admin),
+            &body("client-prod")
+        )
+        .status,
+        204
+    );
+    // Staging takes hashed keys as they come.
+    let r = http.post(
+        "/api/v2/segments/default/staging/direct/users",
+        Some(&admin),
+        &json!({"included": {"add": [hash]}}),
+    );
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert_eq!(
+        http.post(
+            "/api/v2/segment-targets/amplitude",
+            Some(&admin),
+            &body("client-elsewhere")
+        )
+        .status,
+        404
+    );
+    let mut redis = serve_support::connect(&format!("redis://127.0.0.1:{redis_port}/"));
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("launchdarkly:big_segment_include:{hash}"))
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!(
+        members,
+        ["amplitude-c9.g1"],
+        "the Redis door serves the prod store only"
+    );
+    let status = http.get("/status", None);
+    let envs = status.body["environments"].as_object().map(|m| m.len());
+    assert_eq!(envs, Some(2), "{:?}", status.body);
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        reader(&prod)
+            .snapshot()
+            .check("amplitude-c9.g1", hash.as_bytes()),
+        Status::Included
+    );
+    assert!(reader(&prod).snapshot().segment("direct.g1").is_none());
+    assert_eq!(
+        reader(&staging)
+            .snapshot()
+            .check("direct.g1", hash.as_bytes()),
+        Status::Included
+    );
+    assert!(reader(&staging).snapshot().segments().len() == 1);
+
+    // A bad file is a usage error naming it.
+    std::fs::write(
+        &config,
+        "[[environment]]\nclient_side_id = \"a\"\ndir = \"/x\"\nextra = 1\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_segstore"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("serve.toml"));
 }
