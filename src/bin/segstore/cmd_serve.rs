@@ -33,8 +33,8 @@ pub enum HttpKeys {
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Each listener prints `serve: redis listening on ADDR` on stdout once it is \
-bound (port 0 picks a free port). The process is the store's writer while it runs: `sync`, \
+    after_help = "Each listener prints `serve: redis listening on ADDR` (or `http ...`) on stdout \
+once it is bound (port 0 picks a free port). The process is the store's writer while it runs: `sync`, \
 `apply` and `import` are kept out by the lock; read commands (check, membership, meta, ...) work \
 beside it. SIGTERM or SIGINT stops it after the transaction in flight (exit 0).\n\
 Redis keys, under the prefix P: P:big_segments_synchronized_on, P:big_segments_cursor, \
@@ -44,6 +44,10 @@ on disk. Writes to other keys are refused.\n\
 Passwords: --redis-password-file holds one line (the password of the `default` user, read-write) \
 or lines `NAME rw|ro PASSWORD`; or SEGSTORE_REDIS_PASSWORD holds the default user's password. \
 Never pass a password as a flag value.\n\
+HTTP (--http): partner syncs (POST /api/v2/segment-targets/{integrationKey}), REST target \
+updates, bulk replace, segment details, GET /status and GET /metrics, for the environment \
+--environment-id names; access tokens from `segstore token`. Several environments: --config \
+FILE. Every route, the config file and a systemd unit: docs/serve.md.\n\
 Logs go to stderr; SEGSTORE_LOG=error|warn|info|debug|trace sets the level (default info)."
 )]
 pub struct ServeArgs {
