@@ -985,3 +985,31 @@ init = true
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("serve.toml"));
 }
+
+#[test]
+fn a_token_over_its_rate_limit_gets_429_and_others_do_not() {
+    let (_root, dir) = fresh_store();
+    let first = token(&dir, "first", &["--role", "admin"]);
+    let second = token(&dir, "second", &["--role", "admin"]);
+    // One request every 100 s (a burst of one): the bucket cannot refill during the test.
+    let (serve, http) = start(&dir, &["--http-rate-limit", "0.01"]);
+    let add = json!({"included": {"add": ["k"]}});
+    let path = format!("{SEGMENTS}/limited/users");
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| http.post(&path, Some(&first), &add).status)
+        .collect();
+    assert_eq!(&statuses[..2], [204, 204], "{statuses:?}");
+    assert!(statuses[2..].contains(&429), "{statuses:?}");
+    let limited = http.post(&path, Some(&first), &add);
+    assert_eq!(
+        (limited.status, limited.body["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert_eq!(
+        http.post(&path, Some(&second), &add).status,
+        204,
+        "buckets are per token"
+    );
+    let (status, _) = serve.stop();
+    assert!(status.success());
+}
