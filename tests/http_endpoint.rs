@@ -995,11 +995,10 @@ fn a_token_over_its_rate_limit_gets_429_and_others_do_not() {
     let (serve, http) = start(&dir, &["--http-rate-limit", "0.01"]);
     let add = json!({"included": {"add": ["k"]}});
     let path = format!("{SEGMENTS}/limited/users");
-    let statuses: Vec<u16> = (0..4)
+    let statuses: Vec<u16> = (0..3)
         .map(|_| http.post(&path, Some(&first), &add).status)
         .collect();
-    assert_eq!(&statuses[..2], [204, 204], "{statuses:?}");
-    assert!(statuses[2..].contains(&429), "{statuses:?}");
+    assert_eq!(statuses, [204, 429, 429]);
     let limited = http.post(&path, Some(&first), &add);
     assert_eq!(
         (limited.status, limited.body["code"].as_str()),
