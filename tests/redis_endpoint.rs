@@ -194,6 +194,9 @@ fn connection_chatter_that_client_libraries_send() {
     let server: String = q(&mut conn, &["INFO", "server"]).unwrap();
     assert!(server.contains("redis_mode:standalone") && !server.contains("# Clients"));
     assert!(q::<i64>(&mut conn, &["COMMAND", "COUNT"]).unwrap() > 20);
+    let config: Vec<String> = q(&mut conn, &["CONFIG", "GET", "save"]).unwrap();
+    assert!(config.is_empty());
+    assert!(q::<()>(&mut conn, &["CONFIG", "SET", "save", ""]).is_err());
     let err = q::<()>(&mut conn, &["FLUSHALL"]).unwrap_err();
     assert!(code(err).starts_with("ERR unknown command 'FLUSHALL'"));
     let err = q::<()>(&mut conn, &["GET"]).unwrap_err();

@@ -42,6 +42,7 @@ pub static COMMANDS: &[Spec] = &[
     spec("auth", -2, Class::Connection),
     spec("client", -2, Class::Connection),
     spec("command", -1, Class::Connection),
+    spec("config", -2, Class::Connection),
     spec("echo", 2, Class::Connection),
     spec("hello", -1, Class::Connection),
     spec("info", -1, Class::Connection),

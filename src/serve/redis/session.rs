@@ -349,6 +349,15 @@ impl Session {
                 args.get(1).map(|s| lower(s)).as_deref(),
             )),
             "command" => super::info::command(args),
+            // Client libraries and tools read settings on connect; this server has none to
+            // show, so every pattern matches nothing, as an unknown parameter does in Redis.
+            "config" => match args.get(1).map(|s| lower(s)).as_deref() {
+                Some(b"get") if args.len() >= 3 => Reply::Map(Vec::new()),
+                Some(b"get") => {
+                    Reply::Error("ERR wrong number of arguments for 'config|get' command".into())
+                }
+                _ => Reply::err("CONFIG is read-only here: only CONFIG GET is answered"),
+            },
             _ => unknown_command(args),
         };
         (reply, After::Continue)
