@@ -22,6 +22,7 @@ mod cmd_token;
 mod cmd_verify;
 mod common;
 mod serve_config;
+mod warnings;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -61,7 +62,8 @@ pub enum Command {
     Import(cmd_import::ImportArgs),
     /// Apply JSON Lines input: each line is one atomic, durable batch, applied in order.
     Apply(cmd_apply::ApplyArgs),
-    /// Print `included`, `excluded` or `unknown` for a key in a segment.
+    /// Print `included`, `excluded` or `unknown` for a key in a segment, or for each key of a
+    /// file (--keys).
     Check(cmd_check::CheckArgs),
     /// Print every segment that mentions a key, as one JSON object `{"ref": true|false}`.
     Membership(cmd_membership::MembershipArgs),
