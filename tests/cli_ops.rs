@@ -1,5 +1,6 @@
 //! End-to-end tests of the operator features of the `segstore` binary: `check --keys` and
-//! `--json`, `--dry-run` for `import` and `apply`, and the warnings for likely mistakes.
+//! `--json`, `--dry-run` for `import` and `apply`, `--quiet` and the warnings for likely
+//! mistakes.
 #![cfg(feature = "cli")]
 
 mod cli_support;
@@ -433,6 +434,36 @@ fn apply_dry_run_still_validates() {
     assert_eq!(ran.code, 1);
     assert!(ran.stderr.contains("line 2"), "stderr: {}", ran.stderr);
     assert!(ran.stderr.contains("dry run"), "stderr: {}", ran.stderr);
+}
+
+// ------------------------------------------------------------------------------------------
+// --quiet
+
+#[test]
+fn quiet_silences_informational_lines_but_not_answers_or_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let ran = run(&dir, &["--quiet", "init"]);
+    assert_eq!((ran.ok(), ran.stderr.as_str()), ("", ""));
+    let ran = run_stdin(&dir, &["import", "-q", "--segment", "s.g1", "-"], b"a\nb\n");
+    assert_eq!((ran.ok(), ran.stderr.as_str()), ("", ""));
+    let line = br#"{"segment": "s.g1", "included": {"add": ["c"]}}"#;
+    let ran = run_stdin(&dir, &["--quiet", "apply", "-"], line);
+    assert_eq!((ran.ok(), ran.stderr.as_str()), ("", ""));
+    assert_eq!(
+        run(&dir, &["--quiet", "check", "s.g1", "c"]).ok(),
+        "included\n"
+    );
+    // A dry run's report is its answer: still printed.
+    let ran = run_stdin(&dir, &["--quiet", "apply", "--dry-run", "-"], line);
+    assert!(ran.ok().starts_with("dry run"), "{}", ran.stdout);
+    // Errors still reach stderr.
+    let ran = run_stdin(&dir, &["--quiet", "apply", "-"], b"{not json\n");
+    assert_eq!(ran.code, 1);
+    assert!(ran.stderr.starts_with("error: "), "stderr: {}", ran.stderr);
+    // Without --quiet the summaries are there.
+    let ran = run_stdin(&dir, &["apply", "-"], line);
+    assert!(ran.ok().starts_with("applied 1 line(s)"), "{}", ran.stdout);
 }
 
 // ------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 //! line.
 
 use crate::common::{
-    now_ms, open_reader, open_writer, progress, CmdResult, Failure, Input, LineReader, LineStart,
-    Out, WriterArgs, EXIT_CURSOR,
+    now_ms, open_reader, open_writer, progress, quiet, CmdResult, Failure, Input, LineReader,
+    LineStart, Out, WriterArgs, EXIT_CURSOR,
 };
 use crate::warnings::{self, KeyStyle};
 use clap::Args;
@@ -278,6 +278,9 @@ pub fn run(dir: &Path, args: &ApplyArgs) -> CmdResult {
         store: open_writer(dir, &args.writer)?,
     };
     let totals = apply_lines(args, &mut target)?;
+    if quiet() {
+        return Ok(());
+    }
     let meta = target.store.snapshot().metadata();
     let mut out = Out::new();
     out.line(format_args!(

@@ -1,7 +1,8 @@
 //! `segstore import`: bulk load keys into one list of a segment.
 
 use crate::common::{
-    open_reader, open_writer, progress, CmdResult, Failure, Input, LineReader, Out, WriterArgs,
+    open_reader, open_writer, progress, quiet, CmdResult, Failure, Input, LineReader, Out,
+    WriterArgs,
 };
 use crate::warnings::{self, KeyStyle};
 use clap::{Args, ValueEnum};
@@ -352,6 +353,9 @@ pub fn run(dir: &Path, args: &ImportArgs) -> CmdResult {
             (keys.keys, count, "log overlay (compact to build a table)")
         }
     };
+    if quiet() {
+        return Ok(());
+    }
     let seconds = started.elapsed().as_secs_f64();
     let rate = if seconds > 0.0 {
         keys_read as f64 / seconds

@@ -49,6 +49,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "SEGSTORE_DIR", value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
+    /// No progress bars and no informational lines (the summaries of init, import and
+    /// apply); answers, dry-run reports, warnings and errors are still printed.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -99,6 +104,7 @@ pub enum Command {
 /// Runs one parsed command line. `dir_given` is true when --dir came from the command line
 /// (not SEGSTORE_DIR): `demo` only builds into a directory named explicitly.
 pub fn run(cli: Cli, dir_given: bool) -> CmdResult {
+    common::set_quiet(cli.quiet);
     let dir = cli.dir.as_ref();
     match cli.command {
         Command::Demo(args) => cmd_demo::run(if dir_given { dir } else { None }, &args),
