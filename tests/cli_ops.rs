@@ -1,6 +1,6 @@
 //! End-to-end tests of the operator features of the `segstore` binary: `check --keys` and
-//! `--json`, `--dry-run` for `import` and `apply`, `--quiet` and the warnings for likely
-//! mistakes.
+//! `--json`, `--dry-run` for `import` and `apply`, `--quiet`, the warnings for likely
+//! mistakes, shell completions and the manual page.
 #![cfg(feature = "cli")]
 
 mod cli_support;
@@ -610,4 +610,43 @@ fn warns_when_looking_up_a_raw_key_in_a_store_of_hashes() {
     let ran = run(&raw, &["check", "raw.g1", "a"]);
     assert_eq!(ran.ok(), "included\n");
     ran.assert_no_warning();
+}
+
+// ------------------------------------------------------------------------------------------
+// Completions and the manual page
+
+#[test]
+fn completions_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let ran = exec(cli_support::segstore(), None, &["completions", shell], None);
+        let script = ran.ok();
+        assert!(script.contains("segstore"), "{shell}: {script}");
+        assert!(script.contains("dry-run"), "{shell}: lists the flags");
+    }
+    let ran = exec(
+        cli_support::segstore(),
+        None,
+        &["completions", "tcsh"],
+        None,
+    );
+    assert_eq!(ran.code, 2);
+}
+
+#[test]
+fn man_page_is_roff() {
+    let ran = exec(cli_support::segstore(), None, &["man"], None);
+    assert!(ran.ok().starts_with(".TH"), "{}", ran.stdout);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().display().to_string();
+    let ran = exec(
+        cli_support::segstore(),
+        None,
+        &["--quiet", "man", "--out", &out],
+        None,
+    );
+    assert_eq!(ran.ok(), "");
+    for page in ["segstore.1", "segstore-check.1", "segstore-import.1"] {
+        let text = std::fs::read_to_string(tmp.path().join(page)).expect(page);
+        assert!(text.starts_with(".TH"), "{page}");
+    }
 }

@@ -8,6 +8,7 @@ mod cmd_apply;
 mod cmd_check;
 mod cmd_compact;
 mod cmd_demo;
+mod cmd_docs;
 mod cmd_export;
 mod cmd_import;
 mod cmd_init;
@@ -99,6 +100,10 @@ pub enum Command {
     /// Create, list and revoke the access tokens of `serve --http`.
     #[command(subcommand)]
     Token(cmd_token::TokenCommand),
+    /// Print a shell completion script for bash, zsh or fish (also elvish, powershell).
+    Completions(cmd_docs::CompletionsArgs),
+    /// Print the manual page (roff), or write one per command with --out DIR.
+    Man(cmd_docs::ManArgs),
 }
 
 /// Runs one parsed command line. `dir_given` is true when --dir came from the command line
@@ -124,6 +129,8 @@ pub fn run(cli: Cli, dir_given: bool) -> CmdResult {
         Command::Sync(args) => cmd_sync::run(require_dir(dir)?, &args),
         Command::Serve(args) => cmd_serve::run(dir.map(PathBuf::as_path), &args),
         Command::Token(sub) => cmd_token::run(require_dir(dir)?, &sub),
+        Command::Completions(args) => cmd_docs::run_completions(&args),
+        Command::Man(args) => cmd_docs::run_man(&args),
     }
 }
 
