@@ -466,6 +466,40 @@ fn quiet_silences_informational_lines_but_not_answers_or_errors() {
     assert!(ran.ok().starts_with("applied 1 line(s)"), "{}", ran.stdout);
 }
 
+/// Runs `command` (a shell command line) with its stdout and stderr on a pseudo-terminal,
+/// through util-linux `script`, and returns all it printed; `None` when `script` is missing.
+fn on_a_terminal(command: &str) -> Option<String> {
+    let output = Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    assert!(output.status.success(), "{command}: {output:?}");
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn quiet_hides_progress_bars_on_a_terminal() {
+    let (tmp, dir) = new_store();
+    // Enough keys that the import runs long enough to draw its bar.
+    let keys: String = (0..2_000_000).map(|i| format!("{i}\n")).collect();
+    let file = write_file(tmp.path(), "keys.txt", &keys);
+    let bin = env!("CARGO_BIN_EXE_segstore");
+    let import = |flags: &str| {
+        format!(
+            "{bin} --dir {} {flags} import --segment s.g1 {file}",
+            dir.display()
+        )
+    };
+    let Some(quiet) = on_a_terminal(&import("--quiet")) else {
+        eprintln!("skipped: no `script` to run the binary on a terminal");
+        return;
+    };
+    assert_eq!(quiet, "", "nothing at all under --quiet");
+    let loud = on_a_terminal(&import("")).unwrap_or_default();
+    assert!(loud.contains("keys read:     2000000"), "{loud}");
+}
+
 // ------------------------------------------------------------------------------------------
 // Warnings
 
