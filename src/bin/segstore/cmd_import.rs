@@ -1,11 +1,14 @@
 //! `segstore import`: bulk load keys into one list of a segment.
 
 use crate::common::{
-    open_writer, progress, CmdResult, Failure, Input, LineReader, Out, WriterArgs,
+    open_reader, open_writer, progress, quiet, CmdResult, Failure, Input, LineReader, Out,
+    WriterArgs,
 };
+use crate::warnings::{self, KeyStyle};
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
-use segstore::{Batch, List, SegmentChange, Store, TableKind, MAX_KEY_LEN};
+use segstore::{Batch, List, SegmentChange, Snapshot, Store, TableKind, MAX_KEY_LEN};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -27,7 +30,11 @@ line number, before anything is written.\n\
 disk, so inputs far larger than memory work) and switches the list to it in one atomic step: on \
 any error the list is unchanged.\n\
 --mode merge adds the keys through ordinary writes of 10,000 keys each: on an error, the batches \
-written before it stay applied."
+written before it stay applied.\n\
+--dry-run reads and checks the whole input the same way, opens the store read-only (so it works \
+beside a running writer) and prints what the import would do: whether the segment would be \
+created, the keys the list would gain and lose, its size after, and (merge) the writes; nothing \
+is written. It tells keys apart by a 128-bit digest, so it holds 16 bytes per distinct key."
 )]
 pub struct ImportArgs {
     /// The segment ref, e.g. `beta-users.g3` (created if missing).
@@ -55,6 +62,9 @@ pub struct ImportArgs {
     /// The input file, or `-` for stdin.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    /// Read and check the input and print what would change, without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub writer: WriterArgs,
 }
@@ -94,10 +104,22 @@ struct KeyReader {
     len_known: bool,
     /// The error that stopped the iteration, with file and line.
     error: Option<Failure>,
+    /// For `--mode merge`: what the list already holds, to warn when the keys differ.
+    list_holds: Option<KeyStyle>,
+    /// The segment and list, for that warning.
+    segment: String,
+    list: List,
+    /// Set once the mixed-keys warning is printed.
+    mixed_warned: bool,
 }
 
 impl KeyReader {
-    fn open(input: Input, args: &ImportArgs) -> CmdResult<KeyReader> {
+    fn open(
+        input: Input,
+        args: &ImportArgs,
+        list: List,
+        list_holds: Option<KeyStyle>,
+    ) -> CmdResult<KeyReader> {
         let progress = progress(input.len, "keys");
         let name = input.name;
         let source = match (&args.column, args.csv) {
@@ -141,6 +163,10 @@ impl KeyReader {
             progress,
             len_known: input.len.is_some(),
             error: None,
+            list_holds,
+            segment: args.segment.clone(),
+            list,
+            mixed_warned: false,
         })
     }
 
@@ -202,6 +228,13 @@ impl KeyReader {
                 }
                 raw.to_vec()
             };
+            if let Some(holds) = self.list_holds {
+                let style = KeyStyle::of(&key);
+                if !self.mixed_warned && style != holds {
+                    self.mixed_warned = true;
+                    warnings::mixed_keys(&self.segment, self.list, style, holds);
+                }
+            }
             self.keys += 1;
             if self.keys & (PROGRESS_EVERY - 1) == 0 {
                 self.update_progress();
@@ -256,15 +289,9 @@ fn kind_name(kind: Option<TableKind>) -> &'static str {
     }
 }
 
-/// Runs `import`.
-pub fn run(dir: &Path, args: &ImportArgs) -> CmdResult {
-    let list = if args.excluded {
-        List::Excluded
-    } else {
-        List::Included
-    };
-    let store = open_writer(dir, &args.writer)?;
-    if let (Some(kind), Some(info)) = (&args.kind, store.snapshot().segment(&args.segment)) {
+/// Fails if `--kind` names another kind than the existing segment's.
+fn check_kind(snapshot: &Snapshot, args: &ImportArgs) -> CmdResult {
+    if let (Some(kind), Some(info)) = (&args.kind, snapshot.segment(&args.segment)) {
         if &info.kind != kind {
             return Err(Failure::runtime(format!(
                 "segment {} has context kind {:?}, not {kind:?}; a segment's kind never changes",
@@ -272,8 +299,35 @@ pub fn run(dir: &Path, args: &ImportArgs) -> CmdResult {
             )));
         }
     }
+    Ok(())
+}
+
+/// What the list holds, when merging into it (a replaced list's keys do not matter).
+fn merge_target_style(snapshot: &Snapshot, args: &ImportArgs, list: List) -> Option<KeyStyle> {
+    match args.mode {
+        Mode::Merge => warnings::list_style(snapshot, &args.segment, list),
+        Mode::Replace => None,
+    }
+}
+
+/// Runs `import`.
+pub fn run(dir: &Path, args: &ImportArgs) -> CmdResult {
+    let list = if args.excluded {
+        List::Excluded
+    } else {
+        List::Included
+    };
+    warnings::check_ref(&args.segment);
+    if args.dry_run {
+        return dry_run(dir, args, list);
+    }
+    let store = open_writer(dir, &args.writer)?;
+    let snapshot = store.snapshot();
+    check_kind(&snapshot, args)?;
+    let list_holds = merge_target_style(&snapshot, args, list);
+    drop(snapshot);
     let input = Input::open(&args.file)?;
-    let mut keys = KeyReader::open(input, args)?;
+    let mut keys = KeyReader::open(input, args, list, list_holds)?;
     let started = Instant::now();
     let (keys_read, distinct, table) = match args.mode {
         Mode::Replace => {
@@ -299,6 +353,9 @@ pub fn run(dir: &Path, args: &ImportArgs) -> CmdResult {
             (keys.keys, count, "log overlay (compact to build a table)")
         }
     };
+    if quiet() {
+        return Ok(());
+    }
     let seconds = started.elapsed().as_secs_f64();
     let rate = if seconds > 0.0 {
         keys_read as f64 / seconds
@@ -324,6 +381,78 @@ pub fn run(dir: &Path, args: &ImportArgs) -> CmdResult {
     out.line(format_args!("table kind:    {table}"))?;
     out.line(format_args!("seconds:       {seconds:.3}"))?;
     out.line(format_args!("keys/s:        {rate:.0}"))?;
+    out.finish()
+}
+
+/// `--dry-run`: reads every key as the import would, against a read-only snapshot, and
+/// reports what would change.
+fn dry_run(dir: &Path, args: &ImportArgs, list: List) -> CmdResult {
+    segstore::key::validate_ref(&args.segment)?;
+    segstore::key::validate_kind(args.kind.as_deref().unwrap_or("user"))?;
+    let store = open_reader(dir)?;
+    let snapshot = store.snapshot();
+    check_kind(&snapshot, args)?;
+    let existing = snapshot.segment(&args.segment);
+    let list_len = existing.as_ref().map_or(0, |info| match list {
+        List::Included => info.included,
+        List::Excluded => info.excluded,
+    });
+    let input = Input::open(&args.file)?;
+    let mut keys = KeyReader::open(input, args, list, merge_target_style(&snapshot, args, list))?;
+    let mut seen: HashSet<u128> = HashSet::new();
+    let mut distinct_new = 0u64;
+    let mut distinct_present = 0u64;
+    let read = (|| -> CmdResult {
+        while let Some(key) = keys.next_key()? {
+            if seen.insert(xxhash_rust::xxh3::xxh3_128(&key)) {
+                if snapshot.contains(&args.segment, list, &key) {
+                    distinct_present += 1;
+                } else {
+                    distinct_new += 1;
+                }
+            }
+        }
+        Ok(())
+    })();
+    keys.progress.finish_and_clear();
+    read?;
+    let distinct = distinct_new + distinct_present;
+    let (removed, after) = match args.mode {
+        Mode::Replace => (list_len.saturating_sub(distinct_present), distinct),
+        Mode::Merge => (0, list_len + distinct_new),
+    };
+    let mut out = Out::new();
+    out.line("dry run: nothing was written")?;
+    let mode = match args.mode {
+        Mode::Replace => "replace",
+        Mode::Merge => "merge",
+    };
+    out.line(format_args!(
+        "segment:       {} ({} list, {mode})",
+        args.segment,
+        list.name()
+    ))?;
+    match &existing {
+        Some(info) => out.line(format_args!("segment kind:  {} (exists)", info.kind))?,
+        None => out.line(format_args!(
+            "segment kind:  {} (would be created)",
+            args.kind.as_deref().unwrap_or("user")
+        ))?,
+    }
+    out.line(format_args!("keys read:     {}", keys.keys))?;
+    out.line(format_args!("distinct keys: {distinct}"))?;
+    out.line(format_args!("would add:     {distinct_new}"))?;
+    out.line(format_args!("would remove:  {removed}"))?;
+    out.line(format_args!("list now has:  {list_len} keys"))?;
+    out.line(format_args!("list after:    {after} keys"))?;
+    out.line(format_args!("blank skipped: {}", keys.skipped))?;
+    match args.mode {
+        Mode::Replace => out.line("writes:        1 (a new table, switched in one atomic step)")?,
+        Mode::Merge => out.line(format_args!(
+            "writes:        {} (batches of up to {MERGE_BATCH} keys)",
+            keys.keys.div_ceil(MERGE_BATCH as u64)
+        ))?,
+    }
     out.finish()
 }
 

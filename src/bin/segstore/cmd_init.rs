@@ -1,6 +1,6 @@
 //! `segstore init`: create an empty store.
 
-use crate::common::{writer_options, CmdResult, Out};
+use crate::common::{quiet, writer_options, CmdResult, Out};
 use segstore::Store;
 use std::path::Path;
 
@@ -8,6 +8,9 @@ use std::path::Path;
 pub fn run(dir: &Path) -> CmdResult {
     let store = Store::create(dir, writer_options(&Default::default()))?;
     drop(store);
+    if quiet() {
+        return Ok(());
+    }
     let mut out = Out::new();
     out.line(format_args!("created an empty store in {}", dir.display()))?;
     out.finish()

@@ -1,6 +1,7 @@
 //! `segstore membership KEY`: every segment that mentions a key.
 
 use crate::common::{key_arg, open_reader, CmdResult, Failure, Out};
+use crate::warnings;
 use clap::Args;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -25,7 +26,9 @@ pub struct MembershipArgs {
 pub fn run(dir: &Path, args: &MembershipArgs) -> CmdResult {
     let key = key_arg(&args.key, args.hash_key)?;
     let store = open_reader(dir)?;
-    let membership = store.snapshot().membership(&key);
+    let snapshot = store.snapshot();
+    warnings::check_lookup_key(&snapshot, &key, args.hash_key);
+    let membership = snapshot.membership(&key);
     let map: BTreeMap<&str, bool> = membership.iter().collect();
     let json =
         serde_json::to_string(&map).map_err(|e| Failure::runtime(format!("encoding JSON: {e}")))?;

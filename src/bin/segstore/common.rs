@@ -7,7 +7,23 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, StdoutLock, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Set by the global `--quiet`: no progress bars and no informational lines.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Turns quiet mode on or off for the rest of the process (`--quiet`).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// True under `--quiet`: progress bars are hidden and informational lines (the summaries of
+/// `init`, `import` and `apply`) are not printed. Answers, dry-run reports, warnings and
+/// errors still are.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
 
 /// Exit code of a runtime error: I/O, corruption, bad input.
 pub const EXIT_RUNTIME: u8 = 1;
@@ -393,13 +409,13 @@ impl Read for RestOfLine<'_> {
     }
 }
 
-/// True when progress bars should be drawn: stderr is a terminal.
+/// True when progress bars should be drawn: stderr is a terminal and `--quiet` is off.
 pub fn progress_wanted() -> bool {
-    io::stderr().is_terminal()
+    !quiet() && io::stderr().is_terminal()
 }
 
 /// A progress bar over `len` bytes, or a spinner counting `unit` when the length is unknown.
-/// Hidden when stderr is not a terminal.
+/// Hidden when stderr is not a terminal, and under `--quiet`.
 pub fn progress(len: Option<u64>, unit: &'static str) -> ProgressBar {
     if !progress_wanted() {
         return ProgressBar::hidden();
@@ -428,7 +444,8 @@ pub fn progress(len: Option<u64>, unit: &'static str) -> ProgressBar {
     bar
 }
 
-/// A spinner with a message, for work of unknown length. Hidden when stderr is not a terminal.
+/// A spinner with a message, for work of unknown length. Hidden when stderr is not a
+/// terminal, and under `--quiet`.
 pub fn spinner(message: &'static str) -> ProgressBar {
     if !progress_wanted() {
         return ProgressBar::hidden();

@@ -8,6 +8,7 @@ mod cmd_apply;
 mod cmd_check;
 mod cmd_compact;
 mod cmd_demo;
+mod cmd_docs;
 mod cmd_export;
 mod cmd_import;
 mod cmd_init;
@@ -22,6 +23,7 @@ mod cmd_token;
 mod cmd_verify;
 mod common;
 mod serve_config;
+mod warnings;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -48,6 +50,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "SEGSTORE_DIR", value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
+    /// No progress bars and no informational lines (the summaries of init, import and
+    /// apply); answers, dry-run reports, warnings and errors are still printed.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -61,7 +68,8 @@ pub enum Command {
     Import(cmd_import::ImportArgs),
     /// Apply JSON Lines input: each line is one atomic, durable batch, applied in order.
     Apply(cmd_apply::ApplyArgs),
-    /// Print `included`, `excluded` or `unknown` for a key in a segment.
+    /// Print `included`, `excluded` or `unknown` for a key in a segment, or for each key of a
+    /// file (--keys).
     Check(cmd_check::CheckArgs),
     /// Print every segment that mentions a key, as one JSON object `{"ref": true|false}`.
     Membership(cmd_membership::MembershipArgs),
@@ -92,11 +100,16 @@ pub enum Command {
     /// Create, list and revoke the access tokens of `serve --http`.
     #[command(subcommand)]
     Token(cmd_token::TokenCommand),
+    /// Print a shell completion script for bash, zsh or fish (also elvish, powershell).
+    Completions(cmd_docs::CompletionsArgs),
+    /// Print the manual page (roff), or write one per command with --out DIR.
+    Man(cmd_docs::ManArgs),
 }
 
 /// Runs one parsed command line. `dir_given` is true when --dir came from the command line
 /// (not SEGSTORE_DIR): `demo` only builds into a directory named explicitly.
 pub fn run(cli: Cli, dir_given: bool) -> CmdResult {
+    common::set_quiet(cli.quiet);
     let dir = cli.dir.as_ref();
     match cli.command {
         Command::Demo(args) => cmd_demo::run(if dir_given { dir } else { None }, &args),
@@ -116,6 +129,8 @@ pub fn run(cli: Cli, dir_given: bool) -> CmdResult {
         Command::Sync(args) => cmd_sync::run(require_dir(dir)?, &args),
         Command::Serve(args) => cmd_serve::run(dir.map(PathBuf::as_path), &args),
         Command::Token(sub) => cmd_token::run(require_dir(dir)?, &sub),
+        Command::Completions(args) => cmd_docs::run_completions(&args),
+        Command::Man(args) => cmd_docs::run_man(&args),
     }
 }
 
