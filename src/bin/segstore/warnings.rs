@@ -54,8 +54,10 @@ pub fn check_ref(segment_ref: &str) {
         ));
     }
     if !has_generation_suffix(segment_ref) {
+        // The example is quoted like the ref, so no control character reaches the terminal.
+        let example = format!("{segment_ref}.g1");
         warn(format_args!(
-            "segment ref {segment_ref:?} has no `.gN` generation suffix (e.g. `{segment_ref}.g1`); \
+            "segment ref {segment_ref:?} has no `.gN` generation suffix (e.g. {example:?}); \
              the SDKs only query refs of the form KEY.gN"
         ));
     }
