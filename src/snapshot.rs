@@ -416,6 +416,11 @@ impl Snapshot {
         }
     }
 
+    /// The number of segments (without building [`segments`](Snapshot::segments)' list).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
     /// Every segment, in ref order, with its counts.
     pub fn segments(&self) -> Vec<SegmentInfo> {
         self.segments

@@ -130,7 +130,7 @@ pub(crate) struct AppState {
     pub config: HttpConfig,
     pub metrics: Metrics,
     pub guard: guard::Guard,
-    pub redis_lookups: Option<LookupCounter>,
+    pub redis_lookups: std::sync::OnceLock<LookupCounter>,
 }
 
 /// Reads the Redis endpoint's lookup count, for `/metrics`.
@@ -175,7 +175,7 @@ impl HttpEndpoint {
                 config,
                 metrics: Metrics::default(),
                 guard,
-                redis_lookups: None,
+                redis_lookups: std::sync::OnceLock::new(),
             }),
             workers: Arc::from(Vec::new()),
             next_worker: Arc::default(),
@@ -183,14 +183,15 @@ impl HttpEndpoint {
         })
     }
 
-    /// Reports the Redis endpoint's lookups in `/metrics`.
+    /// Reports the Redis endpoint's lookups in `/metrics` (the first counter given is kept).
     pub fn with_redis_lookups(
-        mut self,
+        self,
         lookups: impl Fn() -> u64 + Send + Sync + 'static,
     ) -> HttpEndpoint {
-        if let Some(state) = Arc::get_mut(&mut self.state) {
-            state.redis_lookups = Some(LookupCounter(Arc::new(lookups)));
-        }
+        let _ = self
+            .state
+            .redis_lookups
+            .set(LookupCounter(Arc::new(lookups)));
         self
     }
 

@@ -375,11 +375,14 @@ async fn replace_targets(
     // The body streams into the store's bulk replace through a small bounded channel: memory
     // stays constant whatever the size; a bad line or a broken body fails the replace, which
     // then changes nothing.
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<Vec<Vec<u8>>, Error>>(4);
+    // The async side waits for room without blocking its worker thread; the store's thread
+    // waits for chunks.
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Vec<Vec<u8>>, Error>>(4);
     let target = segment_ref.clone();
     let started = Instant::now();
     let replace = blocking(&env, move |store| {
-        let keys = receiver.into_iter().flat_map(|chunk| match chunk {
+        let chunks = std::iter::from_fn(|| receiver.blocking_recv());
+        let keys = chunks.flat_map(|chunk| match chunk {
             Ok(keys) => keys.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(e) => vec![Err(e)],
         });
@@ -442,7 +445,7 @@ async fn replace_targets(
                     if chunk.len() >= KEYS_PER_CHUNK {
                         let full =
                             std::mem::replace(&mut chunk, Vec::with_capacity(KEYS_PER_CHUNK));
-                        if sender.send(Ok(full)).is_err() {
+                        if sender.send(Ok(full)).await.is_err() {
                             return Ok(());
                         }
                     }
@@ -462,16 +465,11 @@ async fn replace_targets(
             Ok(())
         }
         .await;
-        // The store thread blocks on the channel; a send here waits for room, off this task's
-        // thread only when the channel is full, which the bound keeps short.
         let last = match result {
             Ok(()) => Ok(chunk),
             Err(e) => Err(e),
         };
-        let _ = tokio::task::spawn_blocking(move || {
-            let _ = sender.send(last);
-        })
-        .await;
+        let _ = sender.send(last).await;
     };
     let (stats, ()) = tokio::join!(replace, feed);
     let stats = stats?;
@@ -700,11 +698,11 @@ async fn metrics(State(app): App) -> Response {
                     .map(|at| now.saturating_sub(at) as f64 / 1000.0),
                 store_bytes: crate::verify::stats(env.store.dir())
                     .map_or(0, |s| s.table_bytes + s.log_bytes),
-                segments: snapshot.segments().len() as u64,
+                segments: snapshot.segment_count() as u64,
             }
         })
         .collect();
-    let lookups = app.redis_lookups.as_ref().map(|f| (f.0)());
+    let lookups = app.redis_lookups.get().map(|f| (f.0)());
     let text = app.metrics.render(&gauges, lookups);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -83,7 +83,7 @@ pub fn info(shared: &Shared, section: Option<&[u8]>) -> String {
         let _ = write!(
             out,
             "# Keyspace\r\nsegstore_segments:{}\r\n\r\n",
-            snapshot.segments().len()
+            snapshot.segment_count()
         );
     }
     out

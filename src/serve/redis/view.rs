@@ -15,8 +15,8 @@ pub struct View {
     snapshot: Arc<Snapshot>,
     /// The lock key's value before this view changed it.
     lock_before: Option<Bytes>,
-    /// Set memberships changed here: (list, hash) → ref → member now.
-    sets: HashMap<(List, Bytes), BTreeMap<Arc<str>, bool>>,
+    /// Set memberships changed here: (list, hash) → ref → membership in the snapshot, and now.
+    sets: HashMap<(List, Bytes), BTreeMap<Arc<str>, Changed>>,
     /// The cursor key as this view left it: `Some(Some(v))` set, `Some(None)` deleted.
     cursor: Option<Option<String>>,
     /// Whether the cursor key exists holding `""` before this view (the store keeps an empty
@@ -27,6 +27,14 @@ pub struct View {
     /// Redis keys modified here (what a `WATCH` on them must notice), in order, repeats
     /// allowed.
     touched: Vec<Bytes>,
+}
+
+/// One ref's membership of one set that a view changed: as the snapshot has it, and now. The
+/// snapshot's answer is kept so the net change needs no second lookup.
+#[derive(Debug, Clone, Copy)]
+struct Changed {
+    before: bool,
+    now: bool,
 }
 
 /// A view's effect, once it is committed.
@@ -95,9 +103,9 @@ impl View {
             Vec::new()
         };
         if let Some(changed) = self.sets.get(&(list, hash.clone())) {
-            members.retain(|m| changed.get(m) != Some(&false));
-            for (member, now) in changed {
-                if *now && members.binary_search(member).is_err() {
+            members.retain(|m| changed.get(m).is_none_or(|c| c.now));
+            for (member, c) in changed {
+                if c.now && members.binary_search(member).is_err() {
                     members.push(member.clone());
                 }
             }
@@ -108,13 +116,17 @@ impl View {
 
     /// Whether one set holds `member`.
     pub fn is_member(&self, list: List, hash: &Bytes, member: &str) -> bool {
-        if let Some(now) = self
+        match self
             .sets
             .get(&(list, hash.clone()))
             .and_then(|changed| changed.get(member))
         {
-            return *now;
+            Some(c) => c.now,
+            None => self.in_snapshot(list, hash, member),
         }
+    }
+
+    fn in_snapshot(&self, list: List, hash: &Bytes, member: &str) -> bool {
         crate::key::validate_key(hash).is_ok() && self.snapshot.contains(member, list, hash)
     }
 
@@ -145,11 +157,26 @@ impl View {
     ) -> i64 {
         let mut changed = 0;
         for r in refs {
-            if self.is_member(list, hash, r) != member {
-                self.sets
-                    .entry((list, hash.clone()))
-                    .or_default()
-                    .insert(Arc::from(*r), member);
+            let known = self
+                .sets
+                .get(&(list, hash.clone()))
+                .and_then(|set| set.get(*r))
+                .copied();
+            let current = known.unwrap_or_else(|| {
+                let before = self.in_snapshot(list, hash, r);
+                Changed {
+                    before,
+                    now: before,
+                }
+            });
+            if current.now != member {
+                self.sets.entry((list, hash.clone())).or_default().insert(
+                    Arc::from(*r),
+                    Changed {
+                        before: current.before,
+                        now: member,
+                    },
+                );
                 changed += 1;
             }
         }
@@ -189,15 +216,15 @@ impl View {
     pub fn into_changes(self) -> Changes {
         let mut by_segment: BTreeMap<Arc<str>, SegmentChange> = BTreeMap::new();
         for ((list, hash), changed) in &self.sets {
-            for (segment, member) in changed {
-                if self.snapshot.contains(segment, *list, hash) == *member {
+            for (segment, c) in changed {
+                if c.before == c.now {
                     continue;
                 }
                 let change = by_segment
                     .entry(segment.clone())
                     .or_insert_with(|| SegmentChange::new(&**segment));
                 let list_change = change.list_mut(*list);
-                if *member {
+                if c.now {
                     list_change.add.push(hash.to_vec());
                 } else {
                     list_change.remove.push(hash.to_vec());
