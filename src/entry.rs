@@ -29,6 +29,9 @@ pub struct Details {
 pub struct TableRef {
     /// The file's id: the file is `t-{id:016x}.sstbl`.
     pub file_id: u64,
+    /// Where the table starts in that file: 0 for a file of its own, else the table is one of
+    /// a pack's (format-spec §5.9).
+    pub offset: u64,
     /// What the file must be.
     pub info: TableInfo,
 }
@@ -276,8 +279,11 @@ pub(crate) fn encode_opt_table(e: &mut Encoder, table: Option<&TableRef>) {
     match table {
         None => e.u8(0),
         Some(t) => {
-            e.u8(1);
+            e.u8(if t.offset == 0 { 1 } else { 2 });
             e.u64(t.file_id);
+            if t.offset != 0 {
+                e.u64(t.offset);
+            }
             e.u8(t.info.kind as u8);
             e.u64(t.info.key_count);
             e.u64(t.info.file_len);
@@ -290,13 +296,23 @@ pub(crate) fn encode_opt_table(e: &mut Encoder, table: Option<&TableRef>) {
 pub(crate) fn decode_opt_table(d: &mut Decoder<'_>) -> Result<Option<TableRef>, DecodeError> {
     match d.u8()? {
         0 => Ok(None),
-        1 => {
+        presence @ (1 | 2) => {
             let file_id = d.u64()?;
+            let offset = if presence == 2 {
+                let offset = d.u64()?;
+                if offset == 0 {
+                    return Err(d.error("a table in a pack at offset 0"));
+                }
+                offset
+            } else {
+                0
+            };
             let kind_code = d.u8()?;
             let kind = TableKind::from_u8(kind_code)
                 .ok_or_else(|| d.error(format!("unknown table kind {kind_code}")))?;
             Ok(Some(TableRef {
                 file_id,
+                offset,
                 info: TableInfo {
                     kind,
                     key_count: d.u64()?,
@@ -305,7 +321,7 @@ pub(crate) fn decode_opt_table(d: &mut Decoder<'_>) -> Result<Option<TableRef>, 
                 },
             }))
         }
-        other => Err(d.error(format!("presence byte {other} is neither 0 nor 1"))),
+        other => Err(d.error(format!("table presence byte {other} is not 0, 1 or 2"))),
     }
 }
 
@@ -345,6 +361,7 @@ mod tests {
                 list: List::Excluded,
                 table: Some(TableRef {
                     file_id: 9,
+                    offset: 0,
                     info: TableInfo {
                         kind: TableKind::Hashed,
                         key_count: 3,
@@ -363,6 +380,41 @@ mod tests {
             let bytes = entry.encode();
             assert_eq!(Entry::decode(&bytes).unwrap(), entry);
         }
+    }
+
+    #[test]
+    fn table_refs_in_packs_carry_their_offset() {
+        let packed = TableRef {
+            file_id: 7,
+            offset: 65536,
+            info: TableInfo {
+                kind: TableKind::Uuid,
+                key_count: 1,
+                file_len: 150,
+                checksum: 3,
+            },
+        };
+        let mut e = Encoder::new();
+        encode_opt_table(&mut e, Some(&packed));
+        let bytes = e.into_bytes();
+        assert_eq!(
+            bytes.first(),
+            Some(&2),
+            "a packed table has presence byte 2"
+        );
+        assert_eq!(bytes.len(), 42);
+        let mut d = Decoder::new(&bytes);
+        assert_eq!(decode_opt_table(&mut d).unwrap(), Some(packed));
+        // Presence 2 with offset 0 would be a table of its own spelled another way.
+        let mut zero = bytes.clone();
+        zero[9..17].fill(0);
+        let mut d = Decoder::new(&zero);
+        let err = decode_opt_table(&mut d).unwrap_err();
+        assert!(err.to_string().contains("offset 0"), "{err}");
+        let mut bad = bytes;
+        bad[0] = 3;
+        let mut d = Decoder::new(&bad);
+        assert!(decode_opt_table(&mut d).is_err());
     }
 
     #[test]

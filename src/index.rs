@@ -359,6 +359,7 @@ pub(crate) fn build_index(
             let keys = Arc::new(LoadedTable {
                 table_ref: crate::entry::TableRef {
                     file_id: keys_id,
+                    offset: 0,
                     info,
                 },
                 table,

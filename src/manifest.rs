@@ -297,6 +297,7 @@ mod tests {
                     tables: [
                         Some(TableRef {
                             file_id: 4,
+                            offset: 0,
                             info: TableInfo {
                                 kind: TableKind::Fst,
                                 key_count: 10,
@@ -304,7 +305,17 @@ mod tests {
                                 checksum: 1,
                             },
                         }),
-                        None,
+                        // A table inside a pack (presence byte 2, with its offset).
+                        Some(TableRef {
+                            file_id: 5,
+                            offset: 4096,
+                            info: TableInfo {
+                                kind: TableKind::Hashed,
+                                key_count: 2,
+                                file_len: 200,
+                                checksum: 2,
+                            },
+                        }),
                     ],
                 },
                 SegmentRecord {

@@ -12,15 +12,17 @@ use crate::io::{Io, IoOp};
 use crate::log::{log_file_name, scan_records, scan_records_repairing, LogHeader, LOG_HEADER_LEN};
 use crate::manifest::Manifest;
 use crate::snapshot::{IndexState, ListState, LoadedTable, SegmentState, Snapshot};
-use crate::table::{Table, TableKind, Verification};
+use crate::table::{Table, TableFile, TableKind, Verification};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Opened tables by file id, so a table is mapped and verified once per process.
+/// Opened tables by file id and offset, so a table is mapped and verified once per process,
+/// and every table of a pack shares one open file (one mapping: format-spec §5.9).
 #[derive(Debug, Default)]
 pub(crate) struct TableCache {
-    tables: HashMap<u64, Arc<LoadedTable>>,
+    tables: HashMap<(u64, u64), Arc<LoadedTable>>,
+    files: HashMap<u64, Arc<TableFile>>,
 }
 
 impl TableCache {
@@ -34,12 +36,45 @@ impl TableCache {
         verification: Verification,
         referenced_by: &str,
     ) -> Result<Arc<LoadedTable>> {
-        if let Some(found) = self.tables.get(&table_ref.file_id) {
+        let key = (table_ref.file_id, table_ref.offset);
+        if let Some(found) = self.tables.get(&key) {
             if found.table_ref == *table_ref {
                 return Ok(found.clone());
             }
         }
-        let path = dir.join(table_file_name(table_ref.file_id));
+        let file = self.file(io, dir, table_ref.file_id, referenced_by)?;
+        let expected = &table_ref.info;
+        if table_ref.offset == 0 && file.len() != expected.file_len {
+            return Err(Error::corrupt(
+                file.path(),
+                format!(
+                    "file is {} bytes, the manifest says {}",
+                    file.len(),
+                    expected.file_len
+                ),
+            ));
+        }
+        let table = Table::open_in(&file, table_ref.offset, store_id, expected, verification)?;
+        let loaded = Arc::new(LoadedTable {
+            table_ref: *table_ref,
+            table,
+        });
+        self.tables.insert(key, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The table file `file_id`, opened on first use.
+    fn file(
+        &mut self,
+        io: &Io,
+        dir: &Path,
+        file_id: u64,
+        referenced_by: &str,
+    ) -> Result<Arc<TableFile>> {
+        if let Some(file) = self.files.get(&file_id) {
+            return Ok(file.clone());
+        }
+        let path = dir.join(table_file_name(file_id));
         // Only a name that leads nowhere is missing: a symbolic link loop or an unreadable
         // directory is an I/O error of its own (ELOOP, EACCES), reported as such.
         if !path.try_exists().map_err(|e| Error::io(&path, e))? {
@@ -50,23 +85,24 @@ impl TableCache {
         }
         io.check(IoOp::Read, &path)
             .map_err(|e| Error::io(&path, e))?;
-        let table = Table::open(&path, store_id, &table_ref.info, verification)?;
-        let loaded = Arc::new(LoadedTable {
-            table_ref: *table_ref,
-            table,
-        });
-        self.tables.insert(table_ref.file_id, loaded.clone());
-        Ok(loaded)
+        let file = TableFile::open(&path)?;
+        self.files.insert(file_id, file.clone());
+        Ok(file)
     }
 
     /// Adds a table the caller opened itself.
     pub fn insert(&mut self, loaded: Arc<LoadedTable>) {
-        self.tables.insert(loaded.table_ref.file_id, loaded);
+        let t = loaded.table_ref;
+        self.files
+            .entry(t.file_id)
+            .or_insert_with(|| loaded.table.file().clone());
+        self.tables.insert((t.file_id, t.offset), loaded);
     }
 
-    /// Forgets tables no one else holds.
+    /// Forgets tables and files no one else holds.
     pub fn prune(&mut self) {
         self.tables.retain(|_, t| Arc::strong_count(t) > 1);
+        self.files.retain(|_, f| Arc::strong_count(f) > 1);
     }
 }
 

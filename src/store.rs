@@ -1,7 +1,7 @@
 //! The writer: one per store directory, guarded by a lock file.
 
 use crate::change::{Batch, List};
-use crate::compact::{build_table, compact_list};
+use crate::compact::{build_table, compact_list, packs_to_keep, PackWriter, OWN_FILE_MIN_LEN};
 use crate::entry::{Details, Entry, TableRef, MAX_DESCRIPTION_LEN, MAX_TAGS};
 use crate::error::{Error, Result};
 use crate::extsort::{sort_keys, SortOptions};
@@ -15,7 +15,7 @@ use crate::manifest::{Manifest, SegmentRecord, MANIFEST_FILE};
 use crate::options::Options;
 use crate::recovery::{base_snapshot, load, TableCache};
 use crate::snapshot::{LoadedTable, Snapshot, DEFAULT_KIND};
-use crate::table::{KindChoice, TableKind};
+use crate::table::{KindChoice, TableKind, Verification};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use std::collections::HashSet;
@@ -61,6 +61,9 @@ struct WriterState {
     manifest: Manifest,
     /// Record bytes in the log chain since the manifest.
     log_bytes: u64,
+    /// Small tables of their own that the log chain names (bulk replaces since the
+    /// manifest): compaction packs them (see [`COMPACT_AFTER_LOG_TABLES`]).
+    log_tables: u64,
     /// Set while a compaction runs: the entries written since it rotated the log.
     since_rotation: Option<Vec<(u64, Entry)>>,
     /// Set after a failure that leaves durability unknown.
@@ -279,6 +282,11 @@ impl Store {
                 next_seq: loaded.live_log.next_seq,
                 manifest: loaded.manifest,
                 log_bytes: loaded.log_bytes,
+                log_tables: loaded
+                    .log_tables
+                    .iter()
+                    .filter(|t| is_small_own_file(t))
+                    .count() as u64,
                 since_rotation: None,
                 poisoned: None,
             }),
@@ -603,6 +611,9 @@ impl Inner {
         }
         w.next_seq += 1;
         w.log_bytes += record.len() as u64;
+        if let Entry::ReplaceList { table: Some(t), .. } = &entry {
+            w.log_tables += u64::from(is_small_own_file(t));
+        }
         if let Some(pending) = w.since_rotation.as_mut() {
             pending.push((seq, entry));
         }
@@ -629,6 +640,9 @@ impl Inner {
     fn wants_compaction(&self, w: &WriterState) -> bool {
         if w.since_rotation.is_some() {
             return false;
+        }
+        if w.log_tables >= COMPACT_AFTER_LOG_TABLES {
+            return true;
         }
         let table_bytes: u64 = w.manifest.tables().map(|t| t.info.file_len).sum();
         w.log_bytes >= self.options.compact_min_log_bytes
@@ -676,9 +690,10 @@ impl Inner {
                 w.manifest.clone(),
                 number,
                 first_seq,
-                w.log_bytes,
+                (w.log_bytes, w.log_tables),
             )
         };
+        let (old_log_bytes, old_log_tables) = old_log_bytes;
         let built = self.build_compacted(&snapshot, &old_manifest, new_log_number, new_first_seq);
         let (manifest, written) = match built {
             Ok(done) => done,
@@ -722,16 +737,17 @@ impl Inner {
                 next.apply(*seq, entry, &mut |t| self.resolve(t, "the log"))?;
             }
             w.log_bytes = w.log_bytes.saturating_sub(old_log_bytes);
+            w.log_tables = w.log_tables.saturating_sub(old_log_tables);
             w.manifest = manifest.clone();
             self.current.store(Arc::new(next));
         }
         // 5. Retire what the new manifest no longer names.
         let mut retired = 0;
-        let tables_before: std::collections::HashMap<u64, u64> = old_manifest
+        let tables_before: std::collections::HashMap<(u64, u64), u64> = old_manifest
             .tables()
             .copied()
             .chain(snapshot_tables(&snapshot))
-            .map(|t| (t.file_id, t.info.file_len))
+            .map(|t| ((t.file_id, t.offset), t.info.file_len))
             .collect();
         let bytes_before = old_log_bytes + tables_before.values().sum::<u64>();
         for id in retired_tables {
@@ -825,21 +841,44 @@ impl Inner {
         let mut segments = Vec::with_capacity(snapshot.segments.len());
         let mut written = Vec::new();
         let mut written_postings = None;
+        let next_id = || self.next_file_id.fetch_add(1, Ordering::SeqCst);
+        let mut packs = PackWriter::new(&self.io, &self.dir, &self.store_id, &next_id);
         let result = (|| {
+            // Packs worth keeping as they are; every other table goes into the new pack,
+            // rebuilt if its list changed, else copied.
+            let keep = packs_to_keep(
+                snapshot
+                    .segments
+                    .values()
+                    .flat_map(|s| s.lists.iter())
+                    .filter(|l| l.overlay_is_empty())
+                    .filter_map(|l| l.table.as_deref()),
+            );
+            let mut moved = 0usize;
             for (segment, state) in &snapshot.segments {
                 let mut tables = [None, None];
                 for (slot, list) in tables.iter_mut().zip(&state.lists) {
                     *slot = if list.overlay_is_empty() {
-                        list.table.as_ref().map(|t| t.table_ref)
+                        match list.table.as_deref() {
+                            None => None,
+                            Some(t) => {
+                                let r = t.table_ref;
+                                let stays = if r.offset == 0 {
+                                    r.info.file_len >= OWN_FILE_MIN_LEN
+                                } else {
+                                    keep.contains(&r.file_id)
+                                };
+                                if stays {
+                                    Some(r)
+                                } else {
+                                    moved += 1;
+                                    Some(packs.copy(t)?)
+                                }
+                            }
+                        }
                     } else {
-                        let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
-                        let built = compact_list(&self.io, &self.dir, &self.store_id, id, list)?;
-                        built.map(|t| {
-                            written.push(t.table_ref.file_id);
-                            let r = t.table_ref;
-                            self.tables.lock().insert(t);
-                            r
-                        })
+                        moved += 1;
+                        compact_list(&mut packs, list)?
                     };
                 }
                 segments.push(SegmentRecord {
@@ -849,13 +888,34 @@ impl Inner {
                     tables,
                 });
             }
+            packs.finish()?;
+            written.extend_from_slice(packs.created());
+            // The new tables, opened once with the structure checks (this process just wrote
+            // and fsynced them), so the snapshot and the index below do not read them again.
+            if moved > 0 {
+                let mut cache = self.tables.lock();
+                for r in segments.iter().flat_map(|s| s.tables.iter().flatten()) {
+                    if written.contains(&r.file_id) {
+                        cache.resolve(
+                            &self.io,
+                            &self.dir,
+                            &self.store_id,
+                            r,
+                            Verification::Structure,
+                            MANIFEST_FILE,
+                        )?;
+                    }
+                }
+            }
             // The membership index over every hashed table of the new manifest: the old one
             // still fits if no segment or table changed.
+            // (A table copied into a pack holds the same bytes: its info is unchanged.)
+            let infos = |r: &SegmentRecord| r.tables.map(|t| t.map(|t| t.info));
             let unchanged = segments.len() == old.segments.len()
                 && segments
                     .iter()
                     .zip(&old.segments)
-                    .all(|(a, b)| a.segment == b.segment && a.tables == b.tables);
+                    .all(|(a, b)| a.segment == b.segment && infos(a) == infos(b));
             let index = match old.index {
                 Some(index) if unchanged => Some(index),
                 _ => self.build_index_for(&segments, &mut written, &mut written_postings)?,
@@ -875,13 +935,13 @@ impl Inner {
                 segments,
                 index,
             };
-            Ok(manifest)
+            Ok((manifest, moved + usize::from(written_postings.is_some())))
         })();
-        let manifest = match result {
+        let (manifest, tables_written) = match result {
             Ok(m) => m,
             Err(e) => {
                 // Nothing names these tables yet.
-                for id in written {
+                for id in written.into_iter().chain(packs.created().iter().copied()) {
                     let _ = std::fs::remove_file(self.dir.join(table_file_name(id)));
                 }
                 if let Some(id) = written_postings {
@@ -896,8 +956,18 @@ impl Inner {
             self.writer.lock().poisoned = Some(e.to_string());
             return Err(e);
         }
-        Ok((manifest, written.len()))
+        Ok((manifest, tables_written))
     }
+}
+
+/// Auto-compaction also runs once bulk replaces have left this many small tables in files of
+/// their own, which compaction moves into a pack: each file is one more memory mapping in
+/// every process that reads the store (format-spec §5.9).
+const COMPACT_AFTER_LOG_TABLES: u64 = 1024;
+
+/// A table in a file of its own that compaction would move into a pack.
+fn is_small_own_file(t: &TableRef) -> bool {
+    t.offset == 0 && t.info.file_len < OWN_FILE_MIN_LEN
 }
 
 /// The tables a snapshot's lists stand on.

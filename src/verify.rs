@@ -8,7 +8,7 @@ use crate::io::Io;
 use crate::log::{log_file_name, parse_log_file_name, scan_records, Tail, LOG_HEADER_LEN};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::recovery::{load, read_log, TableCache};
-use crate::table::{verify_table, Verification};
+use crate::table::Verification;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -62,26 +62,25 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
         Err(e) => return Ok(vec![Problem::from_error(&manifest_path, &e)]),
     };
     let mut problems = Vec::new();
+    let io = Io::default();
+    // One open file per table file, shared by the tables of a pack (format-spec §5.9).
+    let mut cache = TableCache::default();
     let mut checked = BTreeSet::new();
     let mut check_table = |table: &TableRef, problems: &mut Vec<Problem>| {
-        if !checked.insert(table.file_id) {
+        if !checked.insert((table.file_id, table.offset)) {
             return;
         }
         let path = dir.join(table_file_name(table.file_id));
-        match path.try_exists() {
-            Ok(false) => problems.push(Problem {
-                path,
-                detail: "table is missing".into(),
-            }),
-            Err(e) => {
-                let error = Error::io(&path, e);
-                problems.push(Problem::from_error(&path, &error));
-            }
-            Ok(true) => {
-                if let Err(e) = verify_table(&path, &manifest.store_id, &table.info) {
-                    problems.push(Problem::from_error(&path, &e));
-                }
-            }
+        let opened = cache.resolve(
+            &io,
+            dir,
+            &manifest.store_id,
+            table,
+            Verification::Checksum,
+            MANIFEST_FILE,
+        );
+        if let Err(e) = opened.and_then(|t| t.table.check_contents()) {
+            problems.push(Problem::from_error(&path, &e));
         }
     };
     for table in manifest.tables() {
@@ -91,54 +90,43 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
         check_table(&index.keys, &mut problems);
         // Only over tables whose checksums all passed: the cross-check iterates them.
         if problems.is_empty() {
-            let io = Io::default();
-            let keys_path = dir.join(table_file_name(index.keys.file_id));
-            let opened = crate::table::Table::open(
-                &keys_path,
-                &manifest.store_id,
-                &index.keys.info,
-                Verification::Structure,
-            )
-            .map(|table| {
-                std::sync::Arc::new(crate::snapshot::LoadedTable {
-                    table_ref: index.keys,
-                    table,
-                })
-            })
-            .and_then(|keys| {
-                MembershipIndex::open(
+            let mut cache = TableCache::default();
+            let mut open = |t: &TableRef| {
+                cache.resolve(
                     &io,
                     dir,
                     &manifest.store_id,
-                    index,
-                    keys,
-                    Verification::Checksum,
+                    t,
+                    Verification::Structure,
+                    MANIFEST_FILE,
                 )
-            })
-            .and_then(|opened| {
-                opened.check_structure(manifest.segments.len())?;
-                // The index must say exactly what the hashed tables hold.
-                let mut lists = Vec::new();
-                for (ordinal, record) in manifest.segments.iter().enumerate() {
-                    for (list, table) in crate::List::BOTH.into_iter().zip(&record.tables) {
-                        if let Some(t) = table.filter(|t| t.info.kind == crate::TableKind::Hashed) {
-                            let path = dir.join(table_file_name(t.file_id));
-                            let table = crate::table::Table::open(
-                                &path,
-                                &manifest.store_id,
-                                &t.info,
-                                Verification::Structure,
-                            )?;
-                            let loaded = crate::snapshot::LoadedTable {
-                                table_ref: t,
-                                table,
-                            };
-                            lists.push((ordinal as u32, list, std::sync::Arc::new(loaded)));
+            };
+            let opened = open(&index.keys)
+                .and_then(|keys| {
+                    MembershipIndex::open(
+                        &io,
+                        dir,
+                        &manifest.store_id,
+                        index,
+                        keys,
+                        Verification::Checksum,
+                    )
+                })
+                .and_then(|opened| {
+                    opened.check_structure(manifest.segments.len())?;
+                    // The index must say exactly what the hashed tables hold.
+                    let mut lists = Vec::new();
+                    for (ordinal, record) in manifest.segments.iter().enumerate() {
+                        for (list, table) in crate::List::BOTH.into_iter().zip(&record.tables) {
+                            if let Some(t) =
+                                table.filter(|t| t.info.kind == crate::TableKind::Hashed)
+                            {
+                                lists.push((ordinal as u32, list, open(&t)?));
+                            }
                         }
                     }
-                }
-                opened.check_against(&lists)
-            });
+                    opened.check_against(&lists)
+                });
             if let Err(e) = opened {
                 problems.push(Problem::from_error(
                     &dir.join(postings_file_name(index.postings_id)),
@@ -263,8 +251,10 @@ pub fn stats(dir: &Path) -> Result<StoreStats> {
     files.sort_by(|a, b| a.name.cmp(&b.name));
     let mut log_bytes = 0;
     let mut log_records = 0;
-    let mut live_tables: std::collections::BTreeMap<u64, TableRef> =
-        manifest.tables().map(|t| (t.file_id, *t)).collect();
+    let mut live_tables: std::collections::BTreeMap<(u64, u64), TableRef> = manifest
+        .tables()
+        .map(|t| ((t.file_id, t.offset), *t))
+        .collect();
     let mut number = manifest.log_number;
     let mut next_seq = manifest.log_first_seq;
     let torn_tail = loop {
@@ -275,7 +265,7 @@ pub fn stats(dir: &Path) -> Result<StoreStats> {
         log_records += scan.records.len() as u64;
         for (_, entry) in &scan.records {
             if let Entry::ReplaceList { table: Some(t), .. } = entry {
-                live_tables.insert(t.file_id, *t);
+                live_tables.insert((t.file_id, t.offset), *t);
             }
         }
         if !scan.rotated {

@@ -178,9 +178,10 @@ pub struct TableInfo {
     pub kind: TableKind,
     /// The number of keys.
     pub key_count: u64,
-    /// The length of the file in bytes.
+    /// The table's length in bytes: the whole file for a table of its own, its part of the
+    /// file for a table inside a pack (format-spec §5.9).
     pub file_len: u64,
-    /// The xxh3-64 (seed 0) of the whole file.
+    /// The xxh3-64 (seed 0) of the table's bytes (the whole file for a table of its own).
     pub checksum: u64,
 }
 
@@ -218,23 +219,132 @@ struct Footer {
     bucket_bits: u32,
 }
 
-/// A byte range of a shared read-only map: the fst's backing bytes.
+/// A table file's bytes, as this process reads them.
+enum FileBytes {
+    /// Mapped read-only: a large file, shared with the page cache.
+    Mapped(Mmap),
+    /// Read into memory: a file of at most [`READ_MAX`] bytes, which then takes no mapping
+    /// (a process may hold only so many, `vm.max_map_count`; format-spec §5.7).
+    Read(Box<[u8]>),
+}
+
+/// Table files up to this length are read into memory rather than mapped.
+pub const READ_MAX: u64 = 64 << 10;
+
+/// One open table file: a file of its own table or a pack of several (format-spec §5.9).
+/// Every table in it shares this one mapping.
+pub struct TableFile {
+    path: PathBuf,
+    bytes: FileBytes,
+}
+
+impl fmt::Debug for TableFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableFile")
+            .field("path", &self.path)
+            .field("len", &self.bytes().len())
+            .field("mapped", &matches!(self.bytes, FileBytes::Mapped(_)))
+            .finish()
+    }
+}
+
+impl TableFile {
+    /// Opens `path`: mapped read-only, or read whole when it is at most [`READ_MAX`] bytes.
+    ///
+    /// Table files are immutable: the contract is that nothing truncates or rewrites a table
+    /// file while it is open (segstore never does; another program doing so may crash the
+    /// process with `SIGBUS`, as with any memory-mapped file).
+    pub fn open(path: &Path) -> Result<Arc<TableFile>> {
+        let corrupt = |d: String| Error::corrupt(path, d);
+        let mut file = crate::io::open_read(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let len_usize = usize::try_from(len)
+            .map_err(|_| corrupt(format!("{len} bytes: too large to map on this platform")))?;
+        let bytes = if len <= READ_MAX {
+            let mut buf = Vec::with_capacity(len_usize);
+            std::io::Read::read_to_end(&mut file, &mut buf).map_err(|e| Error::io(path, e))?;
+            if buf.len() != len_usize {
+                return Err(corrupt(format!(
+                    "file changed while opening ({} bytes read, {len} expected)",
+                    buf.len()
+                )));
+            }
+            FileBytes::Read(buf.into_boxed_slice())
+        } else {
+            // SAFETY: the map is read-only, and table files are immutable once finished: a
+            // TableBuilder or PackWriter writes a file once, fsyncs it, and segstore never
+            // modifies, truncates or rewrites it afterwards (it only deletes it once no
+            // snapshot uses it; unlinking leaves the mapping valid). A program outside
+            // segstore truncating or writing the file while it is mapped is outside the
+            // documented contract.
+            let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+            if map.len() != len_usize {
+                return Err(corrupt(format!(
+                    "file changed while opening ({} bytes mapped, {len} expected)",
+                    map.len()
+                )));
+            }
+            FileBytes::Mapped(map)
+        };
+        Ok(Arc::new(TableFile {
+            path: path.to_path_buf(),
+            bytes,
+        }))
+    }
+
+    /// The whole file.
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        match &self.bytes {
+            FileBytes::Mapped(map) => map,
+            FileBytes::Read(buf) => buf,
+        }
+    }
+
+    /// The file's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.bytes().len() as u64
+    }
+
+    /// Whether the file is empty (no table file is).
+    pub fn is_empty(&self) -> bool {
+        self.bytes().is_empty()
+    }
+
+    /// Whether the file takes a memory mapping (else it was read into memory).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.bytes, FileBytes::Mapped(_))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn advise(&self, advice: Advice) {
+        if let FileBytes::Mapped(map) = &self.bytes {
+            advise(map, advice);
+        }
+    }
+}
+
+/// A byte range of a shared table file: the fst's backing bytes.
 #[derive(Clone)]
 struct MapSlice {
-    map: Arc<Mmap>,
+    file: Arc<TableFile>,
     range: Range<usize>,
 }
 
 impl AsRef<[u8]> for MapSlice {
     fn as_ref(&self) -> &[u8] {
-        // The range was checked against the map's length when the table was opened.
-        self.map.get(self.range.clone()).unwrap_or(&[])
+        // The range was checked against the file's length when the table was opened.
+        self.file.bytes().get(self.range.clone()).unwrap_or(&[])
     }
 }
 
 /// A hashed table's sections.
 struct HashedBody {
-    map: Arc<Mmap>,
+    file: Arc<TableFile>,
     /// Byte offset of the first code.
     codes_start: usize,
     /// Number of codes (== key count).
@@ -254,6 +364,8 @@ enum Body {
 /// An open, memory-mapped table. Immutable; cheap lookups from any number of threads.
 pub struct Table {
     path: PathBuf,
+    /// Where the table starts in its file (0 for a file of its own).
+    offset: u64,
     info: TableInfo,
     body: Body,
 }
@@ -262,6 +374,7 @@ impl fmt::Debug for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Table")
             .field("path", &self.path)
+            .field("offset", &self.offset)
             .field("info", &self.info)
             .finish()
     }
@@ -453,13 +566,18 @@ fn parse_footer(path: &Path, bytes: &[u8], kind: TableKind) -> Result<Footer> {
 }
 
 #[cfg(unix)]
-fn advise(map: &Mmap, advice: memmap2::Advice) {
+type Advice = memmap2::Advice;
+#[cfg(not(unix))]
+type Advice = ();
+
+#[cfg(unix)]
+fn advise(map: &Mmap, advice: Advice) {
     // Advice is a hint: failure changes performance only.
     let _ = map.advise(advice);
 }
 
 #[cfg(not(unix))]
-fn advise(_map: &Mmap, _advice: ()) {}
+fn advise(_map: &Mmap, _advice: Advice) {}
 
 #[cfg(unix)]
 const ADVICE_RANDOM: memmap2::Advice = memmap2::Advice::Random;
@@ -475,7 +593,8 @@ const ADVICE_RANDOM: () = ();
 const ADVICE_SCAN: () = ();
 
 impl Table {
-    /// Opens the table at `path`, checking it against what the manifest recorded.
+    /// Opens the table at `path`, a file of its own, checking it against what the manifest
+    /// recorded.
     ///
     /// Errors (each naming the file): [`Error::Io`]; [`Error::Corrupt`] for a wrong magic,
     /// kind, key count or file length, or any offset or length out of place;
@@ -484,48 +603,78 @@ impl Table {
     /// [`Error::ChecksumMismatch`] (with [`Verification::Checksum`]) when the file's xxh3-64
     /// differs from `expected.checksum`.
     ///
-    /// The file is mapped read-only with random-access advice, so opening reads only the
-    /// pages it checks (plus the whole file once with [`Verification::Checksum`]).
-    ///
-    /// Table files are immutable: the contract is that nothing truncates or rewrites a table
-    /// file while it is open (segstore never does; another program doing so may crash the
-    /// process with `SIGBUS`, as with any memory-mapped file).
+    /// The file is mapped read-only with random-access advice (or read, when small: see
+    /// [`TableFile::open`]), so opening reads only the pages it checks (plus the whole file
+    /// once with [`Verification::Checksum`]).
     pub fn open(
         path: &Path,
         store_id: &[u8; 16],
         expected: &TableInfo,
         verification: Verification,
     ) -> Result<Table> {
-        let corrupt = |d: String| Error::corrupt(path, d);
-        let file = crate::io::open_read(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        if len != expected.file_len {
-            return Err(corrupt(format!(
-                "file is {len} bytes, the manifest says {}",
-                expected.file_len
-            )));
+        let file = TableFile::open(path)?;
+        if file.len() != expected.file_len {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "file is {} bytes, the manifest says {}",
+                    file.len(),
+                    expected.file_len
+                ),
+            ));
         }
+        Table::open_in(&file, 0, store_id, expected, verification)
+    }
+
+    /// Opens the table that starts at byte `offset` of `file` (a pack, format-spec §5.9, or
+    /// at 0 a file of its own) and is `expected.file_len` bytes long, with the checks of
+    /// [`Table::open`] applied to those bytes. Errors name the file and, for a table inside
+    /// a pack, its offset.
+    pub fn open_in(
+        file: &Arc<TableFile>,
+        offset: u64,
+        store_id: &[u8; 16],
+        expected: &TableInfo,
+        verification: Verification,
+    ) -> Result<Table> {
+        let path = file.path();
+        let placed = |e: Error| place_error(e, offset);
+        let corrupt = |d: String| placed(Error::corrupt(path, d));
+        let len = expected.file_len;
         if len < (HEADER_LEN + FOOTER_LEN) as u64 {
             return Err(corrupt(format!("{len} bytes: too short for a table")));
         }
-        let len_usize = usize::try_from(len)
-            .map_err(|_| corrupt(format!("{len} bytes: too large to map on this platform")))?;
-        // SAFETY: the map is read-only, and table files are immutable once finished: a
-        // TableBuilder writes a file once, fsyncs it, and segstore never modifies, truncates
-        // or rewrites it afterwards (it only deletes it once no snapshot uses it; unlinking
-        // leaves the mapping valid). A program outside segstore truncating or writing the
-        // file while it is mapped is outside the documented contract.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        drop(file);
-        if map.len() != len_usize {
-            return Err(corrupt(format!(
-                "file changed while opening ({} bytes mapped, {len} expected)",
-                map.len()
-            )));
+        let region = offset
+            .checked_add(len)
+            .filter(|end| *end <= file.len())
+            .and_then(|end| Some(usize::try_from(offset).ok()?..usize::try_from(end).ok()?))
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "{len} bytes from offset {offset} do not fit the {}-byte file",
+                    file.len()
+                ))
+            })?;
+        let base = region.start;
+        let own_file = base == 0 && region.end as u64 == file.len();
+        if base != 0 {
+            if base < PACK_HEADER_LEN {
+                return Err(corrupt(format!(
+                    "offset {offset} is inside the pack header"
+                )));
+            }
+            check_pack_header(path, file.bytes(), store_id)?;
         }
-        advise(&map, ADVICE_RANDOM);
+        let bytes = file
+            .bytes()
+            .get(region.clone())
+            .ok_or_else(|| corrupt("table out of bounds".into()))?;
+        // Advice applies to a whole mapping: changing it for part of a pack would split the
+        // mapping in the kernel (one more map area per table), so a pack keeps the default.
+        if own_file {
+            file.advise(ADVICE_RANDOM);
+        }
 
-        let header = parse_header(path, &map, store_id)?;
+        let header = parse_header(path, bytes, store_id).map_err(placed)?;
         if header.kind != expected.kind {
             return Err(corrupt(format!(
                 "table kind is {:?}, the manifest says {:?}",
@@ -533,48 +682,54 @@ impl Table {
             )));
         }
         if verification == Verification::Checksum {
-            advise(&map, ADVICE_SCAN);
-            let found = xxh3_64(&map);
-            advise(&map, ADVICE_RANDOM);
+            if own_file {
+                file.advise(ADVICE_SCAN);
+            }
+            let found = xxh3_64(bytes);
+            if own_file {
+                file.advise(ADVICE_RANDOM);
+            }
             if found != expected.checksum {
-                return Err(Error::ChecksumMismatch {
+                return Err(placed(Error::ChecksumMismatch {
                     path: path.to_path_buf(),
                     expected: expected.checksum,
                     found,
-                });
+                }));
             }
         }
-        let footer = parse_footer(path, &map, header.kind)?;
+        let footer = parse_footer(path, bytes, header.kind).map_err(placed)?;
         if footer.key_count != expected.key_count {
             return Err(corrupt(format!(
                 "table holds {} keys, the manifest says {}",
                 footer.key_count, expected.key_count
             )));
         }
-
-        let map = Arc::new(map);
+        let shift = |r: &Range<usize>| r.start + base..r.end + base;
         let body = match header.kind {
-            TableKind::Fst => Body::Fst(open_fst(path, &map, &footer)?),
+            TableKind::Fst => Body::Fst(
+                open_fst(path, file, shift(&footer.data), footer.key_count).map_err(placed)?,
+            ),
             TableKind::Hashed | TableKind::Uuid => {
                 let scheme = header.kind.scheme().unwrap_or(Scheme::LdHash);
                 let body = HashedBody {
                     scheme,
-                    map: Arc::clone(&map),
-                    codes_start: footer.data.start,
+                    file: Arc::clone(file),
+                    codes_start: footer.data.start + base,
                     len: usize::try_from(footer.key_count)
                         .map_err(|_| corrupt("key count too large for this platform".into()))?,
-                    index_start: footer.index.start,
+                    index_start: footer.index.start + base,
                     bucket_bits: footer.bucket_bits,
                 };
-                body.check_index_ends(path)?;
+                body.check_index_ends(path).map_err(placed)?;
                 if verification == Verification::Checksum {
-                    body.check_index_monotonic(path)?;
+                    body.check_index_monotonic(path).map_err(placed)?;
                 }
                 Body::Hashed(body)
             }
         };
         Ok(Table {
             path: path.to_path_buf(),
+            offset,
             info: *expected,
             body,
         })
@@ -638,6 +793,30 @@ impl Table {
         &self.path
     }
 
+    /// Where the table starts in its file (0 for a file of its own; format-spec §5.9).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The file the table is in (shared by every table of a pack).
+    pub fn file(&self) -> &Arc<TableFile> {
+        match &self.body {
+            Body::Fst(set) => &set.as_fst().as_inner().file,
+            Body::Hashed(h) => &h.file,
+        }
+    }
+
+    /// The table's bytes, header to footer.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        let file = self.file();
+        let start = usize::try_from(self.offset).unwrap_or(usize::MAX);
+        let end = usize::try_from(self.info.file_len)
+            .ok()
+            .and_then(|len| start.checked_add(len))
+            .unwrap_or(usize::MAX);
+        file.bytes().get(start..end).unwrap_or_default()
+    }
+
     /// All keys, in ascending byte order.
     pub fn keys(&self) -> TableKeys<'_> {
         match &self.body {
@@ -658,9 +837,11 @@ impl Table {
         }
     }
 
-    /// The deep checks of [`verify_table`] that go beyond [`Verification::Checksum`].
-    fn check_contents(&self) -> Result<()> {
-        let corrupt = |d: String| Error::corrupt(&self.path, d);
+    /// The deep checks of [`verify_table`] that go beyond [`Verification::Checksum`]: for
+    /// fst, its own CRC and a full iteration; for the dense kinds, codes strictly increasing,
+    /// each in its bucket and its bucket's filter.
+    pub(crate) fn check_contents(&self) -> Result<()> {
+        let corrupt = |d: String| place_error(Error::corrupt(&self.path, d), self.offset);
         match &self.body {
             Body::Fst(set) => {
                 set.as_fst()
@@ -682,15 +863,86 @@ impl Table {
                 }
                 Ok(())
             }
-            Body::Hashed(h) => h.check_codes(&self.path),
+            Body::Hashed(h) => h
+                .check_codes(&self.path)
+                .map_err(|e| place_error(e, self.offset)),
         }
     }
 }
 
-fn open_fst(path: &Path, map: &Arc<Mmap>, footer: &Footer) -> Result<fst::Set<MapSlice>> {
+/// The magic that begins a pack (format-spec §5.9).
+pub const PACK_MAGIC: [u8; 8] = *b"SEGSPAK\0";
+/// The pack header's length; the first table of a pack starts at or after it.
+pub const PACK_HEADER_LEN: usize = 64;
+
+/// A pack's header: magic, version 1, the store id; the rest zero.
+pub(crate) fn encode_pack_header(store_id: &[u8; 16]) -> [u8; PACK_HEADER_LEN] {
+    let mut h = [0u8; PACK_HEADER_LEN];
+    h[..8].copy_from_slice(&PACK_MAGIC);
+    h[8..12].copy_from_slice(&TABLE_FORMAT_VERSION.to_le_bytes());
+    h[16..32].copy_from_slice(store_id);
+    h
+}
+
+/// Checks the header of a pack (a file whose tables start past offset 0).
+fn check_pack_header(path: &Path, bytes: &[u8], store_id: &[u8; 16]) -> Result<()> {
+    let corrupt = |d: &str| Error::corrupt(path, format!("pack header: {d}"));
+    let header = bytes
+        .get(..PACK_HEADER_LEN)
+        .ok_or_else(|| corrupt("file too short"))?;
+    if header.get(..8) != Some(&PACK_MAGIC[..]) {
+        return Err(corrupt("not a segstore pack (bad magic)"));
+    }
+    let version = read_u32(header, 8).unwrap_or(0);
+    if version > TABLE_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: TABLE_FORMAT_VERSION,
+        });
+    }
+    if version != TABLE_FORMAT_VERSION {
+        return Err(corrupt(&format!("version {version}")));
+    }
+    if header.get(16..32) != Some(&store_id[..]) {
+        return Err(Error::ForeignFile {
+            path: path.to_path_buf(),
+        });
+    }
+    if header
+        .get(12..16)
+        .is_some_and(|r| r.iter().any(|b| *b != 0))
+        || header.get(32..).is_some_and(|r| r.iter().any(|b| *b != 0))
+    {
+        return Err(corrupt("reserved bytes are not zero"));
+    }
+    Ok(())
+}
+
+/// For a table inside a pack, says where in its file an error was found.
+fn place_error(e: Error, offset: u64) -> Error {
+    if offset == 0 {
+        return e;
+    }
+    match e {
+        Error::Corrupt { path, detail } => Error::Corrupt {
+            path,
+            detail: format!("table at offset {offset}: {detail}"),
+        },
+        other => other,
+    }
+}
+
+fn open_fst(
+    path: &Path,
+    file: &Arc<TableFile>,
+    data: Range<usize>,
+    key_count: u64,
+) -> Result<fst::Set<MapSlice>> {
     let corrupt = |d: String| Error::corrupt(path, d);
-    let bytes = map
-        .get(footer.data.clone())
+    let bytes = file
+        .bytes()
+        .get(data.clone())
         .ok_or_else(|| corrupt("fst body out of bounds".into()))?;
     // fst 0.4 checks little of its trailer; check what can be checked in O(1) so that the
     // obvious corruptions are reported rather than trusted.
@@ -719,24 +971,23 @@ fn open_fst(path: &Path, map: &Arc<Mmap>, footer: &Footer) -> Result<fst::Set<Ma
             "fst body: root address {root} does not fit a {n}-byte fst"
         )));
     }
-    if fst_len != footer.key_count {
+    if fst_len != key_count {
         return Err(corrupt(format!(
-            "fst holds {fst_len} keys, the footer says {}",
-            footer.key_count
+            "fst holds {fst_len} keys, the footer says {key_count}"
         )));
     }
     let slice = MapSlice {
-        map: Arc::clone(map),
-        range: footer.data.clone(),
+        file: Arc::clone(file),
+        range: data,
     };
     fst::Set::new(slice).map_err(|e| corrupt(format!("fst body: {e}")))
 }
 
 impl HashedBody {
-    /// The whole map. Every access below goes through `get`.
+    /// The whole file (offsets below are the file's). Every access below goes through `get`.
     #[inline]
     fn bytes(&self) -> &[u8] {
-        &self.map
+        self.file.bytes()
     }
 
     /// Index entry `i`: the position of the first key of bucket `i`.
@@ -1070,6 +1321,9 @@ enum BuildState {
 /// the partial file (best effort).
 pub struct TableBuilder {
     path: PathBuf,
+    /// A file of its own (removed if the builder is dropped unfinished), or a table inside
+    /// a pack that a [`crate::compact::PackWriter`] owns.
+    own_file: bool,
     kind: TableKind,
     header: [u8; HEADER_LEN],
     key_count: u64,
@@ -1115,10 +1369,46 @@ impl TableBuilder {
     ) -> Result<TableBuilder> {
         let file = io.create_new(path).map_err(|e| Error::io(path, e))?;
         let file = io.writer(file, path);
+        TableBuilder::start(
+            path,
+            true,
+            HashingWriter::new(file),
+            store_id,
+            kind,
+            expected_len,
+        )
+    }
+
+    /// Starts a table inside a pack (format-spec §5.9) at `writer`'s position; `path` is the
+    /// pack's, for errors. [`finish_member`](TableBuilder::finish_member) gives the writer
+    /// back. Dropping the builder unfinished loses the writer: the pack is then abandoned.
+    pub(crate) fn create_member(
+        writer: ChunkWriter,
+        path: &Path,
+        store_id: &[u8; 16],
+        kind: TableKind,
+        expected_len: u64,
+    ) -> Result<TableBuilder> {
+        let writer = HashingWriter {
+            inner: writer,
+            hasher: Box::default(),
+            written: 0,
+        };
+        TableBuilder::start(path, false, writer, store_id, kind, expected_len)
+    }
+
+    fn start(
+        path: &Path,
+        own_file: bool,
+        mut writer: HashingWriter,
+        store_id: &[u8; 16],
+        kind: TableKind,
+        expected_len: u64,
+    ) -> Result<TableBuilder> {
         let header = encode_header(kind, store_id);
-        let mut writer = HashingWriter::new(file);
         let mut builder = TableBuilder {
             path: path.to_path_buf(),
+            own_file,
             kind,
             header,
             key_count: 0,
@@ -1233,6 +1523,25 @@ impl TableBuilder {
     pub fn finish(mut self) -> Result<TableInfo> {
         let path = self.path.clone();
         let io = |e| Error::io(&path, e);
+        let (writer, info) = self.finish_table()?;
+        let file = writer.inner.into_inner().map_err(io)?;
+        let file = file.sync_all().map_err(io)?;
+        drop(file);
+        self.finished = true;
+        Ok(info)
+    }
+
+    /// Writes the footer of a table inside a pack and gives the pack's writer back, with what
+    /// the manifest should record (the table's length and checksum, not the pack's).
+    pub(crate) fn finish_member(mut self) -> Result<(TableInfo, ChunkWriter)> {
+        let (writer, info) = self.finish_table()?;
+        self.finished = true;
+        Ok((info, writer.inner))
+    }
+
+    fn finish_table(&mut self) -> Result<(HashingWriter, TableInfo)> {
+        let path = self.path.clone();
+        let io = |e| Error::io(&path, e);
         let state = std::mem::replace(&mut self.state, BuildState::Done);
         let (mut writer, footer) = match state {
             BuildState::Fst { builder, .. } => {
@@ -1297,24 +1606,19 @@ impl TableBuilder {
         writer
             .write_all(&encode_footer(&self.header, &footer))
             .map_err(io)?;
-        let checksum = writer.hasher.digest();
-        let file_len = writer.written;
-        let file = writer.inner.into_inner().map_err(io)?;
-        let file = file.sync_all().map_err(io)?;
-        drop(file);
-        self.finished = true;
-        Ok(TableInfo {
+        let info = TableInfo {
             kind: self.kind,
             key_count: self.key_count,
-            file_len,
-            checksum,
-        })
+            file_len: writer.written,
+            checksum: writer.hasher.digest(),
+        };
+        Ok((writer, info))
     }
 }
 
 impl Drop for TableBuilder {
     fn drop(&mut self) {
-        if !self.finished {
+        if !self.finished && self.own_file {
             self.state = BuildState::Done; // close the file first
             let _ = std::fs::remove_file(&self.path);
         }
