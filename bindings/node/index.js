@@ -6,7 +6,10 @@
  *     const ld = require('@launchdarkly/node-server-sdk');
  *     const { SegstoreBigSegmentStore } = require('segstore-ld');
  *     const client = ld.init(sdkKey, {
- *       bigSegments: { store: () => new SegstoreBigSegmentStore('/var/lib/segstore') },
+ *       bigSegments: {
+ *         store: () => new SegstoreBigSegmentStore('/var/lib/segstore'),
+ *         userCacheTime: -1, // no SDK cache, which a steady stream of hits keeps stale (README.md)
+ *       },
  *     });
  *
  * The library is native/libsegstore.so, which the package carries (`npm pack` in
