@@ -122,7 +122,9 @@ case "$(basename "$WHEEL")" in
     *-py3-none-*.whl) ;;
     *) fail "the wheel is not tagged py3-none-<platform>" ;;
 esac
-"$VENV/bin/python" -m zipfile -l "$WHEEL" | grep -q '^segstore_ld/libsegstore.so ' \
+# Not grep -q: it would stop reading at the first match, and the lister's broken pipe would fail
+# the pipeline under pipefail.
+"$VENV/bin/python" -m zipfile -l "$WHEEL" | grep '^segstore_ld/libsegstore.so ' >/dev/null \
     || fail "the wheel does not carry segstore_ld/libsegstore.so"
 "${PIP[@]}" install --quiet "$WHEEL" -r bindings/python/requirements-test.txt
 "${PIP[@]}" show launchdarkly-server-sdk segstore-ld | grep -E '^(Name|Version|Location):'
@@ -157,7 +159,7 @@ TARBALL=$(cd bindings/node && npm pack --pack-destination "$WORK/npm" "${NPM_FLA
 TARBALL=$WORK/npm/$TARBALL
 [ -f "$TARBALL" ] || fail "npm pack made no tarball"
 echo "tarball: $(basename "$TARBALL")"
-tar -tzf "$TARBALL" | grep -qx 'package/native/libsegstore.so' \
+tar -tzf "$TARBALL" | grep -x 'package/native/libsegstore.so' >/dev/null \
     || fail "the tarball does not carry native/libsegstore.so"
 SDK_VERSION=$(node -p "require('./bindings/node/package.json').devDependencies['@launchdarkly/node-server-sdk']")
 APP=$WORK/node-app
