@@ -213,7 +213,9 @@ if (!sdk.startsWith(path.join(process.cwd(), 'node_modules') + path.sep)) throw 
 if (linked && ownModules) {
   const mods = fs.readdirSync(path.join(pkgDir, 'node_modules'));
   if (!mods.includes('koffi')) throw new Error('no koffi in ' + pkgDir + '/node_modules');
-  if (mods.includes('@launchdarkly')) throw new Error('a second SDK in ' + pkgDir + '/node_modules');
+  // npm 9 leaves the scope's directory behind, empty.
+  const scope = path.join(pkgDir, 'node_modules', '@launchdarkly');
+  if (fs.existsSync(scope) && fs.readdirSync(scope).length) throw new Error('a second SDK in ' + scope);
 }
 const store = new SegstoreBigSegmentStore(storeDir);
 const m = store.membershipSync('CEXjZY7cHJG/ydFy7q4+YEFwVrG3/pkJwA4FAjrbfx0=');
