@@ -9,8 +9,9 @@
 #      from a copy outside the source tree, so it imports the installed package;
 #   3. Node: the tarball of bindings/node (`npm pack`), installed with the pinned official SDK
 #      (the package's devDependencies) into a new npm project; bindings/node/test runs there.
-#      Also `npm install --install-links ./bindings/node` (the directory) into another
-#      project, which reads a store.
+#      Also `npm install @launchdarkly/node-server-sdk ./bindings/node` (the directory, as the
+#      README says; npm 10+ links it) and the same with --install-links=false into new
+#      projects, each of which reads a store.
 # All three packages carry one build of the library (scripts/build-lib.sh: release, without the
 # CLI and daemon features), so it is built once; the CLI the suites write stores with is the
 # debug build `cargo test` makes. Idempotent: each run starts from new temporary directories.
@@ -121,7 +122,9 @@ case "$(basename "$WHEEL")" in
     *-py3-none-*.whl) ;;
     *) fail "the wheel is not tagged py3-none-<platform>" ;;
 esac
-"$VENV/bin/python" -m zipfile -l "$WHEEL" | grep -q '^segstore_ld/libsegstore.so ' \
+# Not grep -q: it would stop reading at the first match, and the lister's broken pipe would fail
+# the pipeline under pipefail.
+"$VENV/bin/python" -m zipfile -l "$WHEEL" | grep '^segstore_ld/libsegstore.so ' >/dev/null \
     || fail "the wheel does not carry segstore_ld/libsegstore.so"
 "${PIP[@]}" install --quiet "$WHEEL" -r bindings/python/requirements-test.txt
 "${PIP[@]}" show launchdarkly-server-sdk segstore-ld | grep -E '^(Name|Version|Location):'
@@ -156,7 +159,7 @@ TARBALL=$(cd bindings/node && npm pack --pack-destination "$WORK/npm" "${NPM_FLA
 TARBALL=$WORK/npm/$TARBALL
 [ -f "$TARBALL" ] || fail "npm pack made no tarball"
 echo "tarball: $(basename "$TARBALL")"
-tar -tzf "$TARBALL" | grep -qx 'package/native/libsegstore.so' \
+tar -tzf "$TARBALL" | grep -x 'package/native/libsegstore.so' >/dev/null \
     || fail "the tarball does not carry native/libsegstore.so"
 SDK_VERSION=$(node -p "require('./bindings/node/package.json').devDependencies['@launchdarkly/node-server-sdk']")
 APP=$WORK/node-app
@@ -182,24 +185,66 @@ cp bindings/node/test/*.js "$APP/test/"
 grep -Eq '^# pass [1-9]' "$WORK/node.tap" || fail "no Node tests passed"
 grep -Eq '^# fail 0$' "$WORK/node.tap" || fail "Node tests failed"
 
-step "Node: npm install --install-links ./bindings/node (the directory) into another new project"
-APP2=$WORK/node-app-dir
-mkdir "$APP2"
-echo '{ "name": "segstore-dir-install-test", "version": "1.0.0", "private": true }' >"$APP2/package.json"
-# --install-links: npm packs the directory (running prepare) and installs a copy; a symlink
-# would resolve koffi from the checkout, where npm does not install it.
-(cd "$APP2" && npm install --install-links "${NPM_FLAGS[@]}" "$ROOT/bindings/node" \
-    "@launchdarkly/node-server-sdk@$SDK_VERSION")
-(cd "$APP2" && node -e "
+# A project that installs the directory: npm 10 and later link it (the package's install script
+# then puts koffi in bindings/node/node_modules), npm 9 packs and copies it. Both forms are run:
+# the plain command (whatever this npm does) and an explicit link (--install-links=false). The
+# checkout is left as found: bindings/node/node_modules is removed again if this made it.
+PKG_DIR=$ROOT/bindings/node
+if [ -e "$PKG_DIR/node_modules" ]; then OWN_MODULES=; else OWN_MODULES=1; fi
+cleanup_modules() { if [ -n "$OWN_MODULES" ]; then rm -rf "$PKG_DIR/node_modules"; fi; }
+trap 'cleanup_modules; rm -rf "$WORK"' EXIT
+
+# In project $1, installed by "$2": segstore-ld answers a lookup with its own library, and the
+# SDK the project resolves is its own copy, the only one.
+check_dir_install() {
+    (cd "$1" && node -e "
+const fs = require('node:fs');
 const path = require('node:path');
+const [storeDir, pkgDir, form, ownModules] = process.argv.slice(1);
 const { SegstoreBigSegmentStore, findLibrary } = require('segstore-ld');
-const want = path.join(process.cwd(), 'node_modules', 'segstore-ld', 'native', 'libsegstore.so');
+const installed = path.join(process.cwd(), 'node_modules', 'segstore-ld');
+const linked = fs.lstatSync(installed).isSymbolicLink();
+const where = linked ? fs.realpathSync(pkgDir) : installed;
+if (linked && fs.realpathSync(installed) !== fs.realpathSync(pkgDir)) throw new Error('linked to ' + fs.realpathSync(installed));
+const want = path.join(where, 'native', 'libsegstore.so');
 if (findLibrary() !== want) throw new Error('the library is ' + findLibrary() + ', not ' + want);
-const store = new SegstoreBigSegmentStore(process.argv[1]);
+const sdk = require.resolve('@launchdarkly/node-server-sdk');
+if (!sdk.startsWith(path.join(process.cwd(), 'node_modules') + path.sep)) throw new Error('the SDK is ' + sdk);
+if (linked && ownModules) {
+  const mods = fs.readdirSync(path.join(pkgDir, 'node_modules'));
+  if (!mods.includes('koffi')) throw new Error('no koffi in ' + pkgDir + '/node_modules');
+  // npm 9 leaves the scope's directory behind, empty.
+  const scope = path.join(pkgDir, 'node_modules', '@launchdarkly');
+  if (fs.existsSync(scope) && fs.readdirSync(scope).length) throw new Error('a second SDK in ' + scope);
+}
+const store = new SegstoreBigSegmentStore(storeDir);
 const m = store.membershipSync('CEXjZY7cHJG/ydFy7q4+YEFwVrG3/pkJwA4FAjrbfx0=');
 store.close();
 if (JSON.stringify(m) !== '{\"beta.g1\":true}') throw new Error('membership ' + JSON.stringify(m));
-console.log('directory install: library ' + findLibrary() + ', membership ' + JSON.stringify(m));
-" "$STORE")
+console.log(form + ': ' + (linked ? 'a link' : 'a copy') + ', library ' + findLibrary() + ', SDK ' + sdk + ', membership ' + JSON.stringify(m));
+" "$STORE" "$PKG_DIR" "$2" "$OWN_MODULES")
+}
+
+new_app() {
+    mkdir "$1"
+    echo "{ \"name\": \"$(basename "$1")\", \"version\": \"1.0.0\", \"private\": true }" >"$1/package.json"
+}
+
+step "Node: npm install @launchdarkly/node-server-sdk ./bindings/node (the README's command) in a new project"
+cleanup_modules
+APP2=$WORK/node-app-dir
+new_app "$APP2"
+(cd "$APP2" && npm install "${NPM_FLAGS[@]}" "@launchdarkly/node-server-sdk@$SDK_VERSION" "$PKG_DIR")
+check_dir_install "$APP2" "npm install ./bindings/node"
+
+step "Node: the same with --install-links=false (a link, whatever this npm's default)"
+cleanup_modules
+APP3=$WORK/node-app-link
+new_app "$APP3"
+(cd "$APP3" && npm install --install-links=false "${NPM_FLAGS[@]}" \
+    "@launchdarkly/node-server-sdk@$SDK_VERSION" "$PKG_DIR")
+[ -L "$APP3/node_modules/segstore-ld" ] || fail "--install-links=false did not make a link"
+check_dir_install "$APP3" "npm install --install-links=false ./bindings/node"
+cleanup_modules
 
 step "all binding suites passed"

@@ -6,7 +6,10 @@
  *     const ld = require('@launchdarkly/node-server-sdk');
  *     const { SegstoreBigSegmentStore } = require('segstore-ld');
  *     const client = ld.init(sdkKey, {
- *       bigSegments: { store: () => new SegstoreBigSegmentStore('/var/lib/segstore') },
+ *       bigSegments: {
+ *         store: () => new SegstoreBigSegmentStore('/var/lib/segstore'),
+ *         userCacheTime: -1, // no SDK cache, which a steady stream of hits keeps stale (README.md)
+ *       },
  *     });
  *
  * The library is native/libsegstore.so, which the package carries (`npm pack` in
@@ -19,8 +22,10 @@ const path = require('node:path');
 const koffi = requireKoffi();
 
 /**
- * koffi, this package's one dependency. A directory installed as a symlink (plain
- * `npm install ./bindings/node`) resolves it from the checkout, where npm did not put it.
+ * koffi, this package's one dependency. Installed from its directory, this package is a
+ * symlink to bindings/node (npm 10 and later), and Node resolves koffi from there: the package's
+ * install script puts it in bindings/node/node_modules. That script did not run if npm was told
+ * to skip scripts.
  */
 function requireKoffi() {
   try {
@@ -28,10 +33,10 @@ function requireKoffi() {
   } catch (err) {
     if (err.code !== 'MODULE_NOT_FOUND' || !String(err.message).includes("'koffi'")) throw err;
     throw new Error(
-      `segstore-ld: its dependency koffi is not found from ${__dirname}. If this package was ` +
-        'installed from its directory, npm linked it there: install it as a copy with ' +
-        '`npm install --install-links ./bindings/node`, or install the tarball `npm pack` makes ' +
-        'in bindings/node (or run `npm install` in bindings/node)',
+      `segstore-ld: its dependency koffi is not found from ${__dirname}. A directory installed ` +
+        'as a link gets its dependencies from its install script, which did not run (npm ' +
+        `--ignore-scripts?): run \`npm install --omit=dev --omit=peer\` in ${__dirname}, or ` +
+        'install again with scripts, or install the tarball `npm pack` makes in bindings/node',
     );
   }
 }

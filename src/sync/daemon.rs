@@ -71,6 +71,10 @@ pub struct SyncConfig {
     pub max_event_bytes: u64,
     /// Key operations per batch when a page or an oversized event is split (200,000).
     pub max_batch_ops: usize,
+    /// The certificate authorities to trust for HTTPS, as DER certificates, instead of the
+    /// built-in Mozilla roots (`None`, the default: the roots of the `webpki-roots` crate,
+    /// compiled in). [`read_ca_file`] reads them from a PEM file.
+    pub ca_certificates: Option<Vec<Vec<u8>>>,
 }
 
 impl SyncConfig {
@@ -97,8 +101,31 @@ impl SyncConfig {
             max_page_bytes: 256 << 20,
             max_event_bytes: 256 << 20,
             max_batch_ops: 200_000,
+            ca_certificates: None,
         }
     }
+}
+
+/// The certificates of a PEM file (`-----BEGIN CERTIFICATE-----` blocks; other blocks are
+/// ignored), as DER, for [`SyncConfig::ca_certificates`]. An unreadable file, a malformed
+/// block or a file without any certificate is an error, whose message names the file.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => certs.push(cert.der().to_vec()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{}: not a valid PEM file: {e}", path.display())),
+        }
+    }
+    if certs.is_empty() {
+        return Err(format!(
+            "{}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 /// Why [`run`] returned an error: the store failed (a sync never gives up on the network).
@@ -172,4 +199,66 @@ pub fn run(
     control: SyncControl,
 ) -> Result<SyncSummary, SyncError> {
     engine::Engine::new(store, config, control).run()
+}
+
+#[cfg(test)]
+mod ca_file_tests {
+    use super::read_ca_file;
+
+    /// A self-signed P-256 certificate (CN=segstore-test-ca).
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBjDCCATOgAwIBAgIUPi2S5vc7UCLpRM33NxXdaYkspr4wCgYIKoZIzj0EAwIw\nGzEZMBcGA1UEAwwQc2Vnc3RvcmUtdGVzdC1jYTAgFw0yNjEyMDExMTI5MDVaGA8y\nMTI2MTEwNzExMjkwNVowGzEZMBcGA1UEAwwQc2Vnc3RvcmUtdGVzdC1jYTBZMBMG\nByqGSM49AgEGCCqGSM49AwEHA0IABB/4ec7IR9v59tGHhtoj4rBTjgBYyIO6Ws5S\ncQDwExc4R3H8Sql8ZRa/4WnHg5gd5wT58hAf1p2nYU6gBPQ07LijUzBRMB0GA1Ud\nDgQWBBRhM+j0NsufSisTYsjpfNKTPjlrxTAfBgNVHSMEGDAWgBRhM+j0NsufSisT\nYsjpfNKTPjlrxTAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIDaK\nCykfaE1EGb8yyQ1B9JxYjQTOJGgYCw3MlWrBHdKTAiAii7WJzLxoMKhBT2ds7Mrg\ndD+Z/veuskFT6WfjfeVf1w==\n-----END CERTIFICATE-----";
+
+    fn file(content: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, content).unwrap();
+        (dir, path)
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        use base64::Engine as _;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
+    }
+
+    #[test]
+    fn every_certificate_of_a_bundle_and_nothing_else() {
+        let key =
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n";
+        let (_dir, path) = file(&format!("# a bundle\n{CERT}\n{key}{CERT}\n"));
+        let certs = read_ca_file(&path).unwrap();
+        assert_eq!(certs, vec![der(CERT), der(CERT)]);
+        assert_eq!(certs[0][0], 0x30, "DER starts with a SEQUENCE");
+    }
+
+    #[test]
+    fn no_certificate_is_an_error_naming_the_file() {
+        for content in [
+            "",
+            "not pem at all\n",
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+        ] {
+            let (_dir, path) = file(content);
+            let err = read_ca_file(&path).unwrap_err();
+            assert!(err.contains("no PEM certificate"), "{content:?}: {err}");
+            assert!(err.contains(&path.display().to_string()), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_broken_block_or_a_missing_file_is_an_error() {
+        let truncated = &CERT[..CERT.len() / 2];
+        let (_dir, path) = file(truncated);
+        let err = read_ca_file(&path).unwrap_err();
+        assert!(err.contains("not a valid PEM file"), "{err}");
+
+        let missing = path.with_file_name("absent.pem");
+        let err = read_ca_file(&missing).unwrap_err();
+        assert!(
+            err.starts_with(&format!("reading {}", missing.display())),
+            "{err}"
+        );
+    }
 }

@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::Agent;
 
 /// Path of the polling endpoint under the base URI.
@@ -93,6 +94,19 @@ pub(crate) fn parse_patches(body: &str) -> Result<Vec<Patch>, FeedFailure> {
     }
 }
 
+/// Rustls with the built-in webpki roots, or with [`SyncConfig::ca_certificates`] instead.
+fn tls_config(config: &SyncConfig) -> TlsConfig {
+    let mut tls = TlsConfig::builder();
+    if let Some(certs) = &config.ca_certificates {
+        let certs: Vec<Certificate<'static>> = certs
+            .iter()
+            .map(|der| Certificate::from_der(der).to_owned())
+            .collect();
+        tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+    }
+    tls.build()
+}
+
 /// The HTTP side of a sync: one agent for polls, one for the long-lived stream (they differ in
 /// read timeouts), and the SDK key.
 pub(crate) struct Feed {
@@ -108,12 +122,16 @@ pub(crate) struct Feed {
 impl Feed {
     pub(crate) fn new(config: &SyncConfig) -> Feed {
         let user_agent = format!("segstore/{}", env!("CARGO_PKG_VERSION"));
+        // Proxies: ureq's default configuration reads ALL_PROXY, HTTPS_PROXY, HTTP_PROXY (and
+        // their lower-case forms) and NO_PROXY once, here (docs/sync.md).
+        let tls = tls_config(config);
         let agent = |per_read| -> Agent {
             Agent::config_builder()
                 .user_agent(user_agent.as_str())
                 .timeout_connect(Some(config.connect_timeout))
                 .timeout_recv_response(Some(config.response_timeout))
                 .timeout_per_read(Some(per_read))
+                .tls_config(tls.clone())
                 .build()
                 .into()
         };

@@ -3,7 +3,7 @@
 // data source, and an offline SDK client over both.
 
 const assert = require('node:assert/strict');
-const { execFileSync } = require('node:child_process');
+const { execFile, execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -52,6 +52,22 @@ class StoreDir {
   /** Applies REST-style updates (raw keys), one atomic batch per update. */
   applyUpdates(...updates) {
     this.run(['apply', '--hash-keys', '-'], updates.map((u) => `${JSON.stringify(u)}\n`).join(''));
+  }
+
+  /**
+   * applyUpdates in a child process without blocking this one's event loop (evaluations go on
+   * meanwhile); resolves when the CLI has exited, that is when the write is durable.
+   */
+  applyUpdatesAsync(...updates) {
+    return new Promise((resolve, reject) => {
+      const child = execFile(
+        cliPath(),
+        ['--dir', this.path, 'apply', '--hash-keys', '-'],
+        { encoding: 'utf8' },
+        (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve()),
+      );
+      child.stdin.end(updates.map((u) => `${JSON.stringify(u)}\n`).join(''));
+    });
   }
 
   markSynced(atMs) {

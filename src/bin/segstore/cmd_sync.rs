@@ -9,7 +9,7 @@ use segstore::sync::{
 use segstore::Store;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tracing::level_filters::LevelFilter;
 use tracing::{error, info};
@@ -30,6 +30,8 @@ each event and every 30 s while the stream is healthy.\n\
 Failures are retried: network errors, 408, 429 and 5xx after 10 s growing to 30 s; 401, 403 and \
 other 4xx after 5 min growing to 1 h; each delay less up to 50% at random. Only SIGTERM/SIGINT \
 (exit 0, after the batch in hand) or a store failure (exit 1) end it.\n\
+Proxies: ALL_PROXY, HTTPS_PROXY or HTTP_PROXY (the first set, upper or lower case), with \
+NO_PROXY. HTTPS trusts the built-in Mozilla roots, or those of --ca-file.\n\
 Logs go to stderr; SEGSTORE_LOG=error|warn|info|debug|trace sets the level (default info)."
 )]
 pub struct SyncArgs {
@@ -42,6 +44,10 @@ pub struct SyncArgs {
     /// Create the store if the directory has none.
     #[arg(long)]
     pub init: bool,
+    /// Trust the certificate authorities in this PEM file for HTTPS instead of the built-in
+    /// Mozilla roots (for a TLS-inspecting proxy, or a private mirror of the endpoints).
+    #[arg(long, env = "SEGSTORE_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
     #[command(flatten)]
     pub writer: WriterArgs,
     /// Log level (error, warn, info, debug, trace).
@@ -96,6 +102,11 @@ pub fn run(dir: &Path, args: &SyncArgs) -> CmdResult {
     let mut config = SyncConfig::new(sdk_key);
     config.base_uri = args.base_uri.clone();
     config.stream_uri = args.stream_uri.clone();
+    if let Some(path) = &args.ca_file {
+        let certs =
+            sync::read_ca_file(path).map_err(|e| Failure::usage(format!("--ca-file: {e}")))?;
+        config.ca_certificates = Some(certs);
+    }
     if let Some(ms) = args.heartbeat_ms {
         config.heartbeat = Duration::from_millis(ms);
     }
