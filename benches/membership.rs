@@ -125,5 +125,86 @@ fn main() -> BenchResult<()> {
     );
     drop(store);
     std::fs::remove_dir_all(&dir)?;
+    after_writes(per_segment)?;
+    Ok(())
+}
+
+/// Membership p99 over `calls` random hits, one timer pair per call.
+fn membership_p99(store: &Store, segments: u64, per_segment: u64, seed: u64) -> f64 {
+    let snapshot = store.snapshot();
+    let probes: Vec<Vec<u8>> = probe_indexes(20_000, segments * per_segment, seed)
+        .into_iter()
+        .map(|i| segment_key(i / per_segment, i % per_segment))
+        .collect();
+    let l = measure(1, probes.len(), |_| {
+        |i: usize| {
+            black_box(snapshot.membership(black_box(&probes[i % probes.len()])));
+        }
+    });
+    l.call_p99
+}
+
+/// With the default options (automatic compaction on) and no manual step: how long after a
+/// bulk load of 1,000 segments, and after a sync batch touching 100 of them, membership is
+/// back under 5 µs p99.
+fn after_writes(per_segment: u64) -> BenchResult<()> {
+    const SEGMENTS: u64 = 1_000;
+    const GOAL_NS: f64 = 5_000.0;
+    let dir = bench_root().join("scratch").join("membership-auto");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let store = Store::create(&dir, segstore::Options::default())?;
+    println!("\n### membership after writes, no manual compaction ({SEGMENTS} segments × {per_segment} keys, default options)\n");
+    println!("| after | membership p99 right after | time until p99 ≤ 5 µs | p99 then |");
+    println!("|---|---|---|---|");
+    let wait = |what: &str, store: &Store, seed: u64| -> BenchResult<()> {
+        let written = Instant::now();
+        let first = membership_p99(store, SEGMENTS, per_segment, seed);
+        loop {
+            let p99 = membership_p99(store, SEGMENTS, per_segment, seed + 1);
+            if p99 <= GOAL_NS {
+                println!(
+                    "| {what} | {} | {:.1} s | {} |",
+                    fmt_ns(first),
+                    written.elapsed().as_secs_f64(),
+                    fmt_ns(p99)
+                );
+                return Ok(());
+            }
+            if written.elapsed().as_secs() > 300 {
+                println!(
+                    "| {what} | {} | not within 300 s | {} |",
+                    fmt_ns(first),
+                    fmt_ns(p99)
+                );
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    };
+    for s in 0..SEGMENTS {
+        store.replace_list(
+            &segment_ref(s),
+            None,
+            List::Included,
+            (0..per_segment).map(|j| Ok(segment_key(s, j))),
+        )?;
+    }
+    wait("bulk load of 1,000 segments", &store, 51)?;
+    let mut batch = segstore::Batch::new();
+    for s in (0..SEGMENTS).step_by(10) {
+        for j in 0..10 {
+            batch = batch.add(
+                &segment_ref(s),
+                List::Included,
+                segment_key(s + SEGMENTS, j),
+            );
+        }
+    }
+    store.write(batch)?;
+    wait("a batch adding keys to 100 segments", &store, 61)?;
+    drop(store);
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

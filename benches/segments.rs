@@ -57,7 +57,10 @@ fn fixtures(segments: usize) -> BenchResult<(PathBuf, PathBuf, usize)> {
         std::fs::remove_dir_all(&root)?;
     }
     std::fs::create_dir_all(&root)?;
-    eprintln!("building {segments} segments, {total} keys, in {} ...", root.display());
+    eprintln!(
+        "building {segments} segments, {total} keys, in {} ...",
+        root.display()
+    );
     let started = Instant::now();
     {
         let store = Store::create(&many, build_options())?;
@@ -84,7 +87,8 @@ fn fixtures(segments: usize) -> BenchResult<(PathBuf, PathBuf, usize)> {
     }
     {
         let store = Store::create(&one, build_options())?;
-        let keys = (0..segments).flat_map(|i| (0..size_of(i)).map(move |j| Ok(key(i, j).into_bytes())));
+        let keys =
+            (0..segments).flat_map(|i| (0..size_of(i)).map(move |j| Ok(key(i, j).into_bytes())));
         store.replace_list("everyone.g1", None, List::Included, keys)?;
         store.compact()?;
     }
@@ -158,7 +162,9 @@ fn main() -> BenchResult<()> {
     let segments = segment_count();
     let (many, one, total) = fixtures(segments)?;
     println!("{}", machine());
-    println!("{segments} segments, {total} LD hashes; the baseline: the same keys in one segment\n");
+    println!(
+        "{segments} segments, {total} LD hashes; the baseline: the same keys in one segment\n"
+    );
 
     // Probes: a random segment, then a random key of it (small segments as often as big).
     let probes: Vec<(usize, usize)> = probe_indexes(PROBES, segments as u64, 7)
@@ -173,7 +179,10 @@ fn main() -> BenchResult<()> {
     println!("| store | table files | mappings once open | open, Structure | open, Checksum (default) | membership p50 | p99 | check hit p50 | p99 |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut opens = Vec::new();
-    for (name, dir) in [("1 segment", &one), (&*format!("{segments} segments"), &many)] {
+    for (name, dir) in [
+        ("1 segment", &one),
+        (&*format!("{segments} segments"), &many),
+    ] {
         let structure = open_median(dir, Verification::Structure)?;
         let checksum = open_median(dir, Verification::Checksum)?;
         let reader = ReadOnlyStore::open(dir, options(Verification::Checksum))?;
@@ -183,7 +192,13 @@ fn main() -> BenchResult<()> {
         let single = dir == &one;
         let names: Vec<String> = probes
             .iter()
-            .map(|&(i, _)| if single { "everyone.g1".to_owned() } else { seg(i) })
+            .map(|&(i, _)| {
+                if single {
+                    "everyone.g1".to_owned()
+                } else {
+                    seg(i)
+                }
+            })
             .collect();
         let mut at = 0;
         let (m50, m99) = latency(&probes, |_, _| {

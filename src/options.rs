@@ -16,7 +16,13 @@ pub struct Options {
     /// How tables are checked when first mapped (default [`Verification::Checksum`], which
     /// reads each table file once).
     pub verification: Verification,
-    /// Compact in a background thread when the policy says so (default `true`; writers only).
+    /// Compact in a background thread when the policy says so (default `true`; writers only):
+    /// when the log outgrows `compact_min_log_bytes` and `compact_log_ratio`; when 16 lists
+    /// changed since the membership index was built (or, with no index yet, 16 bulk replaces
+    /// wrote hashed tables), so `membership` is back to one index probe; and when 1,024 small
+    /// bulk-replace files accumulated, which compaction packs (format-spec §5.9). After each
+    /// compaction the compactor rests as long as it took, so it uses at most about half of a
+    /// core.
     pub auto_compact: bool,
     /// Compact once the log holds at least this many bytes... (default 64 MiB)
     pub compact_min_log_bytes: u64,

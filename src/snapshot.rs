@@ -295,6 +295,8 @@ pub struct Snapshot {
     /// Lists the index does not answer for: held in fst tables, or changed since the index
     /// was built. `membership` probes these one by one.
     pub(crate) probe: OrdSet<(Arc<str>, List)>,
+    /// How many of `probe`'s lists are there because they changed since the index was built.
+    pub(crate) changed_since_index: usize,
     pub(crate) cursor: String,
     pub(crate) synchronized_on: Option<u64>,
     /// Sequence number of the last record applied (0 before any).
@@ -540,7 +542,9 @@ impl Snapshot {
             return;
         }
         for list in lists {
-            self.probe.insert((Arc::from(segment), list));
+            if self.probe.insert((Arc::from(segment), list)).is_none() {
+                self.changed_since_index += 1;
+            }
         }
     }
 

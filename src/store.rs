@@ -64,6 +64,9 @@ struct WriterState {
     /// Small tables of their own that the log chain names (bulk replaces since the
     /// manifest): compaction packs them (see [`COMPACT_AFTER_LOG_TABLES`]).
     log_tables: u64,
+    /// Hashed tables that bulk replaces in the log chain wrote: lists the membership index
+    /// does not cover yet (see [`COMPACT_FOR_INDEX_LISTS`]).
+    log_hashed_tables: u64,
     /// Set while a compaction runs: the entries written since it rotated the log.
     since_rotation: Option<Vec<(u64, Entry)>>,
     /// Set after a failure that leaves durability unknown.
@@ -287,6 +290,11 @@ impl Store {
                     .iter()
                     .filter(|t| is_small_own_file(t))
                     .count() as u64,
+                log_hashed_tables: loaded
+                    .log_tables
+                    .iter()
+                    .filter(|t| t.info.kind == TableKind::Hashed)
+                    .count() as u64,
                 since_rotation: None,
                 poisoned: None,
             }),
@@ -305,11 +313,39 @@ impl Store {
                 std::thread::Builder::new()
                     .name("segstore-compactor".into())
                     .spawn(move || {
-                        while rx.recv().is_ok() {
+                        let mut rest_until: Option<std::time::Instant> = None;
+                        // Writes during a compaction do not signal (it takes their state only
+                        // in part): after each, look again whether another is due.
+                        let mut due = false;
+                        loop {
+                            if !due && rx.recv().is_err() {
+                                break;
+                            }
+                            // Rest as long as the last compaction took, so that background
+                            // compaction takes at most about half of one core however often
+                            // writes ask for it; signals meanwhile are merged into one.
+                            while let Some(left) = rest_until
+                                .and_then(|t| t.checked_duration_since(std::time::Instant::now()))
+                            {
+                                if let Err(mpsc::RecvTimeoutError::Disconnected) =
+                                    rx.recv_timeout(left)
+                                {
+                                    return;
+                                }
+                            }
                             while rx.try_recv().is_ok() {}
-                            if let Err(e) = worker.compact() {
+                            let started = std::time::Instant::now();
+                            let compacted = worker.compact();
+                            if let Err(e) = &compacted {
                                 *worker.last_background_error.lock() = Some(e.to_string());
                             }
+                            let took = started.elapsed().min(COMPACTOR_MAX_REST);
+                            rest_until = Some(std::time::Instant::now() + took);
+                            // (After a failure, only the next write tries again.)
+                            due = compacted.is_ok() && {
+                                let w = worker.writer.lock();
+                                w.poisoned.is_none() && worker.wants_compaction(&w)
+                            };
                         }
                     })
                     .map_err(|e| Error::io(&inner.dir, e))?,
@@ -613,6 +649,7 @@ impl Inner {
         w.log_bytes += record.len() as u64;
         if let Entry::ReplaceList { table: Some(t), .. } = &entry {
             w.log_tables += u64::from(is_small_own_file(t));
+            w.log_hashed_tables += u64::from(t.info.kind == TableKind::Hashed);
         }
         if let Some(pending) = w.since_rotation.as_mut() {
             pending.push((seq, entry));
@@ -642,6 +679,18 @@ impl Inner {
             return false;
         }
         if w.log_tables >= COMPACT_AFTER_LOG_TABLES {
+            return true;
+        }
+        // Lists the membership index does not answer for: `membership` probes each of them.
+        let current = self.current.load();
+        let unindexed = match current.index {
+            Some(_) => current.changed_since_index as u64,
+            None if current.segments.len() >= self.options.membership_index_min_lists => {
+                w.log_hashed_tables
+            }
+            None => 0,
+        };
+        if unindexed >= COMPACT_FOR_INDEX_LISTS {
             return true;
         }
         let table_bytes: u64 = w.manifest.tables().map(|t| t.info.file_len).sum();
@@ -690,10 +739,10 @@ impl Inner {
                 w.manifest.clone(),
                 number,
                 first_seq,
-                (w.log_bytes, w.log_tables),
+                (w.log_bytes, w.log_tables, w.log_hashed_tables),
             )
         };
-        let (old_log_bytes, old_log_tables) = old_log_bytes;
+        let (old_log_bytes, old_log_tables, old_log_hashed_tables) = old_log_bytes;
         let built = self.build_compacted(&snapshot, &old_manifest, new_log_number, new_first_seq);
         let (manifest, written) = match built {
             Ok(done) => done,
@@ -738,6 +787,7 @@ impl Inner {
             }
             w.log_bytes = w.log_bytes.saturating_sub(old_log_bytes);
             w.log_tables = w.log_tables.saturating_sub(old_log_tables);
+            w.log_hashed_tables = w.log_hashed_tables.saturating_sub(old_log_hashed_tables);
             w.manifest = manifest.clone();
             self.current.store(Arc::new(next));
         }
@@ -964,6 +1014,15 @@ impl Inner {
 /// their own, which compaction moves into a pack: each file is one more memory mapping in
 /// every process that reads the store (format-spec §5.9).
 const COMPACT_AFTER_LOG_TABLES: u64 = 1024;
+
+/// Auto-compaction also runs once this many lists have changed since the membership index
+/// was built (or, with no index yet, bulk replaces have written this many hashed tables), so
+/// that `membership` is back to one index probe within a compaction's time of any write.
+/// The compactor rests as long as its last compaction took before it starts another.
+const COMPACT_FOR_INDEX_LISTS: u64 = 16;
+
+/// The longest the compactor rests between two compactions.
+const COMPACTOR_MAX_REST: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A table in a file of its own that compaction would move into a pack.
 fn is_small_own_file(t: &TableRef) -> bool {
