@@ -161,6 +161,19 @@ fn latency(probes: &[(usize, usize)], mut f: impl FnMut(usize, usize)) -> (f64, 
 fn main() -> BenchResult<()> {
     let segments = segment_count();
     let (many, one, total) = fixtures(segments)?;
+    // For a profiler: only open the many-segment store, again and again.
+    if let Some(n) = std::env::var("SEGSTORE_BENCH_OPEN_ONLY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        for _ in 0..n {
+            drop(black_box(ReadOnlyStore::open(
+                &many,
+                options(Verification::Checksum),
+            )?));
+        }
+        return Ok(());
+    }
     println!("{}", machine());
     println!(
         "{segments} segments, {total} LD hashes; the baseline: the same keys in one segment\n"

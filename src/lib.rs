@@ -31,6 +31,7 @@ mod options;
 mod overlay;
 mod reader;
 mod recovery;
+mod segment_map;
 mod snapshot;
 mod store;
 mod verify;

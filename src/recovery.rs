@@ -11,6 +11,7 @@ use crate::index::MembershipIndex;
 use crate::io::{Io, IoOp};
 use crate::log::{log_file_name, scan_records, scan_records_repairing, LogHeader, LOG_HEADER_LEN};
 use crate::manifest::Manifest;
+use crate::segment_map::SegmentMap;
 use crate::snapshot::{IndexState, ListState, LoadedTable, SegmentState, Snapshot};
 use crate::table::{Table, TableFile, TableKind, Verification};
 use std::collections::HashMap;
@@ -144,6 +145,8 @@ pub(crate) fn base_snapshot(
         last_seq: manifest.log_first_seq.saturating_sub(1),
         ..Snapshot::default()
     };
+    let mut names: Vec<Arc<str>> = Vec::with_capacity(manifest.segments.len());
+    let mut entries = Vec::with_capacity(manifest.segments.len());
     for record in &manifest.segments {
         let mut lists: [ListState; 2] = Default::default();
         for (slot, table) in lists.iter_mut().zip(&record.tables) {
@@ -158,15 +161,18 @@ pub(crate) fn base_snapshot(
                 )?);
             }
         }
-        snapshot.segments.insert(
-            Arc::from(record.segment.as_str()),
+        let name: Arc<str> = Arc::from(record.segment.as_str());
+        names.push(name.clone());
+        entries.push((
+            name,
             Arc::new(SegmentState {
                 kind: record.kind.clone(),
                 details: record.details.clone(),
                 lists,
             }),
-        );
+        ));
     }
+    snapshot.segments = SegmentMap::from_sorted(entries);
     if let Some(index) = &manifest.index {
         let keys = cache.resolve(
             io,
@@ -177,11 +183,8 @@ pub(crate) fn base_snapshot(
             crate::manifest::MANIFEST_FILE,
         )?;
         let opened = MembershipIndex::open(io, dir, &manifest.store_id, index, keys, verification)?;
-        let ordinals: Vec<Arc<str>> = manifest
-            .segments
-            .iter()
-            .map(|r| Arc::from(r.segment.as_str()))
-            .collect();
+        // The segments' names in manifest order: ordinal i is record i.
+        let ordinals = names;
         // Lists in fst tables are not indexed: membership probes them one by one.
         for (record, segment) in manifest.segments.iter().zip(&ordinals) {
             for (list, table) in List::BOTH.into_iter().zip(&record.tables) {

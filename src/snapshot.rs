@@ -9,8 +9,9 @@ use crate::entry::{Details, Entry, TableRef};
 use crate::error::{Error, Result};
 use crate::index::MembershipIndex;
 use crate::overlay::{Overlay, Run};
+use crate::segment_map::SegmentMap;
 use crate::table::Table;
-use imbl::{OrdMap, OrdSet};
+use imbl::OrdSet;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -289,7 +290,7 @@ pub(crate) struct IndexState {
 /// An immutable view of the whole store at one point in its history.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub(crate) segments: OrdMap<Arc<str>, Arc<SegmentState>>,
+    pub(crate) segments: SegmentMap<SegmentState>,
     /// The membership index of the manifest this snapshot stands on, if any.
     pub(crate) index: Option<Arc<IndexState>>,
     /// Lists the index does not answer for: held in fst tables, or changed since the index
@@ -383,7 +384,7 @@ impl Snapshot {
     fn lists_holding(&self, key: &[u8]) -> Vec<(Arc<str>, bool)> {
         let mut found: Vec<(Arc<str>, bool)> = Vec::new();
         let Some(index) = &self.index else {
-            for (segment, state) in &self.segments {
+            for (segment, state) in self.segments.iter() {
                 for list in List::BOTH {
                     if state.list(list).contains(key) {
                         found.push((segment.clone(), list == List::Included));
@@ -436,8 +437,7 @@ impl Snapshot {
     pub fn generations(&self, key: &str) -> Vec<String> {
         let from: Arc<str> = Arc::from(format!("{key}.g"));
         self.segments
-            .range(from.clone()..)
-            .map(|(segment, _)| segment)
+            .refs_from(from.clone())
             .take_while(|segment| segment.starts_with(&*from))
             .filter(|segment| {
                 let digits = &segment[from.len()..];
@@ -512,9 +512,8 @@ impl Snapshot {
                 self.segments.remove(segment.as_str());
             }
             Entry::SetDetails { segment, details } => {
-                if let Some(state) = self.segments.get_mut(segment.as_str()) {
-                    Arc::make_mut(state).details = details.clone();
-                }
+                self.segments
+                    .update_existing(segment, |state| state.details = details.clone());
             }
             Entry::ReplaceList {
                 segment,
@@ -527,8 +526,9 @@ impl Snapshot {
                     None => None,
                 };
                 self.mark_changed(segment, [*list]);
-                let state = self.segment_entry(segment, kind, None);
-                *state.list_mut(*list) = ListState::from_table(loaded);
+                self.update_segment(segment, kind, None, |state| {
+                    *state.list_mut(*list) = ListState::from_table(loaded);
+                });
             }
             Entry::Rotate { .. } => {}
         }
@@ -555,26 +555,28 @@ impl Snapshot {
                 self.mark_changed(&change.segment, [list]);
             }
         }
-        let state = self.segment_entry(&change.segment, kind, change.name.as_deref());
-        for list in List::BOTH {
-            let lc = change.list(list);
-            state.list_mut(list).apply(&lc.add, &lc.remove);
-        }
+        self.update_segment(&change.segment, kind, change.name.as_deref(), |state| {
+            for list in List::BOTH {
+                let lc = change.list(list);
+                state.list_mut(list).apply(&lc.add, &lc.remove);
+            }
+        });
     }
 
-    /// The segment's state for writing, created (with `kind` and `name`) if missing.
-    fn segment_entry(
+    /// Changes the segment's state, creating it (with `kind` and `name`) if missing.
+    fn update_segment(
         &mut self,
         segment: &str,
         kind: &str,
         name: Option<&str>,
-    ) -> &mut SegmentState {
-        let entry = self.segments.entry(Arc::from(segment)).or_insert_with(|| {
+        change: impl FnOnce(&mut SegmentState),
+    ) {
+        let create = || {
             let mut state = SegmentState::new(kind);
             state.details.name = name.map(str::to_owned);
-            Arc::new(state)
-        });
-        Arc::make_mut(entry)
+            state
+        };
+        self.segments.update(segment, create, change);
     }
 }
 

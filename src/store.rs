@@ -905,7 +905,7 @@ impl Inner {
                     .filter_map(|l| l.table.as_deref()),
             );
             let mut moved = 0usize;
-            for (segment, state) in &snapshot.segments {
+            for (segment, state) in snapshot.segments.iter() {
                 let mut tables = [None, None];
                 for (slot, list) in tables.iter_mut().zip(&state.lists) {
                     *slot = if list.overlay_is_empty() {
