@@ -117,6 +117,43 @@ fn run_shape(shape: Shape, n: u64, rows: &mut Vec<Row>) -> BenchResult<()> {
             push("HashSet miss", threads, l);
         }
     }
+    // The same lookups with the tables copied into anonymous huge pages (Residency::
+    // AnonymousHugePages), beside the page-cache mapping whose folios may have split since
+    // the fixture was written; the huge-page figures of the process before and after.
+    println!("\npage cache reader: {}", huge_page_report());
+    let anon_reader = ReadOnlyStore::open(
+        fixture.store_dir(),
+        segstore::Options {
+            poll_interval: None,
+            residency: segstore::Residency::AnonymousHugePages,
+            ..segstore::Options::default()
+        },
+    )?;
+    println!(
+        "with a second reader in anonymous huge pages: {}\n",
+        huge_page_report()
+    );
+    let anon = anon_reader.snapshot();
+    let l = measure(1, calls, |_| {
+        |i: usize| {
+            assert_eq!(
+                anon.check(SEGMENT, black_box(&hits[i & mask])),
+                Status::Included
+            )
+        }
+    });
+    push("segstore check hit, AnonymousHugePages", 1, l);
+    let l = measure(1, calls, |_| {
+        |i: usize| {
+            assert_eq!(
+                anon.check(SEGMENT, black_box(&misses[i & mask])),
+                Status::Unknown
+            )
+        }
+    });
+    push("segstore check miss, AnonymousHugePages", 1, l);
+    drop(anon);
+    drop(anon_reader);
     if shape == Shape::LdHash {
         let l = measure(1, calls, |_| {
             |i: usize| {

@@ -41,5 +41,5 @@ pub use options::Options;
 pub use reader::ReadOnlyStore;
 pub use snapshot::{ListKeys, Membership, Mentions, Metadata, SegmentInfo, Snapshot, Status};
 pub use store::{CompactionStats, ReplaceStats, Store};
-pub use table::{TableKind, Verification};
+pub use table::{Residency, TableKind, Verification};
 pub use verify::{stats, verify, FileStats, Problem, StoreStats};

@@ -1,7 +1,7 @@
 //! Options for opening a store.
 
 use crate::io::{FaultInjector, Io};
-use crate::table::Verification;
+use crate::table::{Residency, Verification};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,11 @@ pub struct Options {
     /// How tables are checked when first mapped (default [`Verification::Checksum`], which
     /// reads each table file once).
     pub verification: Verification,
+    /// Where this process keeps table files' bytes (default [`Residency::PageCache`]:
+    /// mapped, shared, no anonymous memory). [`Residency::AnonymousHugePages`] copies each
+    /// into huge-page-advised anonymous memory at open, so lookups keep 2 MiB TLB entries
+    /// however the page cache's folios split, at the cost of the tables' size in RSS.
+    pub residency: Residency,
     /// Compact in a background thread when the policy says so (default `true`; writers only):
     /// when the log outgrows `compact_min_log_bytes` and `compact_log_ratio`; when 16 lists
     /// changed since the membership index was built (or, with no index yet, 16 bulk replaces
@@ -63,6 +68,7 @@ impl Default for Options {
         Options {
             sync: true,
             verification: Verification::Checksum,
+            residency: Residency::PageCache,
             auto_compact: true,
             compact_min_log_bytes: 64 << 20,
             compact_log_ratio: 0.25,

@@ -146,7 +146,7 @@ impl ReadOnlyStore {
     /// thread follows the writer.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<ReadOnlyStore> {
         let dir = dir.as_ref().to_owned();
-        let (snapshot, follow) = load_follow(&dir, &options, TableCache::default())?;
+        let (snapshot, follow) = load_follow(&dir, &options, TableCache::new(options.residency))?;
         let inner = Arc::new(ReaderInner {
             io: options.io(),
             dir,

@@ -13,7 +13,7 @@ use crate::log::{log_file_name, scan_records, scan_records_repairing, LogHeader,
 use crate::manifest::Manifest;
 use crate::segment_map::SegmentMap;
 use crate::snapshot::{IndexState, ListState, LoadedTable, SegmentState, Snapshot};
-use crate::table::{Table, TableFile, TableKind, Verification};
+use crate::table::{Residency, Table, TableFile, TableKind, Verification};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,9 +24,18 @@ use std::sync::Arc;
 pub(crate) struct TableCache {
     tables: HashMap<(u64, u64), Arc<LoadedTable>>,
     files: HashMap<u64, Arc<TableFile>>,
+    residency: Residency,
 }
 
 impl TableCache {
+    /// An empty cache that keeps the files it opens where `residency` says.
+    pub fn new(residency: Residency) -> Self {
+        TableCache {
+            residency,
+            ..TableCache::default()
+        }
+    }
+
     /// The table `table_ref` names, opened (and verified) on first use.
     pub fn resolve(
         &mut self,
@@ -86,7 +95,7 @@ impl TableCache {
         }
         io.check(IoOp::Read, &path)
             .map_err(|e| Error::io(&path, e))?;
-        let file = TableFile::open(&path)?;
+        let file = TableFile::open_in(&path, self.residency)?;
         self.files.insert(file_id, file.clone());
         Ok(file)
     }

@@ -252,7 +252,7 @@ impl Store {
         let lock = HeldLock::new(dir.join(LOCK_FILE), lock_dir(&dir)?)?;
         let io = options.io();
         let manifest = Manifest::load(&io, &dir)?;
-        let mut cache = TableCache::default();
+        let mut cache = TableCache::new(options.residency);
         let loaded = load(
             &io,
             &dir,

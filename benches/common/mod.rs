@@ -243,6 +243,37 @@ pub fn rss_anon_kib() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// `(FilePmdMapped, AnonHugePages, RssAnon)` of this process in KiB (`/proc/self/smaps_rollup`):
+/// file pages mapped as 2 MiB huge pages, anonymous memory in transparent huge pages, and all
+/// anonymous memory.
+pub fn huge_page_kib() -> Option<(u64, u64, u64)> {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some((
+        field("FilePmdMapped:")?,
+        field("AnonHugePages:")?,
+        rss_anon_kib()?,
+    ))
+}
+
+/// [`huge_page_kib`] for a report line.
+pub fn huge_page_report() -> String {
+    match huge_page_kib() {
+        Some((file, anon, rss)) => format!(
+            "FilePmdMapped {:.1} MiB, AnonHugePages {:.1} MiB, RssAnon {:.1} MiB",
+            file as f64 / 1024.0,
+            anon as f64 / 1024.0,
+            rss as f64 / 1024.0
+        ),
+        None => "smaps_rollup unavailable".into(),
+    }
+}
+
 /// The machine, for reports: CPU model and core count.
 pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

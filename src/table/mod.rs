@@ -219,10 +219,30 @@ struct Footer {
     bucket_bits: u32,
 }
 
+/// Where a process keeps the bytes of its table files (see [`crate::Options::residency`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Residency {
+    /// Mapped from the page cache (the default): shared by every process on the host, no
+    /// anonymous memory. Lookups get 2 MiB TLB entries while the page cache holds the file in
+    /// 2 MiB folios, which reclaim and memory pressure split over time.
+    #[default]
+    PageCache,
+    /// Copied at open into anonymous memory advised for transparent huge pages
+    /// (`MADV_HUGEPAGE`): the process's resident anonymous memory grows by the size of every
+    /// table file over 64 KiB it opens, in exchange for huge-page TLB entries that do not
+    /// depend on the page cache. Tables a writer builds itself are mapped from the page cache
+    /// until the next open. Linux only; elsewhere the same as `PageCache`.
+    AnonymousHugePages,
+}
+
 /// A table file's bytes, as this process reads them.
 enum FileBytes {
     /// Mapped read-only: a large file, shared with the page cache.
     Mapped(Mmap),
+    /// Copied into anonymous memory advised for huge pages ([`Residency::AnonymousHugePages`]):
+    /// the file's bytes are `map[start..start + len]`, `start` putting them on a 2 MiB
+    /// boundary.
+    Anonymous { map: Mmap, start: usize, len: usize },
     /// Read into memory: a file of at most [`READ_MAX`] bytes, which then takes no mapping
     /// (a process may hold only so many, `vm.max_map_count`; format-spec §5.7).
     Read(Box<[u8]>),
@@ -255,6 +275,12 @@ impl TableFile {
     /// file while it is open (segstore never does; another program doing so may crash the
     /// process with `SIGBUS`, as with any memory-mapped file).
     pub fn open(path: &Path) -> Result<Arc<TableFile>> {
+        TableFile::open_in(path, Residency::PageCache)
+    }
+
+    /// As [`open`](TableFile::open), keeping a file over [`READ_MAX`] bytes where
+    /// `residency` says.
+    pub fn open_in(path: &Path, residency: Residency) -> Result<Arc<TableFile>> {
         let corrupt = |d: String| Error::corrupt(path, d);
         let mut file = crate::io::open_read(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
@@ -270,6 +296,8 @@ impl TableFile {
                 )));
             }
             FileBytes::Read(buf.into_boxed_slice())
+        } else if residency == Residency::AnonymousHugePages && cfg!(target_os = "linux") {
+            copy_to_huge_pages(path, &mut file, len_usize)?
         } else {
             // SAFETY: the map is read-only, and table files are immutable once finished: a
             // TableBuilder or PackWriter writes a file once, fsyncs it, and segstore never
@@ -298,6 +326,9 @@ impl TableFile {
         match &self.bytes {
             FileBytes::Mapped(map) => map,
             FileBytes::Read(buf) => buf,
+            FileBytes::Anonymous { map, start, len } => map
+                .get(*start..start.saturating_add(*len))
+                .unwrap_or_default(),
         }
     }
 
@@ -311,7 +342,8 @@ impl TableFile {
         self.bytes().is_empty()
     }
 
-    /// Whether the file takes a memory mapping (else it was read into memory).
+    /// Whether the file is mapped from the page cache (else it was read or copied into
+    /// memory).
     pub fn is_mapped(&self) -> bool {
         matches!(self.bytes, FileBytes::Mapped(_))
     }
@@ -326,6 +358,29 @@ impl TableFile {
             advise(map, advice);
         }
     }
+}
+
+/// Copies the `len`-byte file into a fresh anonymous mapping advised for transparent huge
+/// pages, starting on a 2 MiB boundary so that whole huge pages back it.
+fn copy_to_huge_pages(path: &Path, file: &mut std::fs::File, len: usize) -> Result<FileBytes> {
+    const HUGE: usize = 2 << 20;
+    let io = |e| Error::io(path, e);
+    let total = len
+        .checked_add(HUGE)
+        .ok_or_else(|| Error::corrupt(path, "too large to copy into memory"))?;
+    let mut map = memmap2::MmapMut::map_anon(total).map_err(io)?;
+    #[cfg(unix)]
+    {
+        // A hint: without huge pages the copy still works, with 4 KiB pages.
+        let _ = map.advise(memmap2::Advice::HugePage);
+    }
+    let start = (HUGE - (map.as_ptr() as usize % HUGE)) % HUGE;
+    let dest = map
+        .get_mut(start..start + len)
+        .ok_or_else(|| Error::corrupt(path, "copy out of bounds"))?;
+    std::io::Read::read_exact(file, dest).map_err(io)?;
+    let map = map.make_read_only().map_err(io)?;
+    Ok(FileBytes::Anonymous { map, start, len })
 }
 
 /// A byte range of a shared table file: the fst's backing bytes.

@@ -1,0 +1,92 @@
+//! `Residency::AnonymousHugePages`: tables copied into anonymous memory answer exactly as
+//! mapped ones, cost their size in anonymous memory, and are checked the same way.
+
+mod scratch;
+
+use segstore::{context_hash, List, Options, ReadOnlyStore, Residency, Status, Store};
+
+fn rss_anon_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn options(residency: Residency) -> Options {
+    Options {
+        poll_interval: None,
+        residency,
+        ..Options::default()
+    }
+}
+
+fn key(i: u64) -> String {
+    context_hash(&format!("user-{i}"))
+}
+
+#[test]
+fn tables_in_anonymous_huge_pages_answer_as_mapped_ones() {
+    const N: u64 = 300_000;
+    let dir = scratch::dir();
+    {
+        let store = Store::create(dir.path(), Options::default()).unwrap();
+        store
+            .replace_list(
+                "big.g1",
+                None,
+                List::Included,
+                (0..N).map(|i| Ok(key(i).into_bytes())),
+            )
+            .unwrap();
+        store
+            .replace_list("small.g1", None, List::Excluded, [Ok(key(7).into_bytes())])
+            .unwrap();
+    }
+    let table_bytes = segstore::stats(dir.path()).unwrap().table_bytes;
+    assert!(table_bytes > 9 << 20, "{table_bytes}");
+
+    let mapped = ReadOnlyStore::open(dir.path(), options(Residency::PageCache)).unwrap();
+    let before = rss_anon_kib();
+    let copied = ReadOnlyStore::open(dir.path(), options(Residency::AnonymousHugePages)).unwrap();
+    let grown = rss_anon_kib().saturating_sub(before) * 1024;
+    // The big table is in anonymous memory now (the small one is read, as always).
+    assert!(
+        grown >= table_bytes * 9 / 10,
+        "RssAnon grew by {grown} B for {table_bytes} B"
+    );
+
+    let (m, c) = (mapped.snapshot(), copied.snapshot());
+    for i in (0..N + 1000).step_by(37) {
+        let k = key(i);
+        for segment in ["big.g1", "small.g1"] {
+            assert_eq!(
+                m.check(segment, k.as_bytes()),
+                c.check(segment, k.as_bytes())
+            );
+        }
+    }
+    assert_eq!(c.check("big.g1", key(5).as_bytes()), Status::Included);
+    assert_eq!(c.check("small.g1", key(7).as_bytes()), Status::Excluded);
+    assert_eq!(
+        c.export("big.g1", List::Included).unwrap().count() as u64,
+        N
+    );
+    drop((m, c, mapped, copied));
+
+    // The copy is checked as the mapping is: a damaged byte fails the open.
+    let table = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::metadata(p).unwrap().len() > 9 << 20)
+        .unwrap();
+    let mut bytes = std::fs::read(&table).unwrap();
+    bytes[4096] ^= 1;
+    std::fs::write(&table, &bytes).unwrap();
+    let err = ReadOnlyStore::open(dir.path(), options(Residency::AnonymousHugePages)).unwrap_err();
+    assert!(
+        matches!(err, segstore::Error::ChecksumMismatch { .. }),
+        "{err}"
+    );
+}
