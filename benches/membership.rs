@@ -38,6 +38,19 @@ fn segment_ref(s: u64) -> String {
     format!("segment-{s:04}.g1")
 }
 
+/// Bulk loads segments `range`, `per_segment` keys each.
+fn load_segments(store: &Store, range: std::ops::Range<u64>, per_segment: u64) -> BenchResult<()> {
+    for s in range {
+        store.replace_list(
+            &segment_ref(s),
+            None,
+            List::Included,
+            (0..per_segment).map(|j| Ok(segment_key(s, j))),
+        )?;
+    }
+    Ok(())
+}
+
 fn keys_per_segment() -> u64 {
     std::env::var("SEGSTORE_BENCH_SEGMENT_KEYS")
         .ok()
@@ -62,16 +75,8 @@ fn main() -> BenchResult<()> {
     let mut compactions = Vec::new();
     for segments in [10u64, 100, 1_000] {
         let started = Instant::now();
-        while built < segments {
-            let s = built;
-            store.replace_list(
-                &segment_ref(s),
-                None,
-                List::Included,
-                (0..per_segment).map(|j| Ok(segment_key(s, j))),
-            )?;
-            built += 1;
-        }
+        load_segments(&store, built..segments, per_segment)?;
+        built = segments;
         build_secs += started.elapsed().as_secs_f64();
         let started = Instant::now();
         store.compact()?;
@@ -183,14 +188,7 @@ fn after_writes(per_segment: u64) -> BenchResult<()> {
             std::thread::sleep(std::time::Duration::from_millis(250));
         }
     };
-    for s in 0..SEGMENTS {
-        store.replace_list(
-            &segment_ref(s),
-            None,
-            List::Included,
-            (0..per_segment).map(|j| Ok(segment_key(s, j))),
-        )?;
-    }
+    load_segments(&store, 0..SEGMENTS, per_segment)?;
     wait("bulk load of 1,000 segments", &store, 51)?;
     let mut batch = segstore::Batch::new();
     for s in (0..SEGMENTS).step_by(10) {

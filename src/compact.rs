@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::xxh3_64;
 
 /// An unchanged table of a file of its own stays there at compaction when it is larger than
 /// this; a smaller one is copied into a pack (format-spec §5.9).
@@ -131,11 +131,8 @@ impl<'a> PackWriter<'a> {
         if keys.peek().is_none() {
             return Ok(None);
         }
-        let width = match kind {
-            TableKind::Hashed => 32,
-            TableKind::Uuid => 16,
-            TableKind::Fst => 8,
-        };
+        // Only for alignment: a dense table's code width, a rough 8 bytes a key for fst.
+        let width = kind.scheme().map_or(8, |s| s.code_len() as u64);
         let (file_id, offset, path, writer) =
             self.start_table(expected_len.saturating_mul(width))?;
         let mut builder =
@@ -157,9 +154,7 @@ impl<'a> PackWriter<'a> {
     pub fn copy(&mut self, table: &LoadedTable) -> Result<TableRef> {
         let info = table.table_ref.info;
         let bytes = table.table.bytes();
-        let mut hasher = Xxh3::new();
-        hasher.update(bytes);
-        let found = hasher.digest();
+        let found = xxh3_64(bytes);
         if bytes.len() as u64 != info.file_len || found != info.checksum {
             return Err(Error::ChecksumMismatch {
                 path: table.table.path().to_path_buf(),

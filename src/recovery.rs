@@ -53,18 +53,13 @@ impl TableCache {
             }
         }
         let file = self.file(io, dir, table_ref.file_id, referenced_by)?;
-        let expected = &table_ref.info;
-        if table_ref.offset == 0 && file.len() != expected.file_len {
-            return Err(Error::corrupt(
-                file.path(),
-                format!(
-                    "file is {} bytes, the manifest says {}",
-                    file.len(),
-                    expected.file_len
-                ),
-            ));
-        }
-        let table = Table::open_in(&file, table_ref.offset, store_id, expected, verification)?;
+        let table = Table::open_in(
+            &file,
+            table_ref.offset,
+            store_id,
+            &table_ref.info,
+            verification,
+        )?;
         let loaded = Arc::new(LoadedTable {
             table_ref: *table_ref,
             table,

@@ -66,7 +66,7 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
     // One open file per table file, shared by the tables of a pack (format-spec §5.9).
     let mut cache = TableCache::default();
     let mut checked = BTreeSet::new();
-    let mut check_table = |table: &TableRef, problems: &mut Vec<Problem>| {
+    let mut check_table = |table: &TableRef, referenced_by: &str, problems: &mut Vec<Problem>| {
         if !checked.insert((table.file_id, table.offset)) {
             return;
         }
@@ -77,17 +77,17 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
             &manifest.store_id,
             table,
             Verification::Checksum,
-            MANIFEST_FILE,
+            referenced_by,
         );
         if let Err(e) = opened.and_then(|t| t.table.check_contents()) {
             problems.push(Problem::from_error(&path, &e));
         }
     };
     for table in manifest.tables() {
-        check_table(table, &mut problems);
+        check_table(table, MANIFEST_FILE, &mut problems);
     }
     if let Some(index) = &manifest.index {
-        check_table(&index.keys, &mut problems);
+        check_table(&index.keys, MANIFEST_FILE, &mut problems);
         // Only over tables whose checksums all passed: the cross-check iterates them.
         if problems.is_empty() {
             let mut cache = TableCache::default();
@@ -157,7 +157,9 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
         let mut next_log = None;
         for (_, entry) in &scan.records {
             match entry {
-                Entry::ReplaceList { table: Some(t), .. } => check_table(t, &mut problems),
+                Entry::ReplaceList { table: Some(t), .. } => {
+                    check_table(t, &log_file_name(number), &mut problems)
+                }
                 Entry::Rotate { next_log: n } => next_log = Some(*n),
                 _ => {}
             }

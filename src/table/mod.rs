@@ -230,8 +230,9 @@ pub enum Residency {
     /// Copied at open into anonymous memory advised for transparent huge pages
     /// (`MADV_HUGEPAGE`): the process's resident anonymous memory grows by the size of every
     /// table file over 64 KiB it opens, in exchange for huge-page TLB entries that do not
-    /// depend on the page cache. Tables a writer builds itself are mapped from the page cache
-    /// until the next open. Linux only; elsewhere the same as `PageCache`.
+    /// depend on the page cache. A table a bulk replace writes in this process is mapped from
+    /// the page cache until the next open (compaction's tables are copied). Linux only;
+    /// elsewhere the same as `PageCache`.
     AnonymousHugePages,
 }
 
@@ -340,12 +341,6 @@ impl TableFile {
     /// Whether the file is empty (no table file is).
     pub fn is_empty(&self) -> bool {
         self.bytes().is_empty()
-    }
-
-    /// Whether the file is mapped from the page cache (else it was read or copied into
-    /// memory).
-    pub fn is_mapped(&self) -> bool {
-        matches!(self.bytes, FileBytes::Mapped(_))
     }
 
     /// The file's path.
@@ -667,24 +662,13 @@ impl Table {
         expected: &TableInfo,
         verification: Verification,
     ) -> Result<Table> {
-        let file = TableFile::open(path)?;
-        if file.len() != expected.file_len {
-            return Err(Error::corrupt(
-                path,
-                format!(
-                    "file is {} bytes, the manifest says {}",
-                    file.len(),
-                    expected.file_len
-                ),
-            ));
-        }
-        Table::open_in(&file, 0, store_id, expected, verification)
+        Table::open_in(&TableFile::open(path)?, 0, store_id, expected, verification)
     }
 
     /// Opens the table that starts at byte `offset` of `file` (a pack, format-spec §5.9, or
-    /// at 0 a file of its own) and is `expected.file_len` bytes long, with the checks of
-    /// [`Table::open`] applied to those bytes. Errors name the file and, for a table inside
-    /// a pack, its offset.
+    /// at 0 a file of its own, which must then be exactly `expected.file_len` bytes) and is
+    /// `expected.file_len` bytes long, with the checks of [`Table::open`] applied to those
+    /// bytes. Errors name the file and, for a table inside a pack, its offset.
     pub fn open_in(
         file: &Arc<TableFile>,
         offset: u64,
@@ -696,6 +680,12 @@ impl Table {
         let placed = |e: Error| place_error(e, offset);
         let corrupt = |d: String| placed(Error::corrupt(path, d));
         let len = expected.file_len;
+        if offset == 0 && file.len() != len {
+            return Err(corrupt(format!(
+                "file is {} bytes, the manifest says {len}",
+                file.len()
+            )));
+        }
         if len < (HEADER_LEN + FOOTER_LEN) as u64 {
             return Err(corrupt(format!("{len} bytes: too short for a table")));
         }
@@ -710,7 +700,7 @@ impl Table {
                 ))
             })?;
         let base = region.start;
-        let own_file = base == 0 && region.end as u64 == file.len();
+        let own_file = base == 0;
         if base != 0 {
             if base < PACK_HEADER_LEN {
                 return Err(corrupt(format!(
