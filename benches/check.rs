@@ -41,7 +41,7 @@ fn bench_shape(c: &mut Criterion, shape: Shape, n: u64) -> BenchResult<()> {
         b.iter(|| {
             i = (i + 1) & mask;
             assert_eq!(
-                snapshot.check(SEGMENT, black_box(&hits[i])),
+                snapshot.check(SEGMENT, black_box(&hits[i])).unwrap(),
                 Status::Included
             );
         })
@@ -51,7 +51,7 @@ fn bench_shape(c: &mut Criterion, shape: Shape, n: u64) -> BenchResult<()> {
         b.iter(|| {
             i = (i + 1) & mask;
             assert_eq!(
-                snapshot.check(SEGMENT, black_box(&misses[i])),
+                snapshot.check(SEGMENT, black_box(&misses[i])).unwrap(),
                 Status::Unknown
             );
         })

@@ -121,7 +121,7 @@ fn child(spec: &str) -> BenchResult<()> {
         let snap = r.snapshot();
         let f = open_fst(&tiny.fst_path(), fst_random)?;
         for p in &tiny_probes {
-            black_box(snap.check(SEGMENT, p));
+            black_box(snap.check(SEGMENT, p).unwrap());
             black_box(f.contains(p));
         }
     }
@@ -139,7 +139,7 @@ fn child(spec: &str) -> BenchResult<()> {
             open_ns = t.elapsed().as_nanos() as u64;
             for p in &probes {
                 let t = Instant::now();
-                let s = snap.check(SEGMENT, black_box(p));
+                let s = snap.check(SEGMENT, black_box(p)).unwrap();
                 times.push(t.elapsed().as_nanos() as u64);
                 if s != Status::Included {
                     return Err("a probe key was not found".into());

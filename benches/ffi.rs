@@ -69,7 +69,14 @@ fn bench_store(c: &mut Criterion, segments: usize) {
     let segment_c = CString::new(segment.clone()).unwrap();
 
     let reader = ReadOnlyStore::open(dir.path(), Options::default()).unwrap();
-    assert_eq!(reader.snapshot().membership(probe.as_bytes()).len(), 3);
+    assert_eq!(
+        reader
+            .snapshot()
+            .membership(probe.as_bytes())
+            .unwrap()
+            .len(),
+        3
+    );
     let dir_c = CString::new(dir.path().to_str().unwrap()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     let handle = unsafe { segstore_open_read_only(dir_c.as_ptr()) };
@@ -78,7 +85,10 @@ fn bench_store(c: &mut Criterion, segments: usize) {
     let mut group = c.benchmark_group("membership");
     group.bench_function(id("rust"), |b| {
         b.iter(|| {
-            let m = reader.snapshot().membership(black_box(probe.as_bytes()));
+            let m = reader
+                .snapshot()
+                .membership(black_box(probe.as_bytes()))
+                .unwrap();
             black_box(m.len())
         })
     });
@@ -118,6 +128,7 @@ fn bench_store(c: &mut Criterion, segments: usize) {
             reader
                 .snapshot()
                 .check(black_box(&segment), black_box(probe.as_bytes()))
+                .unwrap()
         })
     });
     group.bench_function(id("c_abi"), |b| {

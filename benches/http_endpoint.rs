@@ -106,7 +106,9 @@ fn main() -> BenchResult<()> {
                 let seen: Vec<String> = pending
                     .keys()
                     .filter(|m| {
-                        snapshot.check("load.g1", segstore::context_hash(m).as_bytes())
+                        snapshot
+                            .check("load.g1", segstore::context_hash(m).as_bytes())
+                            .unwrap()
                             == segstore::Status::Included
                     })
                     .cloned()

@@ -86,14 +86,16 @@ fn run_shape(shape: Shape, n: u64, rows: &mut Vec<Row>) -> BenchResult<()> {
     for threads in [1, 2] {
         let l = measure(threads, calls, |_| {
             |i: usize| {
-                let s = snapshot.check(SEGMENT, black_box(&hits[i & mask]));
+                let s = snapshot.check(SEGMENT, black_box(&hits[i & mask])).unwrap();
                 assert_eq!(s, Status::Included);
             }
         });
         push("segstore check hit", threads, l);
         let l = measure(threads, calls, |_| {
             |i: usize| {
-                let s = snapshot.check(SEGMENT, black_box(&misses[i & mask]));
+                let s = snapshot
+                    .check(SEGMENT, black_box(&misses[i & mask]))
+                    .unwrap();
                 assert_eq!(s, Status::Unknown);
             }
         });
@@ -137,7 +139,7 @@ fn run_shape(shape: Shape, n: u64, rows: &mut Vec<Row>) -> BenchResult<()> {
     let l = measure(1, calls, |_| {
         |i: usize| {
             assert_eq!(
-                anon.check(SEGMENT, black_box(&hits[i & mask])),
+                anon.check(SEGMENT, black_box(&hits[i & mask])).unwrap(),
                 Status::Included
             )
         }
@@ -146,7 +148,7 @@ fn run_shape(shape: Shape, n: u64, rows: &mut Vec<Row>) -> BenchResult<()> {
     let l = measure(1, calls, |_| {
         |i: usize| {
             assert_eq!(
-                anon.check(SEGMENT, black_box(&misses[i & mask])),
+                anon.check(SEGMENT, black_box(&misses[i & mask])).unwrap(),
                 Status::Unknown
             )
         }
@@ -157,7 +159,7 @@ fn run_shape(shape: Shape, n: u64, rows: &mut Vec<Row>) -> BenchResult<()> {
     if shape == Shape::LdHash {
         let l = measure(1, calls, |_| {
             |i: usize| {
-                let m = snapshot.membership(black_box(&hits[i & mask]));
+                let m = snapshot.membership(black_box(&hits[i & mask])).unwrap();
                 assert_eq!(m.get(SEGMENT), Some(true));
             }
         });

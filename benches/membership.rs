@@ -100,14 +100,14 @@ fn main() -> BenchResult<()> {
         let l = measure(1, calls, |_| {
             |i: usize| {
                 let (segment, key) = &probes[i & mask];
-                let m = snapshot.membership(black_box(key));
+                let m = snapshot.membership(black_box(key)).unwrap();
                 assert_eq!(m.get(segment), Some(true));
             }
         });
         print_latency_row(&format!("membership hit, {segments} segments"), 1, &l);
         let l = measure(1, calls, |_| {
             |i: usize| {
-                let m = snapshot.membership(black_box(&misses[i & mask]));
+                let m = snapshot.membership(black_box(&misses[i & mask])).unwrap();
                 assert!(m.is_empty());
             }
         });
@@ -115,7 +115,10 @@ fn main() -> BenchResult<()> {
         let l = measure(1, 400_000, |_| {
             |i: usize| {
                 let (segment, key) = &probes[i & mask];
-                assert_eq!(snapshot.check(segment, black_box(key)), Status::Included);
+                assert_eq!(
+                    snapshot.check(segment, black_box(key)).unwrap(),
+                    Status::Included
+                );
             }
         });
         print_latency_row(&format!("check hit, one of {segments} segments"), 1, &l);
@@ -143,7 +146,11 @@ fn membership_p99(store: &Store, segments: u64, per_segment: u64, seed: u64) -> 
         .collect();
     let l = measure(1, probes.len(), |_| {
         |i: usize| {
-            black_box(snapshot.membership(black_box(&probes[i % probes.len()])));
+            black_box(
+                snapshot
+                    .membership(black_box(&probes[i % probes.len()]))
+                    .unwrap(),
+            );
         }
     });
     l.call_p99

@@ -167,13 +167,21 @@ fn apply_and_compact(n: u64, sections: &[String]) -> BenchResult<()> {
                 let snapshot = reader.snapshot();
                 let t = Instant::now();
                 for _ in 0..BATCH {
-                    black_box(snapshot.check(SEGMENT, black_box(&probes[i & mask])));
+                    black_box(
+                        snapshot
+                            .check(SEGMENT, black_box(&probes[i & mask]))
+                            .unwrap(),
+                    );
                     i += 1;
                 }
                 let ns = t.elapsed().as_nanos() as u64;
                 let _ = h.batch[p].record((ns * 1000 / BATCH as u64).max(1));
                 let t = Instant::now();
-                black_box(snapshot.check(SEGMENT, black_box(&probes[i & mask])));
+                black_box(
+                    snapshot
+                        .check(SEGMENT, black_box(&probes[i & mask]))
+                        .unwrap(),
+                );
                 let ns = t.elapsed().as_nanos() as u64;
                 i += 1;
                 let _ = h.single[p].record((ns.saturating_sub(overhead) * 1000).max(1));

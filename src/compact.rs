@@ -292,6 +292,6 @@ pub(crate) fn compact_list(
     packs.build(
         merged_kind(list, &overlay),
         expected,
-        list.keys_with(overlay).map(Ok),
+        list.keys_with(overlay)?.map(Ok),
     )
 }

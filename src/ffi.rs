@@ -295,7 +295,11 @@ pub unsafe extern "C" fn segstore_get_membership(
         let reader = unsafe { reader_arg(reader) }?;
         // SAFETY: forwarded from the caller.
         let key = unsafe { key_arg(context_hash, "context_hash") }?;
-        let membership = reader.store.snapshot().membership(key.as_bytes());
+        let membership = reader
+            .store
+            .snapshot()
+            .membership(key.as_bytes())
+            .map_err(|e| e.to_string())?;
         let owned = OwnedMembership::build(&membership);
         Ok(Box::into_raw(owned).cast::<SegstoreMembership>())
     })
@@ -338,7 +342,12 @@ pub unsafe extern "C" fn segstore_check(
         // SAFETY: forwarded from the caller.
         let key = unsafe { key_arg(key, "key") }?;
         Ok(
-            match reader.store.snapshot().check(segment, key.as_bytes()) {
+            match reader
+                .store
+                .snapshot()
+                .check(segment, key.as_bytes())
+                .map_err(|e| e.to_string())?
+            {
                 Status::Included => SEGSTORE_INCLUDED,
                 Status::Excluded => SEGSTORE_EXCLUDED,
                 Status::Unknown => SEGSTORE_UNKNOWN,

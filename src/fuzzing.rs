@@ -339,10 +339,10 @@ fn exercise_table_file(file: &[u8], store_id: &[u8; 16], info: &TableInfo) {
         let sound = verify_table(&path, store_id, info).is_ok();
         exercise_table(&table, file, sound);
     }
-    if info.kind != TableKind::Fst {
-        if let Ok(table) = Table::open(&path, store_id, info, Verification::Structure) {
-            exercise_table(&table, file, false);
-        }
+    // Structure opens check blocks on first touch (fst bodies whole): lookups may fail, but
+    // never panic.
+    if let Ok(table) = Table::open(&path, store_id, info, Verification::Structure) {
+        exercise_table(&table, file, false);
     }
 }
 
@@ -351,15 +351,22 @@ fn exercise_table_file(file: &[u8], store_id: &[u8; 16], info: &TableInfo) {
 /// `contains` and by `keys_from` at itself.
 fn exercise_table(table: &Table, input: &[u8], sound: bool) {
     let mut keys = Vec::new();
-    for key in table.keys().take(MAX_KEYS_READ) {
+    let Ok(all) = table.keys() else {
+        assert!(!sound, "keys() of a sound table failed");
+        return;
+    };
+    for key in all.take(MAX_KEYS_READ) {
         keys.push(key);
     }
     let mut probes: Vec<Vec<u8>> = vec![Vec::new(), b"a".to_vec(), vec![0xff; 44]];
     probes.extend(input.chunks(44).take(8).map(<[u8]>::to_vec));
     probes.extend(keys.iter().take(64).cloned());
     for probe in &probes {
-        let found = table.contains(probe);
-        let from: Vec<Vec<u8>> = table.keys_from(probe).take(3).collect();
+        let (Ok(found), Ok(from)) = (table.contains(probe), table.keys_from(probe)) else {
+            assert!(!sound, "a lookup in a sound table failed");
+            continue;
+        };
+        let from: Vec<Vec<u8>> = from.take(3).collect();
         if sound {
             assert_eq!(
                 found,
@@ -774,7 +781,10 @@ fn read_state(snap: &Snapshot, trust: Trust) -> State {
             let _ = snap.check(&info.segment, key);
             let _ = snap.membership(key);
         }
-        assert_eq!(snap.check(&info.segment, b""), Status::Unknown);
+        assert!(matches!(
+            snap.check(&info.segment, b""),
+            Ok(Status::Unknown) | Err(_)
+        ));
         segments.insert(
             info.segment.clone(),
             (info.kind.clone(), info.details.clone(), included, excluded),
@@ -788,14 +798,15 @@ fn read_state(snap: &Snapshot, trust: Trust) -> State {
         assert!(included.windows(2).all(|w| w[0] < w[1]), "export order");
         assert!(excluded.windows(2).all(|w| w[0] < w[1]), "export order");
         for key in included.iter().take(64) {
-            assert_eq!(snap.check(&info.segment, key), Status::Included);
+            assert_eq!(snap.check(&info.segment, key).ok(), Some(Status::Included));
             if trust.index {
-                assert_eq!(snap.membership(key).get(&info.segment), Some(true));
+                let membership = snap.membership(key).ok();
+                assert_eq!(membership.and_then(|m| m.get(&info.segment)), Some(true));
             }
         }
         for key in excluded.iter().take(64) {
             if included.binary_search(key).is_err() {
-                assert_eq!(snap.check(&info.segment, key), Status::Excluded);
+                assert_eq!(snap.check(&info.segment, key).ok(), Some(Status::Excluded));
             }
         }
         if included.len() < MAX_KEYS_READ {

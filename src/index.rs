@@ -7,18 +7,20 @@
 //! segment list. Lists held in general-key (fst) tables, and lists changed since the index
 //! was built, are probed one by one beside it (see `Snapshot::membership`).
 //!
-//! Postings file layout (little endian; see `format-spec.md`, "Membership index"):
+//! Postings file layout (little endian; see `format-spec.md` §5.8), version 2:
 //! `header (32) | entries: u32 × entry_count | offsets: u64 × (key_count + 1) |
-//! key_count u64 | entry_count u64 | xxh3_64 (8) of every byte before it`.
+//! block sums: u64 × blocks | key_count u64 | entry_count u64 | block shift u32 | 0 u32 |
+//! meta hash (8) | xxh3_64 (8) of every byte before it`. Version 1 has no block sums and ends
+//! `key_count | entry_count | xxh3_64`.
 
 use crate::change::List;
 use crate::error::{Error, Result};
 use crate::io::{Io, IoOp};
 use crate::snapshot::LoadedTable;
 use crate::table::{
-    read_u32, read_u64, HashingWriter, Table, TableBuilder, TableInfo, TableKind, Verification,
+    read_u32, read_u64, BlockCheck, BlockHasher, HashingWriter, Table, TableBuilder, TableFile,
+    TableInfo, TableKind, Verification, BLOCK_SHIFTS, WRITE_BLOCK_SHIFT,
 };
-use memmap2::Mmap;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::Write;
@@ -27,10 +29,12 @@ use std::sync::Arc;
 
 /// The first eight bytes of a postings file.
 pub const POSTINGS_MAGIC: [u8; 8] = *b"SEGSIDX\0";
-/// The postings format version.
-pub const POSTINGS_VERSION: u32 = 1;
+/// The postings format version this build writes (it reads version 1 too).
+pub const POSTINGS_VERSION: u32 = 2;
 const HEADER_LEN: usize = 32;
-const FOOTER_LEN: usize = 24;
+/// The trailer's length: version 1, version 2.
+const FOOTER_LEN_V1: usize = 24;
+const FOOTER_LEN: usize = 40;
 
 /// The file name of postings file `id`.
 pub fn postings_file_name(id: u64) -> String {
@@ -61,11 +65,14 @@ pub struct IndexRef {
 #[derive(Debug)]
 pub struct MembershipIndex {
     keys: Arc<LoadedTable>,
-    postings: Mmap,
+    postings: Arc<TableFile>,
     path: PathBuf,
     key_count: u64,
     entry_count: u64,
     offsets_start: usize,
+    /// Set when opened with [`Verification::Structure`] (version 2): the blocks of entries and
+    /// offsets are checked on first touch.
+    blocks: Option<BlockCheck>,
 }
 
 /// Encodes a posting: the segment ordinal and the list.
@@ -86,21 +93,16 @@ impl MembershipIndex {
         let path = dir.join(postings_file_name(index.postings_id));
         io.check(IoOp::Read, &path)
             .map_err(|e| Error::io(&path, e))?;
-        let file = crate::io::open_read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::MissingFile {
-                path: path.clone(),
-                referenced_by: crate::manifest::MANIFEST_FILE.to_owned(),
-            },
-            _ => Error::io(&path, e),
+        let map = TableFile::open(&path).map_err(|e| match e {
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Error::MissingFile {
+                    path: path.clone(),
+                    referenced_by: crate::manifest::MANIFEST_FILE.to_owned(),
+                }
+            }
+            other => other,
         })?;
-        // SAFETY: postings files are immutable once written: segstore writes each once,
-        // fsyncs it before the manifest names it, and never modifies it; it is removed only
-        // when no manifest names it. The map is read-only, and every read below is
-        // bounds-checked, so even a file truncated by another program cannot cause undefined
-        // reads through safe code paths beyond what the OS reports as SIGBUS, which is
-        // outside the contract (format-spec.md §8).
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-        let bytes: &[u8] = &map;
+        let bytes: &[u8] = map.bytes();
         let corrupt = |d: String| Error::corrupt(&path, d);
         if bytes.len() as u64 != index.postings_len {
             return Err(corrupt(format!(
@@ -113,7 +115,7 @@ impl MembershipIndex {
             return Err(corrupt("not a segstore postings file (bad magic)".into()));
         }
         let version = read_u32(bytes, 8).unwrap_or(0);
-        if version != POSTINGS_VERSION {
+        if version == 0 || version > POSTINGS_VERSION {
             return Err(Error::UnsupportedVersion {
                 path,
                 found: version,
@@ -123,7 +125,12 @@ impl MembershipIndex {
         if bytes.get(16..32) != Some(&store_id[..]) {
             return Err(Error::ForeignFile { path });
         }
-        let footer = bytes.len().saturating_sub(FOOTER_LEN);
+        let footer_len = if version == 1 {
+            FOOTER_LEN_V1
+        } else {
+            FOOTER_LEN
+        };
+        let footer = bytes.len().saturating_sub(footer_len);
         let key_count = read_u64(bytes, footer).unwrap_or(u64::MAX);
         let entry_count = read_u64(bytes, footer + 8).unwrap_or(u64::MAX);
         if key_count != keys.table.len() || entry_count != index.entry_count {
@@ -136,17 +143,33 @@ impl MembershipIndex {
         let offsets_start = entry_count
             .checked_mul(4)
             .and_then(|n| n.checked_add(HEADER_LEN as u64));
-        let expected_len = offsets_start
-            .and_then(|o| key_count.checked_add(1)?.checked_mul(8)?.checked_add(o))
-            .and_then(|n| n.checked_add(FOOTER_LEN as u64));
+        let sums_start =
+            offsets_start.and_then(|o| key_count.checked_add(1)?.checked_mul(8)?.checked_add(o));
+        let shift = read_u32(bytes, footer + 16).unwrap_or(u32::MAX);
+        let sums_len = match version {
+            1 => Some(0),
+            _ if BLOCK_SHIFTS.contains(&shift) && read_u32(bytes, footer + 20) == Some(0) => {
+                sums_start.map(|s| s.div_ceil(1 << shift) * 8)
+            }
+            _ => return Err(corrupt(format!("block size 2^{shift} out of range"))),
+        };
+        let expected_len = sums_start
+            .zip(sums_len)
+            .and_then(|(s, l)| s.checked_add(l)?.checked_add(footer_len as u64));
         if expected_len != Some(bytes.len() as u64) {
             return Err(corrupt(
                 "section sizes do not add up to the file size".into(),
             ));
         }
-        let offsets_start = usize::try_from(offsets_start.unwrap_or(0))
-            .map_err(|_| corrupt("too large for this platform".into()))?;
-        if verification == Verification::Checksum {
+        let to_usize = |v: Option<u64>| {
+            usize::try_from(v.unwrap_or(0))
+                .map_err(|_| corrupt("too large for this platform".into()))
+        };
+        let offsets_start = to_usize(offsets_start)?;
+        let sums_start = to_usize(sums_start)?;
+        // Version 1 has no block sums: checked whole at either level.
+        let whole = verification == Verification::Checksum || version == 1 || map.in_memory();
+        if whole {
             let body = bytes.get(..bytes.len() - 8).unwrap_or_default();
             let found = xxhash_rust::xxh3::xxh3_64(body);
             let stored = read_u64(bytes, bytes.len() - 8).unwrap_or(0);
@@ -157,10 +180,22 @@ impl MembershipIndex {
                     found,
                 });
             }
+        } else {
+            let stored = read_u64(bytes, bytes.len() - 16).unwrap_or(0);
+            let found = postings_meta_hash(
+                bytes.get(..HEADER_LEN).unwrap_or_default(),
+                bytes.get(sums_start..bytes.len() - 16).unwrap_or_default(),
+            );
+            if found != stored {
+                return Err(corrupt(format!(
+                    "header/trailer hash mismatch: stored {stored:#x}, computed {found:#x}"
+                )));
+            }
         }
+        let blocks = (!whole).then(|| BlockCheck::new(0, sums_start, shift, sums_start));
         // Lookups read a few bytes at random: no read-ahead from here on. (The checksum pass
         // above ran with the default advice, like a table's: see `table::ADVICE_SCAN`.)
-        let _ = map.advise(memmap2::Advice::Random);
+        map.advise_random();
         Ok(MembershipIndex {
             keys,
             postings: map,
@@ -168,27 +203,49 @@ impl MembershipIndex {
             key_count,
             entry_count,
             offsets_start,
+            blocks,
         })
     }
 
-    /// The (segment ordinal, list) pairs whose indexed table holds `key`.
-    pub fn lookup(&self, key: &[u8]) -> impl Iterator<Item = (u32, List)> + '_ {
-        let range = self
-            .keys
-            .table
-            .rank(key)
-            .and_then(|r| self.entry_range(r))
-            .unwrap_or(0..0);
-        range.filter_map(move |i| {
+    /// The (segment ordinal, list) pairs whose indexed table holds `key`. Fails only when
+    /// opened with [`Verification::Structure`] and a block this lookup reads first is corrupt.
+    pub fn lookup(&self, key: &[u8]) -> Result<impl Iterator<Item = (u32, List)> + '_> {
+        let range = match self.keys.table.rank(key)? {
+            Some(rank) => {
+                if let Some(blocks) = &self.blocks {
+                    let at = usize::try_from(rank)
+                        .ok()
+                        .and_then(|r| r.checked_mul(8))
+                        .and_then(|o| self.offsets_start.checked_add(o));
+                    if let Some(at) = at {
+                        blocks.ensure(&self.postings, at..at.saturating_add(16))?;
+                    }
+                }
+                let range = self.entry_range(rank).unwrap_or(0..0);
+                if let Some(blocks) = &self.blocks {
+                    let bytes = range.start.checked_mul(4).zip(range.end.checked_mul(4));
+                    if let Some((lo, hi)) = bytes {
+                        blocks.ensure(
+                            &self.postings,
+                            HEADER_LEN.saturating_add(lo)..HEADER_LEN.saturating_add(hi),
+                        )?;
+                    }
+                }
+                range
+            }
+            None => 0..0,
+        };
+        let postings = self.postings.bytes();
+        Ok(range.filter_map(move |i| {
             let at = HEADER_LEN.checked_add(i.checked_mul(4)?)?;
-            let p = read_u32(&self.postings, at)?;
+            let p = read_u32(postings, at)?;
             let list = if p & 1 == 0 {
                 List::Included
             } else {
                 List::Excluded
             };
             Some((p >> 1, list))
-        })
+        }))
     }
 
     fn entry_range(&self, rank: u64) -> Option<std::ops::Range<usize>> {
@@ -197,7 +254,7 @@ impl MembershipIndex {
         }
         let at = |r: u64| {
             let off = usize::try_from(r).ok()?.checked_mul(8)?;
-            read_u64(&self.postings, self.offsets_start.checked_add(off)?)
+            read_u64(self.postings.bytes(), self.offsets_start.checked_add(off)?)
         };
         let (start, end) = (at(rank)?, at(rank + 1)?);
         if start > end || end > self.entry_count {
@@ -212,7 +269,7 @@ impl MembershipIndex {
         for r in 0..=self.key_count {
             let off = usize::try_from(r).ok().and_then(|r| r.checked_mul(8));
             let v = off
-                .and_then(|o| read_u64(&self.postings, self.offsets_start.checked_add(o)?))
+                .and_then(|o| read_u64(self.postings.bytes(), self.offsets_start.checked_add(o)?))
                 .ok_or_else(|| Error::corrupt(&self.path, format!("offset {r} out of bounds")))?;
             if v < previous || v > self.entry_count || (r == 0 && v != 0) {
                 return Err(Error::corrupt(
@@ -239,7 +296,7 @@ impl MembershipIndex {
                 .ok()
                 .and_then(|i| HEADER_LEN.checked_add(i.checked_mul(4)?));
             let p = at
-                .and_then(|a| read_u32(&self.postings, a))
+                .and_then(|a| read_u32(self.postings.bytes(), a))
                 .ok_or_else(|| Error::corrupt(&self.path, format!("entry {i} out of bounds")))?;
             if (p >> 1) as usize >= segments {
                 return Err(Error::corrupt(
@@ -257,8 +314,8 @@ impl MembershipIndex {
     /// (segment ordinal, list, table) in manifest order — hold: the same keys, and for each
     /// the same postings. Used by `verify`.
     pub(crate) fn check_against(&self, lists: &[(u32, List, Arc<LoadedTable>)]) -> Result<()> {
-        let mut merged = merged_keys(lists);
-        let mut index_keys = self.keys.table.keys();
+        let mut merged = merged_keys(lists)?;
+        let mut index_keys = self.keys.table.keys()?;
         let mut rank = 0u64;
         loop {
             let expected = merged.next_key();
@@ -269,7 +326,10 @@ impl MembershipIndex {
                     let range = self.entry_range(rank).unwrap_or(0..0);
                     let stored: Vec<u32> = range
                         .filter_map(|i| {
-                            read_u32(&self.postings, HEADER_LEN.checked_add(i.checked_mul(4)?)?)
+                            read_u32(
+                                self.postings.bytes(),
+                                HEADER_LEN.checked_add(i.checked_mul(4)?)?,
+                            )
                         })
                         .collect();
                     if stored != postings {
@@ -298,19 +358,31 @@ struct MergedKeys<'a> {
     lists: &'a [(u32, List, Arc<LoadedTable>)],
 }
 
-fn merged_keys(lists: &[(u32, List, Arc<LoadedTable>)]) -> MergedKeys<'_> {
-    let mut iters: Vec<_> = lists.iter().map(|(_, _, t)| t.table.keys()).collect();
+fn merged_keys(lists: &[(u32, List, Arc<LoadedTable>)]) -> Result<MergedKeys<'_>> {
+    let mut iters = lists
+        .iter()
+        .map(|(_, _, t)| t.table.keys())
+        .collect::<Result<Vec<_>>>()?;
     let mut heads = BinaryHeap::new();
     for (i, it) in iters.iter_mut().enumerate() {
         if let Some(k) = it.next() {
             heads.push(Reverse((k, i)));
         }
     }
-    MergedKeys {
+    Ok(MergedKeys {
         heads,
         iters,
         lists,
-    }
+    })
+}
+
+/// The postings file's meta hash (version 2): xxh3-64 of its header, its block sums and the
+/// trailer's first 24 bytes, all of which `sums_and_trailer` holds after the header.
+fn postings_meta_hash(header: &[u8], sums_and_trailer: &[u8]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(header);
+    h.update(sums_and_trailer);
+    h.digest()
 }
 
 impl MergedKeys<'_> {
@@ -396,6 +468,7 @@ fn write_index(
         .create_new(postings_path)
         .map_err(|e| Error::io(postings_path, e))?;
     let mut out = HashingWriter::new(io.writer(file, postings_path));
+    out.blocks = Some(BlockHasher::new(WRITE_BLOCK_SHIFT));
     let pio = |e: std::io::Error| Error::io(postings_path, e);
     let mut header = [0u8; HEADER_LEN];
     header[..8].copy_from_slice(&POSTINGS_MAGIC);
@@ -403,7 +476,7 @@ fn write_index(
     header[16..32].copy_from_slice(store_id);
     out.write_all(&header).map_err(pio)?;
 
-    let mut merged = merged_keys(lists);
+    let mut merged = merged_keys(lists)?;
     let mut offsets: Vec<u64> = Vec::new();
     let mut entries = 0u64;
     while let Some((key, postings)) = merged.next_key() {
@@ -419,8 +492,18 @@ fn write_index(
         out.write_all(&o.to_le_bytes()).map_err(pio)?;
     }
     let key_count = offsets.len() as u64 - 1;
-    out.write_all(&key_count.to_le_bytes()).map_err(pio)?;
-    out.write_all(&entries.to_le_bytes()).map_err(pio)?;
+    let mut trailer = out
+        .blocks
+        .take()
+        .map(BlockHasher::finish)
+        .unwrap_or_default();
+    trailer.extend_from_slice(&key_count.to_le_bytes());
+    trailer.extend_from_slice(&entries.to_le_bytes());
+    trailer.extend_from_slice(&WRITE_BLOCK_SHIFT.to_le_bytes());
+    trailer.extend_from_slice(&0u32.to_le_bytes());
+    let meta = postings_meta_hash(&header, &trailer);
+    trailer.extend_from_slice(&meta.to_le_bytes());
+    out.write_all(&trailer).map_err(pio)?;
     let checksum = out.hasher.digest();
     let len = out.written + 8;
     let mut inner = out.inner;

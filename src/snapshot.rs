@@ -47,29 +47,35 @@ impl ListState {
         }
     }
 
-    fn table_contains(&self, key: &[u8]) -> bool {
-        self.table.as_ref().is_some_and(|t| t.table.contains(key))
+    fn table_contains(&self, key: &[u8]) -> Result<bool> {
+        match &self.table {
+            Some(t) => t.table.contains(key),
+            None => Ok(false),
+        }
     }
 
-    /// True if the list holds `key`.
-    pub fn contains(&self, key: &[u8]) -> bool {
+    /// True if the list holds `key` (an error only from a table opened with
+    /// `Verification::Structure` whose bytes turn out corrupt).
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
         match self.overlay.lookup(key) {
-            Some(present) => present,
+            Some(present) => Ok(present),
             None => self.table_contains(key),
         }
     }
 
-    /// Applies one change to this list: `add`, then `remove`, as one new overlay run.
-    fn apply(&mut self, add: &[Vec<u8>], remove: &[Vec<u8>]) {
+    /// Applies one change to this list: `add`, then `remove`, as one new overlay run. On an
+    /// error the list is unchanged.
+    fn apply(&mut self, add: &[Vec<u8>], remove: &[Vec<u8>]) -> Result<()> {
         if add.is_empty() && remove.is_empty() {
-            return;
+            return Ok(());
         }
+        let (mut added, mut removed) = (self.added, self.removed);
         // What this change has done so far, to answer keys it names twice.
         let mut pending: HashMap<&[u8], bool> = HashMap::with_capacity(add.len() + remove.len());
         let ops = add.iter().map(|k| (k, true));
         for (key, wanted) in ops.chain(remove.iter().map(|k| (k, false))) {
             let key = key.as_slice();
-            let in_table = self.table_contains(key);
+            let in_table = self.table_contains(key)?;
             let present = match pending.get(key) {
                 Some(p) => *p,
                 None => self.overlay.lookup(key).unwrap_or(in_table),
@@ -78,16 +84,18 @@ impl ListState {
                 continue;
             }
             match (wanted, in_table) {
-                (true, true) => self.removed = self.removed.saturating_sub(1),
-                (true, false) => self.added += 1,
-                (false, true) => self.removed += 1,
-                (false, false) => self.added = self.added.saturating_sub(1),
+                (true, true) => removed = removed.saturating_sub(1),
+                (true, false) => added += 1,
+                (false, true) => removed += 1,
+                (false, false) => added = added.saturating_sub(1),
             }
             pending.insert(key, wanted);
         }
         let mut entries: Vec<(&[u8], bool)> = pending.into_iter().collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         self.overlay.push(Run::from_sorted(entries.into_iter()));
+        (self.added, self.removed) = (added, removed);
+        Ok(())
     }
 
     /// Number of keys in the list.
@@ -102,17 +110,21 @@ impl ListState {
     }
 
     /// Keys in byte order.
-    pub fn keys(&self) -> ListKeys<'_> {
+    pub fn keys(&self) -> Result<ListKeys<'_>> {
         self.keys_with(self.overlay.merged())
     }
 
     /// Keys in byte order, given the overlay already merged into one run.
-    pub fn keys_with(&self, merged: Arc<Run>) -> ListKeys<'_> {
-        ListKeys {
-            table: self.table.as_ref().map(|t| t.table.keys().peekable()),
+    pub fn keys_with(&self, merged: Arc<Run>) -> Result<ListKeys<'_>> {
+        let table = match &self.table {
+            Some(t) => Some(t.table.keys()?.peekable()),
+            None => None,
+        };
+        Ok(ListKeys {
+            table,
             overlay: merged,
             next: 0,
-        }
+        })
     }
 }
 
@@ -307,44 +319,63 @@ pub struct Snapshot {
 impl Snapshot {
     /// Answers "is `key` in `segment`?": included beats excluded; an unknown segment or key
     /// is [`Status::Unknown`].
-    pub fn check(&self, segment: &str, key: &[u8]) -> Status {
+    ///
+    /// # Errors
+    ///
+    /// Lookups fail only in a store opened with `Verification::Structure`, when the bytes a
+    /// lookup reads for the first time do not match their checksums ([`Error::Corrupt`]): no
+    /// answer comes from unchecked bytes. With the default `Checksum` every table was checked
+    /// whole at open, and lookups never fail.
+    ///
+    /// ```
+    /// use segstore::{Batch, List, Options, Status, Store};
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::create(dir.path(), Options::default())?;
+    /// store.write(Batch::new().add("beta.g1", List::Included, "user-1"))?;
+    /// assert_eq!(store.snapshot().check("beta.g1", b"user-1")?, Status::Included);
+    /// assert_eq!(store.snapshot().check("beta.g1", b"user-2")?, Status::Unknown);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check(&self, segment: &str, key: &[u8]) -> Result<Status> {
         let Some(state) = self.segments.get(segment) else {
-            return Status::Unknown;
+            return Ok(Status::Unknown);
         };
-        if state.lists[0].contains(key) {
+        Ok(if state.lists[0].contains(key)? {
             Status::Included
-        } else if state.lists[1].contains(key) {
+        } else if state.lists[1].contains(key)? {
             Status::Excluded
         } else {
             Status::Unknown
-        }
+        })
     }
 
     /// Whether `list` of `segment` holds `key` (false for an unknown segment). Unlike
-    /// [`check`](Snapshot::check), the two lists are asked separately.
-    pub fn contains(&self, segment: &str, list: List, key: &[u8]) -> bool {
-        self.segments
-            .get(segment)
-            .is_some_and(|state| state.list(list).contains(key))
+    /// [`check`](Snapshot::check), the two lists are asked separately. Fails as `check` does.
+    pub fn contains(&self, segment: &str, list: List, key: &[u8]) -> Result<bool> {
+        match self.segments.get(segment) {
+            Some(state) => state.list(list).contains(key),
+            None => Ok(false),
+        }
     }
 
     /// Every segment that mentions `key`. An unknown key is an empty membership.
     ///
     /// With a membership index (built at compaction over the hashed tables) this is one
     /// index probe plus a probe of each list the index does not answer for; without one it
-    /// probes every segment.
-    pub fn membership(&self, key: &[u8]) -> Membership {
-        let mut found = self.lists_holding(key);
+    /// probes every segment. Fails as [`check`](Snapshot::check) does.
+    pub fn membership(&self, key: &[u8]) -> Result<Membership> {
+        let mut found = self.lists_holding(key)?;
         // Sort by ref, included first, and keep the first of each ref: included beats excluded.
         found.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         found.dedup_by(|later, first| later.0 == first.0);
-        Membership { entries: found }
+        Ok(Membership { entries: found })
     }
 
     /// The lists that hold `key`, each list apart: the refs of the segments whose included
     /// list holds it, and those whose excluded list holds it (a segment may be in both). This
     /// is the raw view that a Redis-layout reader sees as two sets; [`membership`] applies the
-    /// contract's "included beats excluded" on top of it.
+    /// contract's "included beats excluded" on top of it. Fails as [`check`](Snapshot::check)
+    /// does.
     ///
     /// ```
     /// use segstore::{Batch, List, Options, Store};
@@ -356,16 +387,16 @@ impl Snapshot {
     ///         .add("a.g1", List::Excluded, "k")
     ///         .add("b.g1", List::Excluded, "k"),
     /// )?;
-    /// let mentions = store.snapshot().mentions(b"k");
+    /// let mentions = store.snapshot().mentions(b"k")?;
     /// assert_eq!(mentions.included, ["a.g1".into()]);
     /// assert_eq!(mentions.excluded, ["a.g1".into(), "b.g1".into()]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
     /// [`membership`]: Snapshot::membership
-    pub fn mentions(&self, key: &[u8]) -> Mentions {
+    pub fn mentions(&self, key: &[u8]) -> Result<Mentions> {
         let mut mentions = Mentions::default();
-        for (segment, included) in self.lists_holding(key) {
+        for (segment, included) in self.lists_holding(key)? {
             if included {
                 mentions.included.push(segment);
             } else {
@@ -376,24 +407,24 @@ impl Snapshot {
         mentions.included.dedup();
         mentions.excluded.sort_unstable();
         mentions.excluded.dedup();
-        mentions
+        Ok(mentions)
     }
 
     /// `(segment, included)` for every list holding `key`, unordered; a segment appears once
     /// per list that holds the key.
-    fn lists_holding(&self, key: &[u8]) -> Vec<(Arc<str>, bool)> {
+    fn lists_holding(&self, key: &[u8]) -> Result<Vec<(Arc<str>, bool)>> {
         let mut found: Vec<(Arc<str>, bool)> = Vec::new();
         let Some(index) = &self.index else {
             for (segment, state) in self.segments.iter() {
                 for list in List::BOTH {
-                    if state.list(list).contains(key) {
+                    if state.list(list).contains(key)? {
                         found.push((segment.clone(), list == List::Included));
                     }
                 }
             }
-            return found;
+            return Ok(found);
         };
-        for (ordinal, list) in index.index.lookup(key) {
+        for (ordinal, list) in index.index.lookup(key)? {
             let Some(segment) = index.ordinals.get(ordinal as usize) else {
                 continue;
             };
@@ -403,12 +434,12 @@ impl Snapshot {
         }
         for (segment, list) in &self.probe {
             if let Some(state) = self.segments.get(segment) {
-                if state.list(*list).contains(key) {
+                if state.list(*list).contains(key)? {
                     found.push((segment.clone(), *list == List::Included));
                 }
             }
         }
-        found
+        Ok(found)
     }
 
     /// The sync metadata.
@@ -458,7 +489,7 @@ impl Snapshot {
             .segments
             .get(segment)
             .ok_or_else(|| Error::UnknownSegment(segment.to_owned()))?;
-        Ok(state.list(list).keys())
+        state.list(list).keys()
     }
 
     /// Sequence number of the last write this snapshot includes.
@@ -491,7 +522,7 @@ impl Snapshot {
                 synchronized_on,
             } => {
                 for change in changes {
-                    self.apply_change(change);
+                    self.apply_change(change)?;
                 }
                 if let Some(cursor) = set_cursor {
                     self.cursor.clone_from(cursor);
@@ -548,19 +579,23 @@ impl Snapshot {
         }
     }
 
-    fn apply_change(&mut self, change: &SegmentChange) {
+    fn apply_change(&mut self, change: &SegmentChange) -> Result<()> {
         let kind = change.kind.as_deref().unwrap_or(DEFAULT_KIND);
         for list in List::BOTH {
             if !change.list(list).is_empty() {
                 self.mark_changed(&change.segment, [list]);
             }
         }
+        let mut result = Ok(());
         self.update_segment(&change.segment, kind, change.name.as_deref(), |state| {
             for list in List::BOTH {
                 let lc = change.list(list);
-                state.list_mut(list).apply(&lc.add, &lc.remove);
+                if result.is_ok() {
+                    result = state.list_mut(list).apply(&lc.add, &lc.remove);
+                }
             }
         });
+        result
     }
 
     /// Changes the segment's state, creating it (with `kind` and `name`) if missing.

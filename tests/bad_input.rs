@@ -102,7 +102,10 @@ fn empty_and_overlong_keys_are_refused_and_change_nothing() {
     store
         .write(Batch::new().add("s.g1", List::Included, max.clone()))
         .unwrap();
-    assert_eq!(store.snapshot().check("s.g1", &max), Status::Included);
+    assert_eq!(
+        store.snapshot().check("s.g1", &max).unwrap(),
+        Status::Included
+    );
 
     // Bulk replace: refused, the list keeps its keys, and no table is left behind.
     let tables = |dir: &Path| {
@@ -124,15 +127,18 @@ fn empty_and_overlong_keys_are_refused_and_change_nothing() {
             matches!(err, Error::InvalidKey { len } if len == bad.len()),
             "{err:?}"
         );
-        assert_eq!(store.snapshot().check("s.g1", b"before"), Status::Included);
+        assert_eq!(
+            store.snapshot().check("s.g1", b"before").unwrap(),
+            Status::Included
+        );
         assert_eq!(tables(tmp.path()), tables_before);
     }
 
     // Lookups with such keys answer, they never fail.
     let snap = store.snapshot();
     for key in [&b""[..], &long[..], &vec![0u8; 1 << 20][..]] {
-        assert_eq!(snap.check("s.g1", key), Status::Unknown);
-        assert!(snap.membership(key).is_empty());
+        assert_eq!(snap.check("s.g1", key).unwrap(), Status::Unknown);
+        assert!(snap.membership(key).unwrap().is_empty());
     }
 }
 
@@ -158,8 +164,8 @@ fn keys_are_bytes_not_text() {
     store.write(batch).unwrap();
     let check_all = |snap: &segstore::Snapshot| {
         for key in &odd {
-            assert_eq!(snap.check("bulk.g1", key), Status::Included);
-            assert_eq!(snap.check("overlay.g1", key), Status::Excluded);
+            assert_eq!(snap.check("bulk.g1", key).unwrap(), Status::Included);
+            assert_eq!(snap.check("overlay.g1", key).unwrap(), Status::Excluded);
         }
         let mut sorted = odd.clone();
         sorted.sort();
@@ -257,8 +263,8 @@ fn add_and_remove_of_one_key_in_one_batch() {
     change.included.add = vec![b"present".to_vec(), b"new".to_vec()];
     store.write(Batch::new().change(change)).unwrap();
     let snap = store.snapshot();
-    assert_eq!(snap.check("s.g1", b"present"), Status::Unknown);
-    assert_eq!(snap.check("s.g1", b"new"), Status::Unknown);
+    assert_eq!(snap.check("s.g1", b"present").unwrap(), Status::Unknown);
+    assert_eq!(snap.check("s.g1", b"new").unwrap(), Status::Unknown);
 
     // The builder: add then remove is one change (removed); remove then add is two changes,
     // applied in order (added).
@@ -273,10 +279,10 @@ fn add_and_remove_of_one_key_in_one_batch() {
     assert_eq!(b.changes.len(), 2);
     store.write(b).unwrap();
     let expect = |snap: &segstore::Snapshot| {
-        assert_eq!(snap.check("s.g1", b"present"), Status::Unknown);
-        assert_eq!(snap.check("s.g1", b"new"), Status::Unknown);
-        assert_eq!(snap.check("s.g1", b"a"), Status::Unknown);
-        assert_eq!(snap.check("s.g1", b"b"), Status::Included);
+        assert_eq!(snap.check("s.g1", b"present").unwrap(), Status::Unknown);
+        assert_eq!(snap.check("s.g1", b"new").unwrap(), Status::Unknown);
+        assert_eq!(snap.check("s.g1", b"a").unwrap(), Status::Unknown);
+        assert_eq!(snap.check("s.g1", b"b").unwrap(), Status::Included);
     };
     expect(&store.snapshot());
     store.compact().unwrap();
@@ -301,7 +307,10 @@ fn add_and_remove_of_one_key_in_one_batch() {
             ..Batch::default()
         })
         .unwrap();
-    assert_eq!(store.snapshot().check("s.g1", b"c"), Status::Unknown);
+    assert_eq!(
+        store.snapshot().check("s.g1", b"c").unwrap(),
+        Status::Unknown
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -322,13 +331,23 @@ fn refs_without_generation_are_opaque_and_accepted() {
         store
             .write(Batch::new().add(r, List::Included, "k"))
             .unwrap();
-        assert_eq!(store.snapshot().check(r, b"k"), Status::Included, "{r}");
+        assert_eq!(
+            store.snapshot().check(r, b"k").unwrap(),
+            Status::Included,
+            "{r}"
+        );
     }
     store.create_segment("created", "user").unwrap();
     assert!(store.snapshot().segment("created").is_some());
     // Refs are exact: no normalisation, no generation stripping.
-    assert_eq!(store.snapshot().check("plain.g1", b"k"), Status::Unknown);
-    assert_eq!(store.snapshot().check("Plain", b"k"), Status::Unknown);
+    assert_eq!(
+        store.snapshot().check("plain.g1", b"k").unwrap(),
+        Status::Unknown
+    );
+    assert_eq!(
+        store.snapshot().check("Plain", b"k").unwrap(),
+        Status::Unknown
+    );
 }
 
 #[test]
@@ -367,7 +386,7 @@ fn bad_refs_and_kinds_are_refused() {
         assert!(invalid_argument("segment ref")(&err), "{err:?}");
         // Reads with such a ref answer "not there".
         let snap = store.snapshot();
-        assert_eq!(snap.check(bad, b"before"), Status::Unknown);
+        assert_eq!(snap.check(bad, b"before").unwrap(), Status::Unknown);
         assert!(snap.segment(bad).is_none());
         assert!(matches!(
             store.delete_segment(bad),
@@ -511,8 +530,8 @@ fn details_limits() {
 fn unknown_segments_answer_unknown() {
     let (_tmp, store) = store_with_one_key();
     let snap = store.snapshot();
-    assert_eq!(snap.check("nope.g1", b"before"), Status::Unknown);
-    assert_eq!(snap.check("", b"before"), Status::Unknown);
+    assert_eq!(snap.check("nope.g1", b"before").unwrap(), Status::Unknown);
+    assert_eq!(snap.check("", b"before").unwrap(), Status::Unknown);
     assert!(snap.segment("nope.g1").is_none());
     assert!(matches!(
         snap.export("nope.g1", List::Included),
@@ -706,7 +725,11 @@ mod cli_cases {
         let store = ReadOnlyStore::open(&dir, options()).unwrap();
         let snap = store.snapshot();
         for key in [&b"plain"[..], b"\xff\xfe\xfd", b"\xc3"] {
-            assert_eq!(snap.check("raw.g1", key), Status::Included, "{key:?}");
+            assert_eq!(
+                snap.check("raw.g1", key).unwrap(),
+                Status::Included,
+                "{key:?}"
+            );
         }
         // With --hash-keys a key must be text: the line is named and nothing is imported.
         let file = tmp.path().join("keys.txt");
@@ -761,7 +784,7 @@ mod cli_cases {
         );
         assert_eq!(err.lines().count(), 1, "{err}");
         let snap = ReadOnlyStore::open(&dir, options()).unwrap().snapshot();
-        assert_eq!(snap.check("s.g1", b"first"), Status::Included);
+        assert_eq!(snap.check("s.g1", b"first").unwrap(), Status::Included);
         assert_eq!(snap.segment("s.g1").unwrap().included, 3);
         assert!(segstore::verify(&dir).unwrap().is_empty());
     }
@@ -845,7 +868,10 @@ fn a_stray_table_file_with_the_largest_id_does_not_stop_the_writer() {
         store
             .replace_list(segment, None, List::Included, [Ok(b"k".to_vec())])
             .unwrap();
-        assert_eq!(store.snapshot().check(segment, b"k"), Status::Included);
+        assert_eq!(
+            store.snapshot().check(segment, b"k").unwrap(),
+            Status::Included
+        );
     }
     store.compact().unwrap();
     drop(store);

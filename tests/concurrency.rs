@@ -41,20 +41,20 @@ fn check_prefix(snap: &Snapshot, probe: u64) -> u64 {
     let j = if c == 0 { 0 } else { probe % c + 1 };
     if c > 0 {
         assert_eq!(
-            snap.check("one.g1", format!("a{j}").as_bytes()),
+            snap.check("one.g1", format!("a{j}").as_bytes()).unwrap(),
             Status::Included
         );
         assert_eq!(
-            snap.check("two.g1", format!("b{j}").as_bytes()),
+            snap.check("two.g1", format!("b{j}").as_bytes()).unwrap(),
             Status::Included
         );
         assert_eq!(
-            snap.check("two.g1", format!("c{c}").as_bytes()),
+            snap.check("two.g1", format!("c{c}").as_bytes()).unwrap(),
             Status::Excluded
         );
         if j < c {
             assert_eq!(
-                snap.check("two.g1", format!("c{j}").as_bytes()),
+                snap.check("two.g1", format!("c{j}").as_bytes()).unwrap(),
                 Status::Unknown
             );
         }
@@ -63,11 +63,11 @@ fn check_prefix(snap: &Snapshot, probe: u64) -> u64 {
     }
     let next = c + 1;
     assert_eq!(
-        snap.check("one.g1", format!("a{next}").as_bytes()),
+        snap.check("one.g1", format!("a{next}").as_bytes()).unwrap(),
         Status::Unknown
     );
     assert_eq!(
-        snap.check("two.g1", format!("b{next}").as_bytes()),
+        snap.check("two.g1", format!("b{next}").as_bytes()).unwrap(),
         Status::Unknown
     );
     c

@@ -185,6 +185,7 @@ fn included(dir: &Path, segment: &str, raw_key: &str) -> bool {
     reader(dir)
         .snapshot()
         .check(segment, context_hash(raw_key).as_bytes())
+        .unwrap()
         == Status::Included
 }
 
@@ -609,7 +610,9 @@ fn bad_input_is_refused_whole() {
         Some(1_000_000)
     );
     assert_eq!(
-        snapshot.check("beta.g1", context_hash("k999999").as_bytes()),
+        snapshot
+            .check("beta.g1", context_hash("k999999").as_bytes())
+            .unwrap(),
         Status::Included
     );
 
@@ -812,7 +815,9 @@ fn kill_9_under_load_keeps_every_acknowledged_request() {
         for k in [0, 57, 99] {
             let key = format!("r{round}-w{w}-n{n}-k{k}");
             assert_eq!(
-                snapshot.check("load.g1", context_hash(&key).as_bytes()),
+                snapshot
+                    .check("load.g1", context_hash(&key).as_bytes())
+                    .unwrap(),
                 Status::Included,
                 "an acknowledged key {key} was lost"
             );
@@ -958,14 +963,16 @@ init = true
     assert_eq!(
         reader(&prod)
             .snapshot()
-            .check("amplitude-c9.g1", hash.as_bytes()),
+            .check("amplitude-c9.g1", hash.as_bytes())
+            .unwrap(),
         Status::Included
     );
     assert!(reader(&prod).snapshot().segment("direct.g1").is_none());
     assert_eq!(
         reader(&staging)
             .snapshot()
-            .check("direct.g1", hash.as_bytes()),
+            .check("direct.g1", hash.as_bytes())
+            .unwrap(),
         Status::Included
     );
     assert!(reader(&staging).snapshot().segments().len() == 1);

@@ -77,8 +77,14 @@ fn seventy_thousand_bulk_loaded_segments_open_and_compact_into_packs() {
     );
     let snap = reader.snapshot();
     for i in (0..N).step_by(997) {
-        assert_eq!(snap.check(&seg(i), key(i).as_bytes()), Status::Included);
-        assert_eq!(snap.check(&seg(i), key(i + 1).as_bytes()), Status::Unknown);
+        assert_eq!(
+            snap.check(&seg(i), key(i).as_bytes()).unwrap(),
+            Status::Included
+        );
+        assert_eq!(
+            snap.check(&seg(i), key(i + 1).as_bytes()).unwrap(),
+            Status::Unknown
+        );
     }
     drop(snap);
     drop(reader);
@@ -97,9 +103,13 @@ fn seventy_thousand_bulk_loaded_segments_open_and_compact_into_packs() {
     let snap = reader.snapshot();
     assert_eq!(snap.segment_count(), N);
     for i in (0..N).step_by(491) {
-        assert_eq!(snap.check(&seg(i), key(i).as_bytes()), Status::Included);
+        assert_eq!(
+            snap.check(&seg(i), key(i).as_bytes()).unwrap(),
+            Status::Included
+        );
         let found: Vec<(String, bool)> = snap
             .membership(key(i).as_bytes())
+            .unwrap()
             .iter()
             .map(|(s, inc)| (s.to_owned(), inc))
             .collect();
@@ -149,21 +159,34 @@ fn one_batch_creating_a_hundred_thousand_segments_compacts_into_few_files() {
     assert!((1..=8).contains(&mapped), "{mapped} mappings of the store");
     let snap = reader.snapshot();
     assert_eq!(snap.segment_count(), N);
-    assert_eq!(snap.check(&seg(5), key(5).as_bytes()), Status::Unknown);
-    assert_eq!(snap.check(&seg(7), key(3 * N).as_bytes()), Status::Included);
+    assert_eq!(
+        snap.check(&seg(5), key(5).as_bytes()).unwrap(),
+        Status::Unknown
+    );
+    assert_eq!(
+        snap.check(&seg(7), key(3 * N).as_bytes()).unwrap(),
+        Status::Included
+    );
     for i in (0..N).step_by(777) {
         if i != 5 {
-            assert_eq!(snap.check(&seg(i), key(i).as_bytes()), Status::Included);
+            assert_eq!(
+                snap.check(&seg(i), key(i).as_bytes()).unwrap(),
+                Status::Included
+            );
         }
         let excluded = if i % 10 == 0 {
             Status::Excluded
         } else {
             Status::Unknown
         };
-        assert_eq!(snap.check(&seg(i), key(N + i).as_bytes()), excluded);
+        assert_eq!(
+            snap.check(&seg(i), key(N + i).as_bytes()).unwrap(),
+            excluded
+        );
     }
     assert_eq!(
-        snap.check(&seg(3000), key(10 * N + 3000 * 2_000 + 1999).as_bytes()),
+        snap.check(&seg(3000), key(10 * N + 3000 * 2_000 + 1999).as_bytes())
+            .unwrap(),
         Status::Included
     );
 }
@@ -256,15 +279,17 @@ fn a_large_pack_is_kept_while_mostly_named_and_rewritten_when_not() {
             i * PER
         };
         assert_eq!(
-            snap.check(&seg(i), key(first_key).as_bytes()),
+            snap.check(&seg(i), key(first_key).as_bytes()).unwrap(),
             Status::Included
         );
         assert_eq!(
-            snap.check(&seg(i), key(first_key + PER - 1).as_bytes()),
+            snap.check(&seg(i), key(first_key + PER - 1).as_bytes())
+                .unwrap(),
             Status::Included
         );
         assert_eq!(
-            snap.check(&seg(i), key(first_key + PER).as_bytes()),
+            snap.check(&seg(i), key(first_key + PER).as_bytes())
+                .unwrap(),
             Status::Unknown
         );
     }

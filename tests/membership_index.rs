@@ -53,6 +53,7 @@ fn membership_through_the_index_tracks_every_change() {
     let expect = |store_snap: &segstore::Snapshot, key: &[u8], want: &[(&str, bool)]| {
         let got: Vec<(String, bool)> = store_snap
             .membership(key)
+            .unwrap()
             .iter()
             .map(|(s, b)| (s.to_string(), b))
             .collect();

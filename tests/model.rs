@@ -175,12 +175,12 @@ fn assert_matches(snapshot: &segstore::Snapshot, model: &Model, keys: &[Vec<u8>]
         }
     }
     for key in keys {
-        let membership = snapshot.membership(key);
+        let membership = snapshot.membership(key).unwrap();
         let mut want = Vec::new();
         for segment in SEGMENTS {
             let status = model.check(segment, key);
             assert_eq!(
-                snapshot.check(segment, key),
+                snapshot.check(segment, key).unwrap(),
                 status,
                 "{who}: check {segment}"
             );

@@ -82,7 +82,7 @@ fn each_acknowledged_write_of_another_process_becomes_visible() {
         let key = format!("visible-{i}");
         let hash = context_hash(&key);
         assert_eq!(
-            reader.snapshot().check("live.g1", hash.as_bytes()),
+            reader.snapshot().check("live.g1", hash.as_bytes()).unwrap(),
             Status::Unknown
         );
         // Spread the writes over the poll period, so the figure is not phase-locked to it.
@@ -91,7 +91,7 @@ fn each_acknowledged_write_of_another_process_becomes_visible() {
         segstore(dir.path(), &["apply", "--hash-keys", "-"], &line);
         // The child has exited 0: the write is acknowledged and durable.
         latencies.push(wait_for(&reader, &key, |s| {
-            s.check("live.g1", hash.as_bytes()) == Status::Included
+            s.check("live.g1", hash.as_bytes()).unwrap() == Status::Included
         }));
     }
     latencies.sort();
@@ -152,7 +152,7 @@ fn whole_events(snap: &Snapshot, probe: u64) -> u64 {
             for side in ["a", "b"] {
                 let key = context_hash(&format!("{side}{i}"));
                 assert_eq!(
-                    snap.check(&format!("{side}.g1"), key.as_bytes()),
+                    snap.check(&format!("{side}.g1"), key.as_bytes()).unwrap(),
                     Status::Included,
                     "event {i} missing its {side} half at cursor {n}"
                 );
@@ -160,7 +160,10 @@ fn whole_events(snap: &Snapshot, probe: u64) -> u64 {
         }
     }
     let next = context_hash(&format!("b{}", n + 1));
-    assert_eq!(snap.check("b.g1", next.as_bytes()), Status::Unknown);
+    assert_eq!(
+        snap.check("b.g1", next.as_bytes()).unwrap(),
+        Status::Unknown
+    );
     n
 }
 
@@ -263,7 +266,10 @@ fn batches_are_whole_and_compactions_retire_files_under_the_reader() {
         assert_eq!(whole_events(&snap, 7), total);
         for i in 1..=total {
             let key = context_hash(&format!("a{i}"));
-            assert_eq!(snap.check("a.g1", key.as_bytes()), Status::Included);
+            assert_eq!(
+                snap.check("a.g1", key.as_bytes()).unwrap(),
+                Status::Included
+            );
         }
         assert_eq!(handle.last_error(), None);
     }

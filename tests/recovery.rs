@@ -67,9 +67,9 @@ fn torn_tail_is_truncated_and_earlier_writes_survive() {
         assert!(segstore::verify(copy.path()).unwrap().is_empty());
         let store = Store::open(copy.path(), options()).unwrap();
         let snap = store.snapshot();
-        assert_eq!(snap.check("s.g1", b"k0"), Status::Included);
-        assert_eq!(snap.check("s.g1", b"k1"), Status::Included);
-        assert_eq!(snap.check("s.g1", b"k2"), Status::Unknown);
+        assert_eq!(snap.check("s.g1", b"k0").unwrap(), Status::Included);
+        assert_eq!(snap.check("s.g1", b"k1").unwrap(), Status::Included);
+        assert_eq!(snap.check("s.g1", b"k2").unwrap(), Status::Unknown);
         assert_eq!(
             std::fs::metadata(&copied_log).unwrap().len(),
             ends[1],
@@ -81,7 +81,10 @@ fn torn_tail_is_truncated_and_earlier_writes_survive() {
             .unwrap();
         drop(store);
         let store = Store::open(copy.path(), options()).unwrap();
-        assert_eq!(store.snapshot().check("s.g1", b"k9"), Status::Included);
+        assert_eq!(
+            store.snapshot().check("s.g1", b"k9").unwrap(),
+            Status::Included
+        );
     }
 }
 
@@ -97,7 +100,10 @@ fn zero_filled_tail_is_a_clean_end() {
         .write_all(&[0u8; 8192])
         .unwrap();
     let store = Store::open(dir.path(), options()).unwrap();
-    assert_eq!(store.snapshot().check("s.g1", b"k2"), Status::Included);
+    assert_eq!(
+        store.snapshot().check("s.g1", b"k2").unwrap(),
+        Status::Included
+    );
 }
 
 #[test]
@@ -166,9 +172,9 @@ fn a_flipped_bit_in_the_last_record_is_corruption_that_only_repair_truncates() {
         };
         let store = Store::open(copy.path(), repair).unwrap();
         let snap = store.snapshot();
-        assert_eq!(snap.check("s.g1", b"k0"), Status::Included);
-        assert_eq!(snap.check("s.g1", b"k1"), Status::Included);
-        assert_eq!(snap.check("s.g1", b"k2"), Status::Unknown);
+        assert_eq!(snap.check("s.g1", b"k0").unwrap(), Status::Included);
+        assert_eq!(snap.check("s.g1", b"k1").unwrap(), Status::Included);
+        assert_eq!(snap.check("s.g1", b"k2").unwrap(), Status::Unknown);
         assert_eq!(std::fs::metadata(&log).unwrap().len(), ends[1]);
         store
             .write(Batch::new().add("s.g1", List::Included, "k9"))
@@ -176,7 +182,10 @@ fn a_flipped_bit_in_the_last_record_is_corruption_that_only_repair_truncates() {
         drop(store);
         assert!(segstore::verify(copy.path()).unwrap().is_empty());
         let store = Store::open(copy.path(), options()).unwrap();
-        assert_eq!(store.snapshot().check("s.g1", b"k9"), Status::Included);
+        assert_eq!(
+            store.snapshot().check("s.g1", b"k9").unwrap(),
+            Status::Included
+        );
     }
 }
 
@@ -222,11 +231,14 @@ fn a_last_record_cut_and_zero_filled_to_its_length_is_a_torn_tail() {
             "cut {cut}"
         );
         let reader = ReadOnlyStore::open(copy.path(), options()).unwrap();
-        assert_eq!(reader.snapshot().check("s.g1", b"k1"), Status::Included);
+        assert_eq!(
+            reader.snapshot().check("s.g1", b"k1").unwrap(),
+            Status::Included
+        );
         let store = Store::open(copy.path(), options()).unwrap();
         let snap = store.snapshot();
-        assert_eq!(snap.check("s.g1", b"k1"), Status::Included);
-        assert_eq!(snap.check("s.g1", b"k2"), Status::Unknown);
+        assert_eq!(snap.check("s.g1", b"k1").unwrap(), Status::Included);
+        assert_eq!(snap.check("s.g1", b"k2").unwrap(), Status::Unknown);
         assert_eq!(std::fs::metadata(&log).unwrap().len(), ends[1], "truncated");
     }
 }
@@ -268,7 +280,10 @@ fn missing_or_damaged_table_is_reported() {
     ));
     std::fs::write(&table, &original).unwrap();
     let store = Store::open(dir.path(), options()).unwrap();
-    assert_eq!(store.snapshot().check("s.g1", b"key7"), Status::Included);
+    assert_eq!(
+        store.snapshot().check("s.g1", b"key7").unwrap(),
+        Status::Included
+    );
 }
 
 /// True if `e` is an I/O error on `path` with errno ELOOP.

@@ -304,7 +304,7 @@ fn same_replies_as_redis_server_for_relay_style_traffic() {
     let snapshot = reader.snapshot();
     let mut redis_conn = connect(&redis.url());
     for hash in &universe.hashes {
-        let mentions = snapshot.mentions(hash.as_bytes());
+        let mentions = snapshot.mentions(hash.as_bytes()).unwrap();
         for (list, held) in [
             ("include", &mentions.included),
             ("exclude", &mentions.excluded),

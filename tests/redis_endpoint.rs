@@ -124,8 +124,14 @@ fn reads_and_writes_as_sdks_and_the_relay_issue_them() {
 
     // The store holds it: another process's reader sees the same, included beating excluded.
     let snapshot = reader(dir.path()).snapshot();
-    assert_eq!(snapshot.check("beta.g1", h2.as_bytes()), Status::Included);
-    assert_eq!(snapshot.check("alpha.g2", h1.as_bytes()), Status::Excluded);
+    assert_eq!(
+        snapshot.check("beta.g1", h2.as_bytes()).unwrap(),
+        Status::Included
+    );
+    assert_eq!(
+        snapshot.check("alpha.g2", h1.as_bytes()).unwrap(),
+        Status::Excluded
+    );
     assert_eq!(snapshot.metadata().synchronized_on, Some(1_700_000_000_000));
     assert_eq!(snapshot.metadata().cursor, "v1");
 
@@ -139,7 +145,8 @@ fn reads_and_writes_as_sdks_and_the_relay_issue_them() {
     assert_eq!(
         reader(dir.path())
             .snapshot()
-            .check("beta.g1", h1.as_bytes()),
+            .check("beta.g1", h1.as_bytes())
+            .unwrap(),
         Status::Included
     );
 
@@ -158,7 +165,10 @@ fn reads_and_writes_as_sdks_and_the_relay_issue_them() {
         None
     );
     let snapshot = reader(dir.path()).snapshot();
-    assert_eq!(snapshot.check("beta.g1", h2.as_bytes()), Status::Excluded);
+    assert_eq!(
+        snapshot.check("beta.g1", h2.as_bytes()).unwrap(),
+        Status::Excluded
+    );
     assert_eq!(snapshot.metadata().cursor, "");
 
     let (status, stderr) = serve.stop();
@@ -594,11 +604,13 @@ fn kill_9_mid_exec_keeps_answered_transactions_whole() {
     for tx in &all_started {
         let present = (0..KEYS_PER_TX)
             .filter(|k| {
-                snapshot.contains(
-                    "crash.g1",
-                    List::Included,
-                    format!("tx{tx}-k{k}").as_bytes(),
-                )
+                snapshot
+                    .contains(
+                        "crash.g1",
+                        List::Included,
+                        format!("tx{tx}-k{k}").as_bytes(),
+                    )
+                    .unwrap()
             })
             .count();
         assert!(

@@ -106,7 +106,9 @@ fn synced_on(r: &ReadOnlyStore) -> Option<u64> {
 }
 
 fn status(r: &ReadOnlyStore, segment: &str, user: &str) -> Status {
-    r.snapshot().check(segment, context_hash(user).as_bytes())
+    r.snapshot()
+        .check(segment, context_hash(user).as_bytes())
+        .unwrap()
 }
 
 fn h(user: &str) -> String {

@@ -23,6 +23,7 @@
 //! which [`Verification::Checksum`] detects). The `fst` crate does not validate its bytes, so
 //! an fst table opened with [`Verification::Structure`] trusts them: see that variant.
 
+mod blocks;
 mod code;
 
 use std::fmt;
@@ -38,6 +39,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 use crate::error::{Error, Result};
 use crate::io::{ChunkWriter, Io, IoWriter};
 
+pub(crate) use blocks::{BlockCheck, BlockHasher, BLOCK_SHIFTS, WRITE_BLOCK_SHIFT};
 pub use code::{is_hash_key, is_uuid_key};
 use code::{Code, Scheme};
 
@@ -45,8 +47,11 @@ use code::{Code, Scheme};
 pub const TABLE_MAGIC: [u8; 8] = *b"SEGSTBL\0";
 /// The magic number at offset 48 of the footer.
 const FOOTER_MAGIC: [u8; 8] = *b"SEGSTEND";
-/// The newest table format version this build writes and reads.
-pub const TABLE_FORMAT_VERSION: u32 = 1;
+/// The table format version this build writes; it reads this one and version 1 (no block
+/// sums, format-spec §5.3a).
+pub const TABLE_FORMAT_VERSION: u32 = 2;
+/// The pack header's format version (format-spec §5.9).
+pub const PACK_FORMAT_VERSION: u32 = 1;
 /// Size of the header at the start of every table file.
 const HEADER_LEN: usize = 64;
 /// Size of the footer at the end of every table file.
@@ -209,6 +214,7 @@ pub enum Verification {
 /// The fixed header, decoded.
 struct Header {
     kind: TableKind,
+    version: u32,
 }
 
 /// The fixed footer, decoded.
@@ -217,6 +223,8 @@ struct Footer {
     data: Range<usize>,
     index: Range<usize>,
     bucket_bits: u32,
+    /// Version 2: log2 of the block size and where the block sums lie (table offsets).
+    sums: Option<(u32, Range<usize>)>,
 }
 
 /// Where a process keeps the bytes of its table files (see [`crate::Options::residency`]).
@@ -353,6 +361,28 @@ impl TableFile {
             advise(map, advice);
         }
     }
+
+    /// Asks the kernel to read bytes `range` of a mapped file in now, as one request (a hint:
+    /// failure changes performance only).
+    fn will_need(&self, range: Range<usize>) {
+        #[cfg(unix)]
+        if let FileBytes::Mapped(map) = &self.bytes {
+            let _ = map.advise_range(memmap2::Advice::WillNeed, range.start, range.len());
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+
+    /// Random-access advice for a mapped file (lookups read a few bytes at random).
+    pub(crate) fn advise_random(&self) {
+        self.advise(ADVICE_RANDOM);
+    }
+
+    /// Whether the file's bytes are in this process's memory already (read whole, or copied
+    /// into anonymous memory) rather than mapped from the page cache.
+    pub(crate) fn in_memory(&self) -> bool {
+        !matches!(self.bytes, FileBytes::Mapped(_))
+    }
 }
 
 /// Copies the `len`-byte file into a fresh anonymous mapping advised for transparent huge
@@ -418,6 +448,11 @@ pub struct Table {
     offset: u64,
     info: TableInfo,
     body: Body,
+    /// Version 2: log2 of the block size and where the block sums lie (file offsets).
+    sums: Option<(u32, Range<usize>)>,
+    /// The blocks still to be checked on first touch: set when the table was opened with
+    /// [`Verification::Structure`] and not checked whole.
+    blocks: Option<BlockCheck>,
 }
 
 impl fmt::Debug for Table {
@@ -460,12 +495,14 @@ pub(crate) fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.try_into().ok()?))
 }
 
-/// The xxh3-64 stored in the footer: of the 64 header bytes followed by footer bytes 0..56.
-fn meta_hash(header: &[u8; HEADER_LEN], footer_head: &[u8; FOOTER_LEN - 8]) -> u64 {
-    let mut buf = [0u8; HEADER_LEN + FOOTER_LEN - 8];
-    buf[..HEADER_LEN].copy_from_slice(header);
-    buf[HEADER_LEN..].copy_from_slice(footer_head);
-    xxh3_64(&buf)
+/// The xxh3-64 stored in the footer: of the 64 header bytes, the block sums (version 2;
+/// empty for version 1) and footer bytes 0..56.
+fn meta_hash(header: &[u8; HEADER_LEN], sums: &[u8], footer_head: &[u8; FOOTER_LEN - 8]) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(header);
+    h.update(sums);
+    h.update(footer_head);
+    h.digest()
 }
 
 fn encode_header(kind: TableKind, store_id: &[u8; 16]) -> [u8; HEADER_LEN] {
@@ -477,7 +514,7 @@ fn encode_header(kind: TableKind, store_id: &[u8; 16]) -> [u8; HEADER_LEN] {
     h
 }
 
-fn encode_footer(header: &[u8; HEADER_LEN], f: &Footer) -> [u8; FOOTER_LEN] {
+fn encode_footer(header: &[u8; HEADER_LEN], sums: &[u8], f: &Footer) -> [u8; FOOTER_LEN] {
     let mut head = [0u8; FOOTER_LEN - 8];
     head[0..8].copy_from_slice(&f.key_count.to_le_bytes());
     head[8..16].copy_from_slice(&(f.data.start as u64).to_le_bytes());
@@ -485,10 +522,11 @@ fn encode_footer(header: &[u8; HEADER_LEN], f: &Footer) -> [u8; FOOTER_LEN] {
     head[24..32].copy_from_slice(&(f.index.start as u64).to_le_bytes());
     head[32..40].copy_from_slice(&(f.index.len() as u64).to_le_bytes());
     head[40] = f.bucket_bits as u8;
+    head[41] = f.sums.as_ref().map_or(0, |(shift, _)| *shift as u8);
     head[48..56].copy_from_slice(&FOOTER_MAGIC);
     let mut out = [0u8; FOOTER_LEN];
     out[..FOOTER_LEN - 8].copy_from_slice(&head);
-    out[FOOTER_LEN - 8..].copy_from_slice(&meta_hash(header, &head).to_le_bytes());
+    out[FOOTER_LEN - 8..].copy_from_slice(&meta_hash(header, sums, &head).to_le_bytes());
     out
 }
 
@@ -527,18 +565,19 @@ fn parse_header(path: &Path, bytes: &[u8], store_id: &[u8; 16]) -> Result<Header
             path: path.to_path_buf(),
         });
     }
-    Ok(Header { kind })
+    Ok(Header { kind, version })
 }
 
 /// Checks the footer's magic and metadata hash and that the sections tile the file exactly.
-fn parse_footer(path: &Path, bytes: &[u8], kind: TableKind) -> Result<Footer> {
+fn parse_footer(path: &Path, bytes: &[u8], header: &Header) -> Result<Footer> {
+    let kind = header.kind;
     let corrupt = |d: String| Error::corrupt(path, d);
     let file_len = bytes.len();
     let at = file_len
         .checked_sub(FOOTER_LEN)
         .filter(|&at| at >= HEADER_LEN)
         .ok_or_else(|| corrupt(format!("{file_len} bytes: too short for header and footer")))?;
-    let header: &[u8; HEADER_LEN] = bytes
+    let header_bytes: &[u8; HEADER_LEN] = bytes
         .get(..HEADER_LEN)
         .and_then(|h| h.try_into().ok())
         .ok_or_else(|| corrupt("header truncated".into()))?;
@@ -549,27 +588,32 @@ fn parse_footer(path: &Path, bytes: &[u8], kind: TableKind) -> Result<Footer> {
     if head.get(48..56) != Some(&FOOTER_MAGIC[..]) {
         return Err(corrupt(format!("bad footer magic at offset {}", at + 48)));
     }
-    let stored =
-        read_u64(bytes, at + FOOTER_LEN - 8).ok_or_else(|| corrupt("footer truncated".into()))?;
-    let computed = meta_hash(header, head);
-    if stored != computed {
-        return Err(corrupt(format!(
-            "header/footer hash mismatch at offset {}: stored {stored:#x}, computed {computed:#x}",
-            at + 56
-        )));
-    }
     let field = |off: usize| read_u64(head, off).unwrap_or(u64::MAX);
     let (key_count, data_off, data_len, index_off, index_len) =
         (field(0), field(8), field(16), field(24), field(32));
     let bucket_bits = u32::from(head.get(40).copied().unwrap_or(u8::MAX));
-    if head.get(41..48).is_none_or(|r| r.iter().any(|&b| b != 0)) {
+    let block_shift = u32::from(head.get(41).copied().unwrap_or(u8::MAX));
+    let reserved_from = if header.version >= 2 { 42 } else { 41 };
+    if head
+        .get(reserved_from..48)
+        .is_none_or(|r| r.iter().any(|&b| b != 0))
+    {
         return Err(corrupt("non-zero reserved bytes in the footer".into()));
     }
-    // The sections must tile [HEADER_LEN, file_len - FOOTER_LEN) exactly.
+    // The sections must tile [HEADER_LEN, file_len - FOOTER_LEN) exactly: data, index, and
+    // (version 2) the block sums of every byte before them.
     let data_end = data_off.checked_add(data_len);
     let index_end = index_off.checked_add(index_len);
-    if data_off != HEADER_LEN as u64 || data_end != Some(index_off) || index_end != Some(at as u64)
-    {
+    let sums_len = if header.version >= 2 {
+        if !blocks::BLOCK_SHIFTS.contains(&block_shift) {
+            return Err(corrupt(format!("block size 2^{block_shift} out of range")));
+        }
+        index_end.map(|end| blocks::block_count(end, block_shift) * 8)
+    } else {
+        Some(0)
+    };
+    let sums_end = index_end.zip(sums_len).and_then(|(e, l)| e.checked_add(l));
+    if data_off != HEADER_LEN as u64 || data_end != Some(index_off) || sums_end != Some(at as u64) {
         return Err(corrupt(format!(
             "section bounds out of place: data {data_off}+{data_len}, index {index_off}+{index_len}, \
              footer at {at}"
@@ -577,11 +621,25 @@ fn parse_footer(path: &Path, bytes: &[u8], kind: TableKind) -> Result<Footer> {
     }
     // Every value is now <= at < file_len, so they fit in usize.
     let to_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    let index_end = to_usize(index_off + index_len);
+    let sums_bytes = bytes
+        .get(index_end..at)
+        .ok_or_else(|| corrupt("block sums out of bounds".into()))?;
+    let stored =
+        read_u64(bytes, at + FOOTER_LEN - 8).ok_or_else(|| corrupt("footer truncated".into()))?;
+    let computed = meta_hash(header_bytes, sums_bytes, head);
+    if stored != computed {
+        return Err(corrupt(format!(
+            "header/footer hash mismatch at offset {}: stored {stored:#x}, computed {computed:#x}",
+            at + 56
+        )));
+    }
     let footer = Footer {
         key_count,
         data: to_usize(data_off)..to_usize(index_off),
-        index: to_usize(index_off)..at,
+        index: to_usize(index_off)..index_end,
         bucket_bits,
+        sums: (header.version >= 2).then(|| (block_shift, index_end..at)),
     };
     match kind {
         TableKind::Fst => {
@@ -726,7 +784,13 @@ impl Table {
                 header.kind, expected.kind
             )));
         }
-        if verification == Verification::Checksum {
+        // A table with no block sums (version 1), small, or in memory already is checked whole
+        // even at the Structure level: no answer may come from unchecked bytes.
+        let whole = verification == Verification::Checksum
+            || header.version < 2
+            || len <= READ_MAX
+            || file.in_memory();
+        if whole {
             if own_file {
                 file.advise(ADVICE_SCAN);
             }
@@ -742,7 +806,7 @@ impl Table {
                 }));
             }
         }
-        let footer = parse_footer(path, bytes, header.kind).map_err(placed)?;
+        let footer = parse_footer(path, bytes, &header).map_err(placed)?;
         if footer.key_count != expected.key_count {
             return Err(corrupt(format!(
                 "table holds {} keys, the manifest says {}",
@@ -766,32 +830,60 @@ impl Table {
                     bucket_bits: footer.bucket_bits,
                 };
                 body.check_index_ends(path).map_err(placed)?;
-                if verification == Verification::Checksum {
+                if whole {
                     body.check_index_monotonic(path).map_err(placed)?;
                 }
                 Body::Hashed(body)
             }
+        };
+        let sums = footer.sums.map(|(block_shift, r)| (block_shift, shift(&r)));
+        let blocks = match &sums {
+            Some((block_shift, at)) if !whole => Some(BlockCheck::new(
+                base,
+                footer.index.end,
+                *block_shift,
+                at.start,
+            )),
+            _ => None,
         };
         Ok(Table {
             path: path.to_path_buf(),
             offset,
             info: *expected,
             body,
+            sums,
+            blocks,
         })
     }
 
+    /// Checks, before an iteration or any use of an fst body, every block not yet checked.
+    fn ensure_all(&self) -> Result<()> {
+        match &self.blocks {
+            Some(blocks) => blocks.ensure_all(self.file()),
+            None => Ok(()),
+        }
+    }
+
     /// Whether `key` is in the table. Does not allocate.
+    ///
+    /// Fails only for a table opened with [`Verification::Structure`] whose bytes this
+    /// lookup reads for the first time and finds corrupt ([`Error::Corrupt`]): an fst table
+    /// checks its whole body on its first lookup, a dense table each 64 KiB block on first
+    /// touch (format-spec §5.3a). A table checked whole at open never fails here.
     #[inline]
-    pub fn contains(&self, key: &[u8]) -> bool {
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
         match &self.body {
-            Body::Fst(set) => fst_contains(set, key),
+            Body::Fst(set) => {
+                self.ensure_all()?;
+                Ok(fst_contains(set, key))
+            }
             Body::Hashed(h) => {
                 // Start the bucket's index entry on its way from memory (usually a cache
                 // miss) while the key is encoded and checked.
                 h.prefetch_index(h.scheme.bucket_of_key(key, h.bucket_bits));
                 match h.scheme.encode(key) {
-                    Some(code) => h.contains_code(&code),
-                    None => false,
+                    Some(code) => Ok(h.rank_code(&code, self.blocks.as_ref())?.is_some()),
+                    None => Ok(false),
                 }
             }
         }
@@ -799,16 +891,16 @@ impl Table {
 
     /// The position of `key` in the table's key order, if the table holds it. Only hashed
     /// tables answer (the membership index uses it to find a key's postings); an fst table
-    /// returns `None`.
-    pub fn rank(&self, key: &[u8]) -> Option<u64> {
+    /// returns `None`. Fails as [`contains`](Table::contains) does.
+    pub fn rank(&self, key: &[u8]) -> Result<Option<u64>> {
         match &self.body {
-            Body::Fst(_) => None,
+            Body::Fst(_) => Ok(None),
             Body::Hashed(h) => {
                 h.prefetch_index(h.scheme.bucket_of_key(key, h.bucket_bits));
-                h.scheme
-                    .encode(key)
-                    .and_then(|code| h.rank_code(&code))
-                    .map(|r| r as u64)
+                match h.scheme.encode(key) {
+                    Some(code) => Ok(h.rank_code(&code, self.blocks.as_ref())?.map(|r| r as u64)),
+                    None => Ok(None),
+                }
             }
         }
     }
@@ -862,24 +954,27 @@ impl Table {
         file.bytes().get(start..end).unwrap_or_default()
     }
 
-    /// All keys, in ascending byte order.
-    pub fn keys(&self) -> TableKeys<'_> {
-        match &self.body {
+    /// All keys, in ascending byte order. A table opened with [`Verification::Structure`]
+    /// first checks every block it has not checked yet, and fails if one is corrupt.
+    pub fn keys(&self) -> Result<TableKeys<'_>> {
+        self.ensure_all()?;
+        Ok(match &self.body {
             Body::Fst(set) => TableKeys(KeysInner::Fst(set.stream())),
             Body::Hashed(h) => TableKeys(KeysInner::Hashed { body: h, pos: 0 }),
-        }
+        })
     }
 
     /// The keys `>= start`, in ascending byte order. `start` need not be a key, nor (for a
-    /// hashed table) a hash key.
-    pub fn keys_from(&self, start: &[u8]) -> TableKeys<'_> {
-        match &self.body {
+    /// hashed table) a hash key. Fails as [`keys`](Table::keys) does.
+    pub fn keys_from(&self, start: &[u8]) -> Result<TableKeys<'_>> {
+        self.ensure_all()?;
+        Ok(match &self.body {
             Body::Fst(set) => TableKeys(KeysInner::Fst(set.range().ge(start).into_stream())),
             Body::Hashed(h) => TableKeys(KeysInner::Hashed {
                 body: h,
                 pos: h.lower_bound(start),
             }),
-        }
+        })
     }
 
     /// The deep checks of [`verify_table`] that go beyond [`Verification::Checksum`]: for
@@ -887,6 +982,12 @@ impl Table {
     /// each in its bucket and its bucket's filter.
     pub(crate) fn check_contents(&self) -> Result<()> {
         let corrupt = |d: String| place_error(Error::corrupt(&self.path, d), self.offset);
+        if let Some((block_shift, at)) = &self.sums {
+            // Every block against its sum, whatever this table checked before.
+            let base = usize::try_from(self.offset).unwrap_or(usize::MAX);
+            BlockCheck::new(base, at.start.saturating_sub(base), *block_shift, at.start)
+                .ensure_all(self.file())?;
+        }
         match &self.body {
             Body::Fst(set) => {
                 set.as_fst()
@@ -924,7 +1025,7 @@ pub const PACK_HEADER_LEN: usize = 64;
 pub(crate) fn encode_pack_header(store_id: &[u8; 16]) -> [u8; PACK_HEADER_LEN] {
     let mut h = [0u8; PACK_HEADER_LEN];
     h[..8].copy_from_slice(&PACK_MAGIC);
-    h[8..12].copy_from_slice(&TABLE_FORMAT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&PACK_FORMAT_VERSION.to_le_bytes());
     h[16..32].copy_from_slice(store_id);
     h
 }
@@ -939,14 +1040,14 @@ fn check_pack_header(path: &Path, bytes: &[u8], store_id: &[u8; 16]) -> Result<(
         return Err(corrupt("not a segstore pack (bad magic)"));
     }
     let version = read_u32(header, 8).unwrap_or(0);
-    if version > TABLE_FORMAT_VERSION {
+    if version > PACK_FORMAT_VERSION {
         return Err(Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
-            supported: TABLE_FORMAT_VERSION,
+            supported: PACK_FORMAT_VERSION,
         });
     }
-    if version != TABLE_FORMAT_VERSION {
+    if version != PACK_FORMAT_VERSION {
         return Err(corrupt(&format!("version {version}")));
     }
     if header.get(16..32) != Some(&store_id[..]) {
@@ -1105,14 +1206,56 @@ impl HashedBody {
         self.bytes().get(start..end)
     }
 
+    /// The position of `code` among the table's codes, if present, after checking (when
+    /// `blocks` is given) the blocks of the index entries and codes the search reads.
     #[inline]
-    fn contains_code(&self, code: &Code) -> bool {
-        self.rank_code(code).is_some()
+    fn rank_code(&self, code: &Code, blocks: Option<&BlockCheck>) -> Result<Option<usize>> {
+        if let Some(blocks) = blocks {
+            self.check_search(code, blocks)?;
+        }
+        Ok(self.find_code(code))
+    }
+
+    /// Checks the blocks that [`find_code`](HashedBody::find_code) reads for `code`: its
+    /// bucket's index entry and the next one's start, then (if the filter lets it through)
+    /// the bucket's codes.
+    #[inline(never)]
+    fn check_search(&self, code: &Code, blocks: &BlockCheck) -> Result<()> {
+        let Some(code) = code.get(..self.scheme.code_len()) else {
+            return Ok(());
+        };
+        let b = code::bucket(code, self.bucket_bits);
+        let Some(at) = usize::try_from(b)
+            .ok()
+            .and_then(|b| b.checked_mul(INDEX_ENTRY_LEN))
+            .and_then(|off| self.index_start.checked_add(off))
+        else {
+            return Ok(());
+        };
+        blocks.ensure(&self.file, at..at.saturating_add(INDEX_ENTRY_LEN + 4))?;
+        let (Some((first, filter)), Some(end)) = (self.index_word(b), self.index_entry(b + 1))
+        else {
+            return Ok(());
+        };
+        if filter & filter_bit(code) == 0 || first as usize > end {
+            return Ok(());
+        }
+        let width = self.scheme.code_len();
+        let range = (first as usize)
+            .checked_mul(width)
+            .zip(end.checked_mul(width))
+            .and_then(|(lo, hi)| {
+                Some(self.codes_start.checked_add(lo)?..self.codes_start.checked_add(hi)?)
+            });
+        match range {
+            Some(range) => blocks.ensure(&self.file, range),
+            None => Ok(()),
+        }
     }
 
     /// The position of `code` among the table's codes, if present.
     #[inline]
-    fn rank_code(&self, code: &Code) -> Option<usize> {
+    fn find_code(&self, code: &Code) -> Option<usize> {
         let width = self.scheme.code_len();
         let code = code.get(..width)?;
         let b = code::bucket(code, self.bucket_bits);
@@ -1315,6 +1458,8 @@ pub(crate) struct HashingWriter {
     pub(crate) inner: ChunkWriter,
     pub(crate) hasher: Box<Xxh3>,
     pub(crate) written: u64,
+    /// A table's block sums, computed as its bytes pass (format-spec §5.3a).
+    pub(crate) blocks: Option<BlockHasher>,
 }
 
 impl HashingWriter {
@@ -1324,6 +1469,7 @@ impl HashingWriter {
             inner: ChunkWriter::new(file),
             hasher: Box::default(),
             written: 0,
+            blocks: None,
         }
     }
 }
@@ -1333,6 +1479,9 @@ impl Write for HashingWriter {
         let n = self.inner.write(buf)?;
         let done = buf.get(..n).unwrap_or(buf);
         self.hasher.update(done);
+        if let Some(blocks) = &mut self.blocks {
+            blocks.update(done);
+        }
         self.written += done.len() as u64;
         Ok(n)
     }
@@ -1438,6 +1587,7 @@ impl TableBuilder {
             inner: writer,
             hasher: Box::default(),
             written: 0,
+            blocks: None,
         };
         TableBuilder::start(path, false, writer, store_id, kind, expected_len)
     }
@@ -1461,6 +1611,7 @@ impl TableBuilder {
             finished: false,
         };
         // From here on, dropping `builder` removes the file.
+        writer.blocks = Some(BlockHasher::new(blocks::WRITE_BLOCK_SHIFT));
         writer.write_all(&header).map_err(|e| Error::io(path, e))?;
         builder.state = match kind {
             TableKind::Fst => BuildState::Fst {
@@ -1598,6 +1749,7 @@ impl TableBuilder {
                     data: HEADER_LEN..end,
                     index: end..end,
                     bucket_bits: 0,
+                    sums: None,
                 };
                 (writer, footer)
             }
@@ -1638,6 +1790,7 @@ impl TableBuilder {
                     data: HEADER_LEN..to_usize(data_end)?,
                     index: to_usize(data_end)?..to_usize(writer.written)?,
                     bucket_bits: bits,
+                    sums: None,
                 };
                 (writer, footer)
             }
@@ -1648,8 +1801,20 @@ impl TableBuilder {
                 })
             }
         };
+        // The block sums of every byte so far, then the footer, whose meta hash covers them.
+        let sums = writer
+            .blocks
+            .take()
+            .map(BlockHasher::finish)
+            .unwrap_or_default();
+        writer.write_all(&sums).map_err(io)?;
+        let index_end = footer.index.end;
+        let footer = Footer {
+            sums: Some((blocks::WRITE_BLOCK_SHIFT, index_end..index_end + sums.len())),
+            ..footer
+        };
         writer
-            .write_all(&encode_footer(&self.header, &footer))
+            .write_all(&encode_footer(&self.header, &sums, &footer))
             .map_err(io)?;
         let info = TableInfo {
             kind: self.kind,

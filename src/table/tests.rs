@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 
 const STORE: [u8; 16] = *b"store-id-0123456";
 const OTHER_STORE: [u8; 16] = *b"store-id-6543210";
+/// The block sums of a table of at most 64 KiB: one block, one sum.
+const SMALL_SUMS_LEN: usize = 8;
 
 fn hash_key(rng: &mut impl Rng) -> Vec<u8> {
     let bytes: [u8; 32] = rng.gen();
@@ -73,18 +75,18 @@ fn check_table(table: &Table, keys: &BTreeSet<Vec<u8>>, probes: &[Vec<u8>]) {
     assert_eq!(table.is_empty(), keys.is_empty());
     for k in keys {
         assert!(
-            table.contains(k),
+            table.contains(k).unwrap(),
             "missing {:?}",
             String::from_utf8_lossy(k)
         );
     }
     for p in probes {
-        assert_eq!(table.contains(p), keys.contains(p), "{p:?}");
+        assert_eq!(table.contains(p).unwrap(), keys.contains(p), "{p:?}");
     }
-    let all: Vec<Vec<u8>> = table.keys().collect();
+    let all: Vec<Vec<u8>> = table.keys().unwrap().collect();
     assert_eq!(all, keys.iter().cloned().collect::<Vec<_>>());
     for p in probes.iter().chain(keys.iter().take(20)) {
-        let from: Vec<Vec<u8>> = table.keys_from(p).collect();
+        let from: Vec<Vec<u8>> = table.keys_from(p).unwrap().collect();
         let want: Vec<Vec<u8>> = keys.range(p.clone()..).cloned().collect();
         assert_eq!(from, want, "keys_from {p:?}");
     }
@@ -291,11 +293,15 @@ fn open_rejects_mismatches() {
         open(&STORE, wrong_sum, Verification::Checksum),
         Err(Error::ChecksumMismatch { .. })
     ));
-    assert!(open(&STORE, wrong_sum, Verification::Structure).is_ok());
+    // A table of at most 64 KiB is checked whole even at the Structure level.
+    assert!(matches!(
+        open(&STORE, wrong_sum, Verification::Structure),
+        Err(Error::ChecksumMismatch { .. })
+    ));
 
     // A newer version.
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&(TABLE_FORMAT_VERSION + 1).to_le_bytes());
     let newer = dir.path().join("newer");
     std::fs::write(&newer, &bytes).unwrap();
     let newer_info = TableInfo {
@@ -304,7 +310,7 @@ fn open_rejects_mismatches() {
     };
     assert!(matches!(
         Table::open(&newer, &STORE, &newer_info, Verification::Checksum),
-        Err(Error::UnsupportedVersion { found: 2, .. })
+        Err(Error::UnsupportedVersion { found: 3, .. })
     ));
     // Missing file.
     assert!(matches!(
@@ -332,8 +338,8 @@ fn corruption_sweep(kind: TableKind, keys: &BTreeSet<Vec<u8>>) {
         for k in keys.iter().chain(probes.iter()) {
             let _ = t.contains(k);
         }
-        assert!(t.keys().count() <= keys.len());
-        let _ = t.keys_from(b"M").count();
+        assert!(t.keys().map_or(0, Iterator::count) <= keys.len());
+        let _ = t.keys_from(b"M").map(Iterator::count);
     };
     for at in 0..good.len() {
         for flip in [0x01u8, 0x80, 0xFF] {
@@ -430,7 +436,7 @@ fn hashed_structure_rejects_bad_index() {
     let bytes = std::fs::read(&path).unwrap();
     let index_start = HEADER_LEN + 64 * CODE_LEN;
     // Last index entry != key_count (the start is the first half of the 8-byte entry).
-    let last = bytes.len() - FOOTER_LEN - INDEX_ENTRY_LEN;
+    let last = bytes.len() - FOOTER_LEN - SMALL_SUMS_LEN - INDEX_ENTRY_LEN;
     let mut b = bytes.clone();
     b[last] ^= 1;
     std::fs::write(&path, &b).unwrap();
@@ -439,7 +445,8 @@ fn hashed_structure_rejects_bad_index() {
         ..info
     };
     assert!(Table::open(&path, &STORE, &i2, Verification::Structure).is_err());
-    // A decreasing middle entry: accepted by Structure, caught by Checksum and verify.
+    // A decreasing middle entry (with a checksum that agrees): caught at open by the
+    // monotonicity check, which a table of at most 64 KiB gets even at the Structure level.
     let mut b = bytes.clone();
     let third = index_start + INDEX_ENTRY_LEN * 3;
     b[third..third + 4].copy_from_slice(&1000u32.to_le_bytes());
@@ -448,10 +455,7 @@ fn hashed_structure_rejects_bad_index() {
         checksum: xxh3_64(&b),
         ..info
     };
-    let t = Table::open(&path, &STORE, &i3, Verification::Structure).unwrap();
-    for k in &keys {
-        let _ = t.contains(k);
-    }
+    assert!(Table::open(&path, &STORE, &i3, Verification::Structure).is_err());
     assert!(Table::open(&path, &STORE, &i3, Verification::Checksum).is_err());
     assert!(verify_table(&path, &STORE, &i3).is_err());
     // Two codes swapped: only verify_table notices.
@@ -490,12 +494,12 @@ fn hashed_bytes_per_key_1m() {
     for _ in 0..3 {
         let start = std::time::Instant::now();
         for k in hits.iter().take(200_000) {
-            found += usize::from(t.contains(k));
+            found += usize::from(t.contains(k).unwrap());
         }
         hit = hit.min(start.elapsed() / 200_000);
         let start = std::time::Instant::now();
         for k in &misses {
-            found += usize::from(t.contains(k));
+            found += usize::from(t.contains(k).unwrap());
         }
         miss = miss.min(start.elapsed() / 200_000);
     }
@@ -558,7 +562,7 @@ fn hashed_filter_misses_are_caught_by_verify() {
     let index_start = HEADER_LEN + 64 * CODE_LEN;
     // Clear the filter of the first bucket that has keys: its keys now look absent.
     let mut b = bytes.clone();
-    let entries = (bytes.len() - FOOTER_LEN - index_start) / INDEX_ENTRY_LEN;
+    let entries = (bytes.len() - FOOTER_LEN - SMALL_SUMS_LEN - index_start) / INDEX_ENTRY_LEN;
     let bucket = (0..entries - 1)
         .find(|&i| {
             let at = index_start + i * INDEX_ENTRY_LEN + 4;
@@ -574,7 +578,7 @@ fn hashed_filter_misses_are_caught_by_verify() {
     };
     let table = Table::open(&path, &STORE, &forged, Verification::Structure).unwrap();
     assert!(
-        keys.iter().any(|k| !table.contains(k)),
+        keys.iter().any(|k| !table.contains(k).unwrap()),
         "the filter decides misses"
     );
     assert!(verify_table(&path, &STORE, &forged).is_err());
@@ -635,4 +639,131 @@ fn kind_choice_follows_the_first_key_or_the_table() {
     assert!(choice.see(&hash));
     assert!(!choice.see(b"user-1"));
     assert!(!choice.see(&hash), "fst stays fst");
+}
+
+/// Random printable keys of 12..40 bytes: an fst of them is large (random keys share little).
+fn random_text_keys(rng: &mut impl Rng, n: usize) -> BTreeSet<Vec<u8>> {
+    (0..n)
+        .map(|_| {
+            let len = rng.gen_range(12..40);
+            (0..len).map(|_| rng.gen_range(b'!'..=b'~')).collect()
+        })
+        .collect()
+}
+
+/// At the Structure level a table over 64 KiB is mapped and checked block by block on first
+/// touch (an fst body whole on its first lookup). Damage anywhere in it: every lookup and
+/// iteration either fails or answers as the intact table does, and when the damage lies in
+/// the bytes the lookups read, they fail rather than answer.
+#[test]
+fn structure_lookups_never_answer_from_damaged_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    for (kind, keys) in [
+        (TableKind::Hashed, hash_keys(&mut rng, 20_000)),
+        (TableKind::Uuid, uuid_keys(&mut rng, 20_000)),
+        (TableKind::Fst, random_text_keys(&mut rng, 20_000)),
+    ] {
+        let path = dir.path().join(format!("{kind:?}.sstbl"));
+        let info = build(&path, kind, &keys, keys.len() as u64);
+        assert!(
+            info.file_len > 4 * READ_MAX,
+            "{kind:?}: {} bytes",
+            info.file_len
+        );
+        let good = std::fs::read(&path).unwrap();
+        // The sums cover everything before themselves; the footer says where they start.
+        let footer = good.len() - FOOTER_LEN;
+        let index_end = (read_u64(&good, footer + 24).unwrap()
+            + read_u64(&good, footer + 32).unwrap()) as usize;
+        let mut lookups: Vec<Vec<u8>> = keys.iter().cloned().collect();
+        lookups.extend(probes(&mut rng));
+        lookups.extend(match kind {
+            TableKind::Hashed => hash_keys(&mut rng, 2_000),
+            TableKind::Uuid => uuid_keys(&mut rng, 2_000),
+            TableKind::Fst => random_text_keys(&mut rng, 2_000),
+        });
+        let intact = Table::open(&path, &STORE, &info, Verification::Structure).unwrap();
+        let expected: Vec<bool> = lookups
+            .iter()
+            .map(|p| intact.contains(p).unwrap())
+            .collect();
+        assert_eq!(intact.keys().unwrap().count(), keys.len());
+        drop(intact);
+        for trial in 0..24 {
+            // Mostly in the data and index; sometimes in the sums or the footer.
+            let at = if trial % 6 == 5 {
+                rng.gen_range(index_end..good.len())
+            } else {
+                rng.gen_range(0..index_end)
+            };
+            let mut bytes = good.clone();
+            bytes[at] ^= 1 << rng.gen_range(0..8);
+            let bad = dir.path().join(format!("{kind:?}-bad-{trial}.sstbl"));
+            std::fs::write(&bad, &bytes).unwrap();
+            let Ok(t) = Table::open(&bad, &STORE, &info, Verification::Structure) else {
+                continue;
+            };
+            assert!(
+                at < index_end,
+                "{kind:?}: damage at {at}, past the data, opened"
+            );
+            let mut failed = 0;
+            for (p, want) in lookups.iter().zip(&expected) {
+                match t.contains(p) {
+                    Ok(found) => assert_eq!(found, *want, "{kind:?}: damage at {at}, {p:?}"),
+                    Err(e) => {
+                        assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+                        failed += 1;
+                    }
+                }
+            }
+            assert!(failed > 0, "{kind:?}: damage at {at} went unnoticed");
+            assert!(t.keys().is_err() && t.keys_from(b"0").is_err());
+            assert!(verify_table(&bad, &STORE, &info).is_err());
+        }
+    }
+}
+
+/// A version-1 table (no block sums) still opens, and at the Structure level is checked
+/// whole: a damaged body is refused at open.
+#[test]
+fn version_1_tables_are_checked_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+    let keys = hash_keys(&mut rng, 5_000);
+    let path = dir.path().join("v2");
+    build(&path, TableKind::Hashed, &keys, keys.len() as u64);
+    // Rewrite as version 1: drop the sums, clear the block shift, recompute the meta hash.
+    let v2 = std::fs::read(&path).unwrap();
+    let footer = v2.len() - FOOTER_LEN;
+    let index_end =
+        (read_u64(&v2, footer + 24).unwrap() + read_u64(&v2, footer + 32).unwrap()) as usize;
+    let mut header: [u8; HEADER_LEN] = v2[..HEADER_LEN].try_into().unwrap();
+    header[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let mut head: [u8; FOOTER_LEN - 8] = v2[footer..footer + FOOTER_LEN - 8].try_into().unwrap();
+    head[41] = 0;
+    let mut v1 = header.to_vec();
+    v1.extend_from_slice(&v2[HEADER_LEN..index_end]);
+    v1.extend_from_slice(&head);
+    v1.extend_from_slice(&meta_hash(&header, &[], &head).to_le_bytes());
+    let info = TableInfo {
+        kind: TableKind::Hashed,
+        key_count: keys.len() as u64,
+        file_len: v1.len() as u64,
+        checksum: xxh3_64(&v1),
+    };
+    let v1_path = dir.path().join("v1");
+    std::fs::write(&v1_path, &v1).unwrap();
+    for v in [Verification::Checksum, Verification::Structure] {
+        let t = Table::open(&v1_path, &STORE, &info, v).unwrap();
+        assert!(keys.iter().all(|k| t.contains(k).unwrap()));
+    }
+    verify_table(&v1_path, &STORE, &info).unwrap();
+    v1[HEADER_LEN + 100] ^= 4;
+    std::fs::write(&v1_path, &v1).unwrap();
+    assert!(matches!(
+        Table::open(&v1_path, &STORE, &info, Verification::Structure),
+        Err(Error::ChecksumMismatch { .. })
+    ));
 }

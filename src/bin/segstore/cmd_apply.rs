@@ -163,7 +163,7 @@ impl DryRunTarget {
     }
 
     /// Per segment ref: (added, removed) for the included and the excluded list.
-    fn net_changes(&self) -> BTreeMap<&str, [(u64, u64); 2]> {
+    fn net_changes(&self) -> segstore::Result<BTreeMap<&str, [(u64, u64); 2]>> {
         let mut net: BTreeMap<&str, [(u64, u64); 2]> = BTreeMap::new();
         for segment in &self.created {
             net.entry(segment.as_str()).or_default();
@@ -174,7 +174,7 @@ impl DryRunTarget {
                 continue;
             };
             for (key, present_after) in keys {
-                let present_before = self.snapshot.contains(segment, *list, key);
+                let present_before = self.snapshot.contains(segment, *list, key)?;
                 match (present_before, *present_after) {
                     (false, true) => *added += 1,
                     (true, false) => *removed += 1,
@@ -182,7 +182,7 @@ impl DryRunTarget {
                 }
             }
         }
-        net
+        Ok(net)
     }
 }
 
@@ -320,7 +320,7 @@ fn report_dry_run(args: &ApplyArgs, totals: &Totals, target: &DryRunTarget) -> C
         patch_count(args, totals),
     ))?;
     out.line(format_args!("segments created: {}", target.created.len()))?;
-    for (segment, [included, excluded]) in target.net_changes() {
+    for (segment, [included, excluded]) in target.net_changes()? {
         let new = if target.created.contains(segment) {
             " (new)"
         } else {

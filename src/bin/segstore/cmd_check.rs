@@ -107,7 +107,7 @@ fn check_one(dir: &Path, args: &CheckArgs, given: &OsString) -> CmdResult {
     warn_if_unknown_segment(&snapshot, dir, &args.segment);
     warnings::check_lookup_key(&snapshot, &key, args.hash_key);
     let mut out = Out::new();
-    let status = snapshot.check(&args.segment, &key);
+    let status = snapshot.check(&args.segment, &key)?;
     write_answer(&mut out, args, given.as_bytes(), status, false)?;
     out.finish()
 }
@@ -151,7 +151,7 @@ fn check_many(dir: &Path, args: &CheckArgs, file: &Path) -> CmdResult {
                 &mut out,
                 args,
                 &line,
-                snapshot.check(&args.segment, &key),
+                snapshot.check(&args.segment, &key)?,
                 true,
             )?;
         }

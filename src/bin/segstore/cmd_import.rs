@@ -405,7 +405,7 @@ fn dry_run(dir: &Path, args: &ImportArgs, list: List) -> CmdResult {
     let read = (|| -> CmdResult {
         while let Some(key) = keys.next_key()? {
             if seen.insert(xxhash_rust::xxh3::xxh3_128(&key)) {
-                if snapshot.contains(&args.segment, list, &key) {
+                if snapshot.contains(&args.segment, list, &key)? {
                     distinct_present += 1;
                 } else {
                     distinct_new += 1;

@@ -28,7 +28,7 @@ pub fn run(dir: &Path, args: &MembershipArgs) -> CmdResult {
     let store = open_reader(dir)?;
     let snapshot = store.snapshot();
     warnings::check_lookup_key(&snapshot, &key, args.hash_key);
-    let membership = snapshot.membership(&key);
+    let membership = snapshot.membership(&key)?;
     let map: BTreeMap<&str, bool> = membership.iter().collect();
     let json =
         serde_json::to_string(&map).map_err(|e| Failure::runtime(format!("encoding JSON: {e}")))?;

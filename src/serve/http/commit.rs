@@ -153,7 +153,7 @@ mod tests {
         let snapshot = store.snapshot();
         for i in (0..50).filter(|i| *i != 40) {
             assert_eq!(
-                snapshot.check("s.g1", format!("k{i}").as_bytes()),
+                snapshot.check("s.g1", format!("k{i}").as_bytes()).unwrap(),
                 Status::Included
             );
         }

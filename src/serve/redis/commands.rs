@@ -224,14 +224,14 @@ enum Kind {
     Set,
 }
 
-fn kind_of(view: &View, keys: &Keyspace, key: &Bytes) -> Kind {
-    match keys.parse(key) {
+fn kind_of(view: &View, keys: &Keyspace, key: &Bytes) -> crate::Result<Kind> {
+    Ok(match keys.parse(key) {
         Key::SynchronizedOn if view.synchronized_on().is_some() => Kind::String,
         Key::Cursor if view.cursor().is_some() => Kind::String,
         Key::Lock if view.lock().is_some() => Kind::String,
-        Key::Set(list, hash) if view.set_exists(list, &hash) => Kind::Set,
+        Key::Set(list, hash) if view.set_exists(list, &hash)? => Kind::Set,
         _ => Kind::None,
-    }
+    })
 }
 
 /// What a data command did, for the server's counters.
@@ -242,13 +242,25 @@ pub struct Effect {
 }
 
 /// Runs one data command (already arity-checked and, for a write, validated) against `view`.
+/// A lookup that fails (a store opened with `Verification::Structure` whose bytes turn out
+/// corrupt) gives an `-ERR` reply and leaves the view unchanged.
 pub fn execute(view: &mut View, keys: &Keyspace, args: &[Bytes], effect: &mut Effect) -> Reply {
+    execute_or_fail(view, keys, args, effect)
+        .unwrap_or_else(|e| Reply::err(format!("the store cannot answer: {e}")))
+}
+
+fn execute_or_fail(
+    view: &mut View,
+    keys: &Keyspace,
+    args: &[Bytes],
+    effect: &mut Effect,
+) -> crate::Result<Reply> {
     let name = args
         .first()
         .map(|n| n.to_ascii_lowercase())
         .unwrap_or_default();
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
-    match name.as_slice() {
+    Ok(match name.as_slice() {
         b"get" => match keys.parse(&arg(1)) {
             Key::SynchronizedOn => match view.synchronized_on() {
                 Some(at) => Reply::text(at.to_string()),
@@ -257,7 +269,7 @@ pub fn execute(view: &mut View, keys: &Keyspace, args: &[Bytes], effect: &mut Ef
             Key::Cursor => view.cursor().map_or(Reply::Nil, Reply::text),
             Key::Lock => view.lock().cloned().map_or(Reply::Nil, Reply::Bulk),
             Key::Set(list, hash) => {
-                if view.set_exists(list, &hash) {
+                if view.set_exists(list, &hash)? {
                     wrong_type()
                 } else {
                     Reply::Nil
@@ -269,41 +281,41 @@ pub fn execute(view: &mut View, keys: &Keyspace, args: &[Bytes], effect: &mut Ef
             let key = arg(1);
             let (list, hash) = match keys.parse(&key) {
                 Key::Set(list, hash) => (list, hash),
-                Key::Other => return empty_set_reply(&name, args.len()),
+                Key::Other => return Ok(empty_set_reply(&name, args.len())),
                 _ => {
-                    return match kind_of(view, keys, &key) {
+                    return Ok(match kind_of(view, keys, &key)? {
                         Kind::None => empty_set_reply(&name, args.len()),
                         _ => wrong_type(),
-                    }
+                    })
                 }
             };
             effect.lookups += 1;
             match name.as_slice() {
                 b"smembers" => Reply::Set(
-                    view.members(list, &hash)
+                    view.members(list, &hash)?
                         .iter()
                         .map(|m| Reply::Bulk(Bytes::copy_from_slice(m.as_bytes())))
                         .collect(),
                 ),
-                b"scard" => Reply::Int(view.members(list, &hash).len() as i64),
-                b"sismember" => Reply::Int(i64::from(member_of(view, list, &hash, &arg(2)))),
-                _ => Reply::Array(
-                    args.get(2..)
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|m| Reply::Int(i64::from(member_of(view, list, &hash, m))))
-                        .collect(),
-                ),
+                b"scard" => Reply::Int(view.members(list, &hash)?.len() as i64),
+                b"sismember" => Reply::Int(i64::from(member_of(view, list, &hash, &arg(2))?)),
+                _ => {
+                    let mut replies = Vec::new();
+                    for m in args.get(2..).unwrap_or_default() {
+                        replies.push(Reply::Int(i64::from(member_of(view, list, &hash, m)?)));
+                    }
+                    Reply::Array(replies)
+                }
             }
         }
-        b"exists" => Reply::Int(
-            args.get(1..)
-                .unwrap_or_default()
-                .iter()
-                .filter(|k| !matches!(kind_of(view, keys, k), Kind::None))
-                .count() as i64,
-        ),
-        b"type" => Reply::Status(match kind_of(view, keys, &arg(1)) {
+        b"exists" => {
+            let mut count = 0i64;
+            for k in args.get(1..).unwrap_or_default() {
+                count += i64::from(!matches!(kind_of(view, keys, k)?, Kind::None));
+            }
+            Reply::Int(count)
+        }
+        b"type" => Reply::Status(match kind_of(view, keys, &arg(1))? {
             Kind::None => "none",
             Kind::String => "string",
             Kind::Set => "set",
@@ -314,13 +326,13 @@ pub fn execute(view: &mut View, keys: &Keyspace, args: &[Bytes], effect: &mut Ef
         b"sadd" | b"srem" => {
             let key = arg(1);
             let Key::Set(list, hash) = keys.parse(&key) else {
-                return refused(keys, &key);
+                return Ok(refused(keys, &key));
             };
             let refs = match refs(args.get(2..).unwrap_or_default()) {
                 Ok(refs) => refs,
-                Err(e) => return e,
+                Err(e) => return Ok(e),
             };
-            Reply::Int(view.update_set(keys, list, &hash, &refs, name == b"sadd"))
+            Reply::Int(view.update_set(keys, list, &hash, &refs, name == b"sadd")?)
         }
         b"set" => {
             let key = arg(1);
@@ -348,8 +360,15 @@ pub fn execute(view: &mut View, keys: &Keyspace, args: &[Bytes], effect: &mut Ef
             }
         }
         b"del" | b"unlink" => {
+            // Every set's members first, so that a failed lookup deletes nothing.
+            let all = args.get(1..).unwrap_or_default();
+            for key in all {
+                if let Key::Set(list, hash) = keys.parse(key) {
+                    view.members(list, &hash)?;
+                }
+            }
             let mut deleted = 0;
-            for key in args.get(1..).unwrap_or_default() {
+            for key in all {
                 let existed = match keys.parse(key) {
                     Key::Cursor => {
                         let existed = view.cursor().is_some();
@@ -365,7 +384,7 @@ pub fn execute(view: &mut View, keys: &Keyspace, args: &[Bytes], effect: &mut Ef
                         }
                         existed
                     }
-                    Key::Set(list, hash) => view.delete_set(keys, list, &hash),
+                    Key::Set(list, hash) => view.delete_set(keys, list, &hash)?,
                     Key::SynchronizedOn | Key::Other => false,
                 };
                 deleted += i64::from(existed);
@@ -373,11 +392,14 @@ pub fn execute(view: &mut View, keys: &Keyspace, args: &[Bytes], effect: &mut Ef
             Reply::Int(deleted)
         }
         _ => unknown_command(args),
-    }
+    })
 }
 
-fn member_of(view: &View, list: List, hash: &Bytes, member: &Bytes) -> bool {
-    std::str::from_utf8(member).is_ok_and(|m| view.is_member(list, hash, m))
+fn member_of(view: &View, list: List, hash: &Bytes, member: &Bytes) -> crate::Result<bool> {
+    match std::str::from_utf8(member) {
+        Ok(m) => view.is_member(list, hash, m),
+        Err(_) => Ok(false),
+    }
 }
 
 /// The reply of a set command on a key that does not exist.

@@ -4,6 +4,7 @@
 
 use super::keyspace::Keyspace;
 use crate::change::{Batch, List, SegmentChange};
+use crate::error::Result;
 use crate::snapshot::Snapshot;
 use redis_protocol::bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
@@ -91,10 +92,11 @@ impl View {
         }
     }
 
-    /// The refs in one set, sorted.
-    pub fn members(&self, list: List, hash: &Bytes) -> Vec<Arc<str>> {
+    /// The refs in one set, sorted. Lookups fail only on a store opened with
+    /// `Verification::Structure` whose bytes turn out corrupt.
+    pub fn members(&self, list: List, hash: &Bytes) -> Result<Vec<Arc<str>>> {
         let mut members = if crate::key::validate_key(hash).is_ok() {
-            let mentions = self.snapshot.mentions(hash);
+            let mentions = self.snapshot.mentions(hash)?;
             match list {
                 List::Included => mentions.included,
                 List::Excluded => mentions.excluded,
@@ -111,42 +113,46 @@ impl View {
             }
             members.sort_unstable();
         }
-        members
+        Ok(members)
     }
 
     /// Whether one set holds `member`.
-    pub fn is_member(&self, list: List, hash: &Bytes, member: &str) -> bool {
+    pub fn is_member(&self, list: List, hash: &Bytes, member: &str) -> Result<bool> {
         match self
             .sets
             .get(&(list, hash.clone()))
             .and_then(|changed| changed.get(member))
         {
-            Some(c) => c.now,
+            Some(c) => Ok(c.now),
             None => self.in_snapshot(list, hash, member),
         }
     }
 
-    fn in_snapshot(&self, list: List, hash: &Bytes, member: &str) -> bool {
-        crate::key::validate_key(hash).is_ok() && self.snapshot.contains(member, list, hash)
+    fn in_snapshot(&self, list: List, hash: &Bytes, member: &str) -> Result<bool> {
+        if crate::key::validate_key(hash).is_err() {
+            return Ok(false);
+        }
+        self.snapshot.contains(member, list, hash)
     }
 
     /// True when one set has a member.
-    pub fn set_exists(&self, list: List, hash: &Bytes) -> bool {
+    pub fn set_exists(&self, list: List, hash: &Bytes) -> Result<bool> {
         let untouched = !self.sets.contains_key(&(list, hash.clone()));
         if untouched {
-            return crate::key::validate_key(hash).is_ok() && {
-                let mentions = self.snapshot.mentions(hash);
-                match list {
-                    List::Included => !mentions.included.is_empty(),
-                    List::Excluded => !mentions.excluded.is_empty(),
-                }
-            };
+            if crate::key::validate_key(hash).is_err() {
+                return Ok(false);
+            }
+            let mentions = self.snapshot.mentions(hash)?;
+            return Ok(match list {
+                List::Included => !mentions.included.is_empty(),
+                List::Excluded => !mentions.excluded.is_empty(),
+            });
         }
-        !self.members(list, hash).is_empty()
+        Ok(!self.members(list, hash)?.is_empty())
     }
 
     /// Adds (`member = true`) or removes refs from one set; returns how many changed, and
-    /// notes the key as modified if any did.
+    /// notes the key as modified if any did. On an error the view is unchanged.
     pub fn update_set(
         &mut self,
         keys: &Keyspace,
@@ -154,21 +160,36 @@ impl View {
         hash: &Bytes,
         refs: &[&str],
         member: bool,
-    ) -> i64 {
-        let mut changed = 0;
+    ) -> Result<i64> {
+        // Every lookup first, so that a failed one changes nothing.
+        let mut currents = Vec::with_capacity(refs.len());
         for r in refs {
             let known = self
                 .sets
                 .get(&(list, hash.clone()))
                 .and_then(|set| set.get(*r))
                 .copied();
-            let current = known.unwrap_or_else(|| {
-                let before = self.in_snapshot(list, hash, r);
-                Changed {
-                    before,
-                    now: before,
+            currents.push(match known {
+                Some(c) => c,
+                None => {
+                    let before = self.in_snapshot(list, hash, r)?;
+                    Changed {
+                        before,
+                        now: before,
+                    }
                 }
             });
+        }
+        let mut changed = 0;
+        for (r, mut current) in refs.iter().zip(currents) {
+            // A ref named twice: the first occurrence decided.
+            if let Some(c) = self
+                .sets
+                .get(&(list, hash.clone()))
+                .and_then(|set| set.get(*r))
+            {
+                current = *c;
+            }
             if current.now != member {
                 self.sets.entry((list, hash.clone())).or_default().insert(
                     Arc::from(*r),
@@ -183,14 +204,14 @@ impl View {
         if changed > 0 {
             self.touched.push(keys.set_key(list, hash));
         }
-        changed
+        Ok(changed)
     }
 
     /// Empties one set; returns whether it had members.
-    pub fn delete_set(&mut self, keys: &Keyspace, list: List, hash: &Bytes) -> bool {
-        let members = self.members(list, hash);
+    pub fn delete_set(&mut self, keys: &Keyspace, list: List, hash: &Bytes) -> Result<bool> {
+        let members = self.members(list, hash)?;
         let refs: Vec<&str> = members.iter().map(|m| &**m).collect();
-        self.update_set(keys, list, hash, &refs, false) > 0
+        Ok(self.update_set(keys, list, hash, &refs, false)? > 0)
     }
 
     /// Sets (`Some`) or deletes (`None`) the cursor.
@@ -278,25 +299,29 @@ mod tests {
         let h1 = Bytes::from("h1");
         let mut view = View::new(store.snapshot(), None, false);
         assert_eq!(
-            view.members(List::Included, &h1),
+            view.members(List::Included, &h1).unwrap(),
             [Arc::<str>::from("a.g1"), Arc::from("b.g1")]
         );
         assert_eq!(
-            view.update_set(&keys, List::Included, &h1, &["a.g1", "c.g1"], true),
+            view.update_set(&keys, List::Included, &h1, &["a.g1", "c.g1"], true)
+                .unwrap(),
             1
         );
         assert_eq!(
-            view.update_set(&keys, List::Included, &h1, &["b.g1", "zz.g1"], false),
+            view.update_set(&keys, List::Included, &h1, &["b.g1", "zz.g1"], false)
+                .unwrap(),
             1
         );
         assert_eq!(
-            view.members(List::Included, &h1),
+            view.members(List::Included, &h1).unwrap(),
             [Arc::<str>::from("a.g1"), Arc::from("c.g1")]
         );
         // Added then removed again: no net change for that ref.
-        view.update_set(&keys, List::Excluded, &h1, &["d.g1"], true);
-        view.update_set(&keys, List::Excluded, &h1, &["d.g1"], false);
-        assert!(!view.set_exists(List::Excluded, &h1));
+        view.update_set(&keys, List::Excluded, &h1, &["d.g1"], true)
+            .unwrap();
+        view.update_set(&keys, List::Excluded, &h1, &["d.g1"], false)
+            .unwrap();
+        assert!(!view.set_exists(List::Excluded, &h1).unwrap());
         view.set_cursor(Bytes::from("ld:big_segments_cursor"), Some("v1".into()));
         let changes = view.into_changes();
         let batch = changes.batch.unwrap();
