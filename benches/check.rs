@@ -2,6 +2,11 @@
 //! pick, measured in the same run: a `HashSet` in memory and a bare `fst::Set` over the same
 //! keys in mmap. Three key shapes: LD context hashes, UUID strings, sequential ids.
 //!
+//! `segstore` opens at `Verification::Structure` (each 64 KiB block checked against its sum on
+//! a lookup's first touch, then a bit test per block read); `segstore-checksum` opens at the
+//! default `Checksum` (the table hashed whole at open, no per-lookup check): the pair gives
+//! the cost of the block checks in the same run.
+//!
 //! `cargo bench --bench check` (1M keys); `SEGSTORE_BENCH_KEYS=10000000 cargo bench --bench
 //! check` for 10M. Percentiles and two threads: `cargo bench --bench latency`.
 
@@ -25,6 +30,14 @@ fn bench_shape(c: &mut Criterion, shape: Shape, n: u64) -> BenchResult<()> {
         },
     )?;
     let snapshot = reader.snapshot();
+    let checksummed = ReadOnlyStore::open(
+        fixture.store_dir(),
+        Options {
+            poll_interval: None,
+            ..Options::default()
+        },
+    )?;
+    let checksummed = checksummed.snapshot();
     let bare = open_fst(&fixture.fst_path(), false)?;
     let hits: Vec<Vec<u8>> = probe_indexes(PROBES, n, 7)
         .into_iter()
@@ -52,6 +65,26 @@ fn bench_shape(c: &mut Criterion, shape: Shape, n: u64) -> BenchResult<()> {
             i = (i + 1) & mask;
             assert_eq!(
                 snapshot.check(SEGMENT, black_box(&misses[i])).unwrap(),
+                Status::Unknown
+            );
+        })
+    });
+    group.bench_function(BenchmarkId::new("segstore-checksum", "hit"), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) & mask;
+            assert_eq!(
+                checksummed.check(SEGMENT, black_box(&hits[i])).unwrap(),
+                Status::Included
+            );
+        })
+    });
+    group.bench_function(BenchmarkId::new("segstore-checksum", "miss"), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) & mask;
+            assert_eq!(
+                checksummed.check(SEGMENT, black_box(&misses[i])).unwrap(),
                 Status::Unknown
             );
         })

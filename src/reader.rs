@@ -75,7 +75,7 @@ struct ReaderInner {
 /// let reader = ReadOnlyStore::open(dir.path(), Options::default())?;
 /// writer.write(Batch::new().add("beta.g1", List::Included, "k"))?;
 /// reader.refresh()?; // the background poll would also pick it up within 50 ms
-/// assert_eq!(reader.snapshot().check("beta.g1", b"k"), Status::Included);
+/// assert_eq!(reader.snapshot().check("beta.g1", b"k")?, Status::Included);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]

@@ -97,7 +97,7 @@ struct Inner {
 /// let dir = tempfile::tempdir()?;
 /// let store = Store::create(dir.path(), Options::default())?;
 /// store.write(Batch::new().add("beta.g1", List::Included, "user-1"))?;
-/// assert_eq!(store.snapshot().check("beta.g1", b"user-1"), Status::Included);
+/// assert_eq!(store.snapshot().check("beta.g1", b"user-1")?, Status::Included);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]

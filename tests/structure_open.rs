@@ -131,7 +131,10 @@ fn damaged_blocks_fail_the_lookups_that_read_them_and_no_other_answer_changes() 
     let root = tempfile::tempdir().unwrap();
     let good = root.path().join("good");
     let probes = build(&good);
-    assert!(!files(&good, "x-").is_empty(), "the store has a membership index");
+    assert!(
+        !files(&good, "x-").is_empty(),
+        "the store has a membership index"
+    );
     let intact = ReadOnlyStore::open(&good, structure()).unwrap();
     let (expected, failed) = answers(&intact, &probes);
     assert_eq!(failed, 0);
@@ -170,10 +173,16 @@ fn damaged_blocks_fail_the_lookups_that_read_them_and_no_other_answer_changes() 
             }
         }
         for (got, want) in memberships.iter().zip(&expected.1) {
-            assert!(got == want || got.contains_key("<failed>"), "{victim:?} byte {at}");
+            assert!(
+                got == want || got.contains_key("<failed>"),
+                "{victim:?} byte {at}"
+            );
         }
         if !damaged {
-            assert_eq!(failed, 0, "{victim:?} byte {at}: unread bytes failed a lookup");
+            assert_eq!(
+                failed, 0,
+                "{victim:?} byte {at}: unread bytes failed a lookup"
+            );
             continue;
         }
         // The probes read every block of every list, so the damage shows.
@@ -182,5 +191,8 @@ fn damaged_blocks_fail_the_lookups_that_read_them_and_no_other_answer_changes() 
         // `verify` names the damage too.
         assert!(segstore::verify(&dir).map_or(true, |problems| !problems.is_empty()));
     }
-    assert!(noticed >= 12, "only {noticed} of 16 flips landed in checked bytes");
+    assert!(
+        noticed >= 12,
+        "only {noticed} of 16 flips landed in checked bytes"
+    );
 }

@@ -18,10 +18,11 @@
 //! # Corrupt files
 //!
 //! Opening never panics: every offset and length read from the file is bounds-checked and
-//! reported as a typed [`Error`] naming the file. A dense ([`TableKind::Hashed`] or
-//! [`TableKind::Uuid`]) table cannot make a lookup or an iteration panic even when its bytes are corrupt (it may give wrong answers,
-//! which [`Verification::Checksum`] detects). The `fst` crate does not validate its bytes, so
-//! an fst table opened with [`Verification::Structure`] trusts them: see that variant.
+//! reported as a typed [`Error`] naming the file. No lookup answers from bytes nobody checked:
+//! [`Verification::Checksum`] hashes the whole table at open, and [`Verification::Structure`]
+//! checks each 64 KiB block against the sums the table carries (format-spec §5.3a) before a
+//! lookup first reads it, failing the lookup if it is corrupt. A dense table cannot make a
+//! lookup or an iteration panic whatever its bytes.
 
 mod blocks;
 mod code;
@@ -197,17 +198,16 @@ pub enum Verification {
     /// [`Structure`](Verification::Structure) checks, plus (hashed tables) a scan of the bucket
     /// index for monotonicity. Reads the whole file once: O(file length).
     Checksum,
-    /// Cheap checks only, O(1) in the table size: header (magic, version, kind, store id),
-    /// footer (magic, metadata hash, key count), file length, and that every section's offset
-    /// and length are consistent and in bounds.
+    /// Cheap checks at open: header (magic, version, kind, store id), block sums and footer
+    /// (magic, metadata hash over both, key count), file length, and that every section's
+    /// offset and length are consistent and in bounds: 8 bytes read per 64 KiB of table.
     ///
-    /// **Unchecked path for [`TableKind::Fst`]:** beyond its header and trailer the fst bytes
-    /// are trusted. The `fst` crate does not validate node bytes, so a corrupt fst body opened
-    /// this way may make a later lookup or iteration panic or loop. Use this level only for
-    /// files whose checksum was verified before (for example when this process wrote them or
-    /// opened them with [`Checksum`](Verification::Checksum)), or when that risk is accepted.
-    /// A [`TableKind::Hashed`] table cannot panic whatever its bytes; corruption may only give
-    /// wrong answers.
+    /// The body is checked as it is used: a lookup first checks each 64 KiB block it reads
+    /// against its sum (once per process), and fails with [`Error::Corrupt`] if one differs;
+    /// an fst body, whose reads the `fst` crate decides, is checked whole on its first lookup;
+    /// an iteration checks every block first. So no answer comes from unchecked bytes, at the
+    /// price of fallible lookups. A version-1 table (no block sums), a table of at most
+    /// 64 KiB, or one already in memory is checked whole at open, as with `Checksum`.
     Structure,
 }
 
@@ -639,7 +639,7 @@ fn parse_footer(path: &Path, bytes: &[u8], header: &Header) -> Result<Footer> {
         data: to_usize(data_off)..to_usize(index_off),
         index: to_usize(index_off)..index_end,
         bucket_bits,
-        sums: (header.version >= 2).then(|| (block_shift, index_end..at)),
+        sums: (header.version >= 2).then_some((block_shift, index_end..at)),
     };
     match kind {
         TableKind::Fst => {
