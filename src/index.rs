@@ -18,8 +18,8 @@ use crate::error::{Error, Result};
 use crate::io::{Io, IoOp};
 use crate::snapshot::LoadedTable;
 use crate::table::{
-    read_u32, read_u64, BlockCheck, BlockHasher, HashingWriter, Table, TableBuilder, TableFile,
-    TableInfo, TableKind, Verification, BLOCK_SHIFTS, WRITE_BLOCK_SHIFT,
+    read_u32, read_u64, BlockCheck, BlockHasher, HashingWriter, Table, TableBuilder, TableCodes,
+    TableFile, TableInfo, TableKind, Verification, BLOCK_SHIFTS, WRITE_BLOCK_SHIFT,
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -315,14 +315,15 @@ impl MembershipIndex {
     /// the same postings. Used by `verify`.
     pub(crate) fn check_against(&self, lists: &[(u32, List, Arc<LoadedTable>)]) -> Result<()> {
         let mut merged = merged_keys(lists)?;
-        let mut index_keys = self.keys.table.keys()?;
+        let mut index_keys = hashed_codes(&self.keys)?;
         let mut rank = 0u64;
+        let mut postings = Vec::new();
         loop {
-            let expected = merged.next_key();
+            let expected = merged.next_key(&mut postings);
             let found = index_keys.next();
             match (expected, found) {
                 (None, None) => return Ok(()),
-                (Some((key, postings)), Some(indexed)) if key == indexed => {
+                (Some(key), Some(indexed)) if key == indexed => {
                     let range = self.entry_range(rank).unwrap_or(0..0);
                     let stored: Vec<u32> = range
                         .filter_map(|i| {
@@ -351,19 +352,31 @@ impl MembershipIndex {
     }
 }
 
-/// The distinct keys of several tables in order, each with its postings.
+/// The distinct keys of several hashed tables in order, as codes (which sort as the keys do,
+/// so the merge neither decodes nor allocates per key), each with its postings.
 struct MergedKeys<'a> {
-    heads: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
-    iters: Vec<crate::table::TableKeys<'a>>,
+    heads: BinaryHeap<Reverse<(&'a [u8], usize)>>,
+    iters: Vec<TableCodes<'a>>,
     lists: &'a [(u32, List, Arc<LoadedTable>)],
+}
+
+/// A hashed table's codes; any other kind is an error (only hashed tables are indexed).
+fn hashed_codes(table: &LoadedTable) -> Result<TableCodes<'_>> {
+    match table.table.codes()? {
+        Some(codes) if table.table.kind() == TableKind::Hashed => Ok(codes),
+        _ => Err(Error::InvalidArgument {
+            what: "membership index",
+            detail: format!("{:?} is not a hashed table", table.table.path()),
+        }),
+    }
 }
 
 fn merged_keys(lists: &[(u32, List, Arc<LoadedTable>)]) -> Result<MergedKeys<'_>> {
     let mut iters = lists
         .iter()
-        .map(|(_, _, t)| t.table.keys())
+        .map(|(_, _, t)| hashed_codes(t))
         .collect::<Result<Vec<_>>>()?;
-    let mut heads = BinaryHeap::new();
+    let mut heads = BinaryHeap::with_capacity(iters.len());
     for (i, it) in iters.iter_mut().enumerate() {
         if let Some(k) = it.next() {
             heads.push(Reverse((k, i)));
@@ -385,12 +398,13 @@ fn postings_meta_hash(header: &[u8], sums_and_trailer: &[u8]) -> u64 {
     h.digest()
 }
 
-impl MergedKeys<'_> {
-    /// The next distinct key and its postings, in (ordinal, list) order of `lists`.
-    fn next_key(&mut self) -> Option<(Vec<u8>, Vec<u32>)> {
+impl<'a> MergedKeys<'a> {
+    /// The next distinct key's code, with its postings (in (ordinal, list) order of `lists`)
+    /// in `postings`.
+    fn next_key(&mut self, postings: &mut Vec<u32>) -> Option<&'a [u8]> {
         let Reverse((key, first)) = self.heads.pop()?;
-        let mut postings = Vec::new();
-        let mut take = |i: usize, heads: &mut BinaryHeap<Reverse<(Vec<u8>, usize)>>| {
+        postings.clear();
+        let mut take = |i: usize, heads: &mut BinaryHeap<Reverse<(&'a [u8], usize)>>| {
             if let Some((ordinal, list, _)) = self.lists.get(i) {
                 postings.push(posting(*ordinal, *list));
             }
@@ -404,7 +418,7 @@ impl MergedKeys<'_> {
                 take(i, &mut self.heads);
             }
         }
-        Some((key, postings))
+        Some(key)
     }
 }
 
@@ -479,10 +493,11 @@ fn write_index(
     let mut merged = merged_keys(lists)?;
     let mut offsets: Vec<u64> = Vec::new();
     let mut entries = 0u64;
-    while let Some((key, postings)) = merged.next_key() {
-        builder.push(&key)?;
+    let mut postings = Vec::new();
+    while let Some(code) = merged.next_key(&mut postings) {
+        builder.push_code(code)?;
         offsets.push(entries);
-        for p in postings {
+        for p in postings.iter().copied() {
             out.write_all(&p.to_le_bytes()).map_err(pio)?;
             entries += 1;
         }

@@ -964,6 +964,17 @@ impl Table {
         })
     }
 
+    /// A dense table's codes in ascending order, borrowed from the table (what merges of
+    /// hashed tables compare: codes sort as their keys do); `None` for an fst table. Checks
+    /// every block not yet checked first, as [`keys`](Table::keys) does.
+    pub(crate) fn codes(&self) -> Result<Option<TableCodes<'_>>> {
+        self.ensure_all()?;
+        Ok(match &self.body {
+            Body::Fst(_) => None,
+            Body::Hashed(h) => Some(TableCodes { body: h, pos: 0 }),
+        })
+    }
+
     /// The keys `>= start`, in ascending byte order. `start` need not be a key, nor (for a
     /// hashed table) a hash key. Fails as [`keys`](Table::keys) does.
     pub fn keys_from(&self, start: &[u8]) -> Result<TableKeys<'_>> {
@@ -1406,6 +1417,22 @@ impl HashedBody {
     }
 }
 
+/// A dense table's codes in ascending order (see [`Table::codes`]).
+pub(crate) struct TableCodes<'a> {
+    body: &'a HashedBody,
+    pos: usize,
+}
+
+impl<'a> Iterator for TableCodes<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let code = self.body.code_at(self.pos)?;
+        self.pos += 1;
+        Some(code)
+    }
+}
+
 /// An iterator over a table's keys in ascending byte order (see [`Table::keys`]).
 pub struct TableKeys<'a>(KeysInner<'a>);
 
@@ -1641,6 +1668,19 @@ impl TableBuilder {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err(Error::InvalidKey { len: key.len() });
         }
+        self.push_checked(key, None)
+    }
+
+    /// Adds the key whose code (in a dense table of the same kind) is `code`, without decoding
+    /// it: what a merge of dense tables writes. The same order rules as [`push`].
+    ///
+    /// [`push`]: TableBuilder::push
+    pub(crate) fn push_code(&mut self, code: &[u8]) -> Result<()> {
+        self.push_checked(&[], Some(code))
+    }
+
+    /// `push` of `key`, or (dense tables) of the key whose code is `code`.
+    fn push_checked(&mut self, key: &[u8], code: Option<&[u8]>) -> Result<()> {
         let out_of_order = || Error::InvalidArgument {
             what: "table key",
             detail: format!(
@@ -1649,6 +1689,12 @@ impl TableBuilder {
             ),
         };
         match &mut self.state {
+            BuildState::Fst { .. } if code.is_some() => {
+                return Err(Error::InvalidArgument {
+                    what: "table builder",
+                    detail: "codes go only into dense tables".into(),
+                })
+            }
             BuildState::Fst { builder, last } => {
                 if self.key_count > 0 && key <= last.as_slice() {
                     return Err(out_of_order());
@@ -1665,19 +1711,34 @@ impl TableBuilder {
                 last,
                 scheme,
             } => {
-                let code = scheme.encode(key).ok_or_else(|| Error::InvalidArgument {
-                    what: "dense table key",
-                    detail: match scheme {
-                        Scheme::LdHash => format!(
-                            "{:?} is not a canonical 44-character base64 SHA-256 hash",
-                            String::from_utf8_lossy(key)
-                        ),
-                        Scheme::Uuid => format!(
-                            "{:?} is not a canonical lowercase UUID",
-                            String::from_utf8_lossy(key)
-                        ),
-                    },
-                })?;
+                let given = code.and_then(|c| {
+                    let mut full: Code = [0u8; code::MAX_CODE_LEN];
+                    full.get_mut(..scheme.code_len())?
+                        .copy_from_slice(c.get(..scheme.code_len())?);
+                    (c.len() == scheme.code_len()).then_some(full)
+                });
+                if code.is_some() && given.is_none() {
+                    return Err(Error::InvalidArgument {
+                        what: "dense table code",
+                        detail: format!("a code of {} bytes", code.map_or(0, <[u8]>::len)),
+                    });
+                }
+                let code =
+                    given
+                        .or_else(|| scheme.encode(key))
+                        .ok_or_else(|| Error::InvalidArgument {
+                            what: "dense table key",
+                            detail: match scheme {
+                                Scheme::LdHash => format!(
+                                    "{:?} is not a canonical 44-character base64 SHA-256 hash",
+                                    String::from_utf8_lossy(key)
+                                ),
+                                Scheme::Uuid => format!(
+                                    "{:?} is not a canonical lowercase UUID",
+                                    String::from_utf8_lossy(key)
+                                ),
+                            },
+                        })?;
                 let code_len = scheme.code_len();
                 if last.is_some_and(|l| code <= l) {
                     return Err(out_of_order());
