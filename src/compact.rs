@@ -254,6 +254,7 @@ where
         let info = builder.finish()?;
         // This process just wrote and fsynced the file: the structure checks suffice.
         let table = Table::open(&path, store_id, &info, Verification::Structure)?;
+        table.trust_written();
         Ok(Arc::new(LoadedTable {
             table_ref: TableRef {
                 file_id,

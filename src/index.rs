@@ -18,8 +18,8 @@ use crate::error::{Error, Result};
 use crate::io::{Io, IoOp};
 use crate::snapshot::LoadedTable;
 use crate::table::{
-    read_u32, read_u64, BlockCheck, BlockHasher, HashingWriter, Table, TableBuilder, TableCodes,
-    TableFile, TableInfo, TableKind, Verification, BLOCK_SHIFTS, WRITE_BLOCK_SHIFT,
+    read_u32, read_u64, BlockCheck, HashingWriter, Table, TableBuilder, TableCodes, TableFile,
+    TableInfo, TableKind, Verification, BLOCK_SHIFTS, WRITE_BLOCK_SHIFT,
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -355,9 +355,33 @@ impl MembershipIndex {
 /// The distinct keys of several hashed tables in order, as codes (which sort as the keys do,
 /// so the merge neither decodes nor allocates per key), each with its postings.
 struct MergedKeys<'a> {
-    heads: BinaryHeap<Reverse<(&'a [u8], usize)>>,
+    heads: BinaryHeap<Reverse<Head<'a>>>,
     iters: Vec<TableCodes<'a>>,
     lists: &'a [(u32, List, Arc<LoadedTable>)],
+}
+
+/// A table's next code in the merge: ordered by the code's four big-endian words (which order
+/// as its bytes do, and compare without a call to `memcmp`), then by the table's position.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Head<'a> {
+    words: [u64; 4],
+    table: usize,
+    code: &'a [u8],
+}
+
+impl<'a> Head<'a> {
+    fn new(code: &'a [u8], table: usize) -> Head<'a> {
+        let mut words = [0u64; 4];
+        for (word, chunk) in words.iter_mut().zip(code.chunks(8)) {
+            let mut bytes = [0u8; 8];
+            bytes
+                .get_mut(..chunk.len())
+                .unwrap_or_default()
+                .copy_from_slice(chunk);
+            *word = u64::from_be_bytes(bytes);
+        }
+        Head { words, table, code }
+    }
 }
 
 /// A hashed table's codes; any other kind is an error (only hashed tables are indexed).
@@ -378,8 +402,8 @@ fn merged_keys(lists: &[(u32, List, Arc<LoadedTable>)]) -> Result<MergedKeys<'_>
         .collect::<Result<Vec<_>>>()?;
     let mut heads = BinaryHeap::with_capacity(iters.len());
     for (i, it) in iters.iter_mut().enumerate() {
-        if let Some(k) = it.next() {
-            heads.push(Reverse((k, i)));
+        if let Some(code) = it.next() {
+            heads.push(Reverse(Head::new(code, i)));
         }
     }
     Ok(MergedKeys {
@@ -402,23 +426,26 @@ impl<'a> MergedKeys<'a> {
     /// The next distinct key's code, with its postings (in (ordinal, list) order of `lists`)
     /// in `postings`.
     fn next_key(&mut self, postings: &mut Vec<u32>) -> Option<&'a [u8]> {
-        let Reverse((key, first)) = self.heads.pop()?;
+        let (words, code) = self.heads.peek().map(|Reverse(h)| (h.words, h.code))?;
         postings.clear();
-        let mut take = |i: usize, heads: &mut BinaryHeap<Reverse<(&'a [u8], usize)>>| {
+        // Each table holding the code gives a posting and moves on: the heap's top is
+        // replaced in place (one sift) rather than popped and pushed.
+        while let Some(mut top) = self.heads.peek_mut() {
+            if top.0.words != words {
+                break;
+            }
+            let i = top.0.table;
             if let Some((ordinal, list, _)) = self.lists.get(i) {
                 postings.push(posting(*ordinal, *list));
             }
-            if let Some(next) = self.iters.get_mut(i).and_then(Iterator::next) {
-                heads.push(Reverse((next, i)));
-            }
-        };
-        take(first, &mut self.heads);
-        while self.heads.peek().is_some_and(|Reverse((k, _))| *k == key) {
-            if let Some(Reverse((_, i))) = self.heads.pop() {
-                take(i, &mut self.heads);
+            match self.iters.get_mut(i).and_then(Iterator::next) {
+                Some(next) => *top = Reverse(Head::new(next, i)),
+                None => {
+                    std::collections::binary_heap::PeekMut::pop(top);
+                }
             }
         }
-        Some(key)
+        Some(code)
     }
 }
 
@@ -442,6 +469,7 @@ pub(crate) fn build_index(
     let result = write_index(io, &keys_path, &postings_path, store_id, expected, lists).and_then(
         |(info, entry_count, postings_len, postings_checksum)| {
             let table = Table::open(&keys_path, store_id, &info, Verification::Structure)?;
+            table.trust_written();
             let keys = Arc::new(LoadedTable {
                 table_ref: crate::entry::TableRef {
                     file_id: keys_id,
@@ -482,7 +510,7 @@ fn write_index(
         .create_new(postings_path)
         .map_err(|e| Error::io(postings_path, e))?;
     let mut out = HashingWriter::new(io.writer(file, postings_path));
-    out.blocks = Some(BlockHasher::new(WRITE_BLOCK_SHIFT));
+    out.sum_blocks(WRITE_BLOCK_SHIFT);
     let pio = |e: std::io::Error| Error::io(postings_path, e);
     let mut header = [0u8; HEADER_LEN];
     header[..8].copy_from_slice(&POSTINGS_MAGIC);
@@ -507,11 +535,7 @@ fn write_index(
         out.write_all(&o.to_le_bytes()).map_err(pio)?;
     }
     let key_count = offsets.len() as u64 - 1;
-    let mut trailer = out
-        .blocks
-        .take()
-        .map(BlockHasher::finish)
-        .unwrap_or_default();
+    let mut trailer = out.take_block_sums().map_err(pio)?;
     trailer.extend_from_slice(&key_count.to_le_bytes());
     trailer.extend_from_slice(&entries.to_le_bytes());
     trailer.extend_from_slice(&WRITE_BLOCK_SHIFT.to_le_bytes());
@@ -519,9 +543,8 @@ fn write_index(
     let meta = postings_meta_hash(&header, &trailer);
     trailer.extend_from_slice(&meta.to_le_bytes());
     out.write_all(&trailer).map_err(pio)?;
-    let checksum = out.hasher.digest();
-    let len = out.written + 8;
-    let mut inner = out.inner;
+    let len = out.written() + 8;
+    let (mut inner, checksum) = out.finish().map_err(pio)?;
     inner.write_all(&checksum.to_le_bytes()).map_err(pio)?;
     let file = inner.into_inner().map_err(pio)?;
     file.sync_all().map_err(pio)?;

@@ -946,14 +946,17 @@ impl Inner {
                 let mut cache = self.tables.lock();
                 for r in segments.iter().flat_map(|s| s.tables.iter().flatten()) {
                     if written.contains(&r.file_id) {
-                        cache.resolve(
-                            &self.io,
-                            &self.dir,
-                            &self.store_id,
-                            r,
-                            Verification::Structure,
-                            MANIFEST_FILE,
-                        )?;
+                        cache
+                            .resolve(
+                                &self.io,
+                                &self.dir,
+                                &self.store_id,
+                                r,
+                                Verification::Structure,
+                                MANIFEST_FILE,
+                            )?
+                            .table
+                            .trust_written();
                     }
                 }
             }

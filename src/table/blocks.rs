@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
@@ -79,7 +79,10 @@ pub(crate) struct BlockCheck {
     sums_at: usize,
     /// Bit `i` set: block `i` matched its sum.
     verified: Box<[AtomicU64]>,
-    /// Every block matched.
+    /// How many bits of `verified` are set.
+    verified_count: AtomicUsize,
+    blocks: usize,
+    /// Every block matched (or the table is trusted whole): lookups skip the checks.
     all: AtomicBool,
 }
 
@@ -104,8 +107,22 @@ impl BlockCheck {
             verified: (0..blocks.div_ceil(64))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            verified_count: AtomicUsize::new(0),
+            blocks,
             all: AtomicBool::new(false),
         }
+    }
+
+    /// Whether every block is checked (lookups then need no check at all).
+    #[inline]
+    pub(crate) fn all_checked(&self) -> bool {
+        self.all.load(Ordering::Acquire)
+    }
+
+    /// Trusts every block without reading it: for a table this process has just written and
+    /// fsynced, whose sums it computed from the same bytes.
+    pub(crate) fn trust_all(&self) {
+        self.all.store(true, Ordering::Release);
     }
 
     /// Checks every block that bytes `range` (file offsets) touch and that no earlier call
@@ -131,7 +148,12 @@ impl BlockCheck {
             };
             if cell.load(Ordering::Acquire) & bit == 0 {
                 self.check_block(file, block)?;
-                cell.fetch_or(bit, Ordering::Release);
+                let before = cell.fetch_or(bit, Ordering::Release);
+                if before & bit == 0
+                    && self.verified_count.fetch_add(1, Ordering::AcqRel) + 1 == self.blocks
+                {
+                    self.all.store(true, Ordering::Release);
+                }
             }
         }
         Ok(())

@@ -856,6 +856,21 @@ impl Table {
         })
     }
 
+    /// Trusts the table's blocks without reading them: for a table this process has just
+    /// written and fsynced (opened at the Structure level so as not to read it again), whose
+    /// block sums it computed from the same bytes.
+    pub(crate) fn trust_written(&self) {
+        if let Some(blocks) = &self.blocks {
+            blocks.trust_all();
+        }
+    }
+
+    /// The block checks a lookup must make, if any block is unchecked.
+    #[inline]
+    fn unchecked(&self) -> Option<&BlockCheck> {
+        self.blocks.as_ref().filter(|b| !b.all_checked())
+    }
+
     /// Checks, before an iteration or any use of an fst body, every block not yet checked.
     fn ensure_all(&self) -> Result<()> {
         match &self.blocks {
@@ -882,7 +897,7 @@ impl Table {
                 // miss) while the key is encoded and checked.
                 h.prefetch_index(h.scheme.bucket_of_key(key, h.bucket_bits));
                 match h.scheme.encode(key) {
-                    Some(code) => Ok(h.rank_code(&code, self.blocks.as_ref())?.is_some()),
+                    Some(code) => Ok(h.rank_code(&code, self.unchecked())?.is_some()),
                     None => Ok(false),
                 }
             }
@@ -898,7 +913,7 @@ impl Table {
             Body::Hashed(h) => {
                 h.prefetch_index(h.scheme.bucket_of_key(key, h.bucket_bits));
                 match h.scheme.encode(key) {
-                    Some(code) => Ok(h.rank_code(&code, self.blocks.as_ref())?.map(|r| r as u64)),
+                    Some(code) => Ok(h.rank_code(&code, self.unchecked())?.map(|r| r as u64)),
                     None => Ok(None),
                 }
             }
@@ -1479,41 +1494,109 @@ pub fn verify_table(path: &Path, store_id: &[u8; 16], expected: &TableInfo) -> R
     Table::open(path, store_id, expected, Verification::Checksum)?.check_contents()
 }
 
-/// A writer that hashes (xxh3-64) and counts what passes through (also used for the
-/// membership index's postings file).
+/// A writer that hashes (xxh3-64), optionally sums 64 KiB blocks (format-spec §5.3a), and
+/// counts what passes through (also used for the membership index's postings file).
+///
+/// Small writes (a 32-byte code, a 4-byte posting) are gathered into 64 KiB before they are
+/// hashed and handed on, so the hashers see large pieces; every write is accepted whole, so a
+/// writer above it (fst's) never sees a short write.
 pub(crate) struct HashingWriter {
-    pub(crate) inner: ChunkWriter,
-    pub(crate) hasher: Box<Xxh3>,
-    pub(crate) written: u64,
-    /// A table's block sums, computed as its bytes pass (format-spec §5.3a).
-    pub(crate) blocks: Option<BlockHasher>,
+    inner: ChunkWriter,
+    hasher: Box<Xxh3>,
+    /// Bytes accepted, gathered ones included.
+    written: u64,
+    blocks: Option<BlockHasher>,
+    gathered: Vec<u8>,
 }
+
+/// How much [`HashingWriter`] gathers before hashing and writing.
+const GATHER: usize = 64 << 10;
 
 impl HashingWriter {
     /// A buffered (in aligned 2 MiB chunks), hashing writer over `file`.
     pub(crate) fn new(file: IoWriter) -> Self {
+        HashingWriter::over(ChunkWriter::new(file))
+    }
+
+    /// A hashing writer over `inner` (a pack's writer, at a table's start).
+    pub(crate) fn over(inner: ChunkWriter) -> Self {
         HashingWriter {
-            inner: ChunkWriter::new(file),
+            inner,
             hasher: Box::default(),
             written: 0,
             blocks: None,
+            gathered: Vec::new(),
         }
+    }
+
+    /// Starts summing blocks of 2^`shift` bytes from the next byte (the first, in practice).
+    pub(crate) fn sum_blocks(&mut self, shift: u32) {
+        self.blocks = Some(BlockHasher::new(shift));
+    }
+
+    /// Bytes accepted so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn pass_on(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.inner.write_all(bytes)?;
+        self.hasher.update(bytes);
+        if let Some(blocks) = &mut self.blocks {
+            blocks.update(bytes);
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) -> std::io::Result<()> {
+        if self.gathered.is_empty() {
+            return Ok(());
+        }
+        let gathered = std::mem::take(&mut self.gathered);
+        let result = self.pass_on(&gathered);
+        self.gathered = gathered;
+        self.gathered.clear();
+        result
+    }
+
+    /// The block sums of every byte accepted so far, little endian (empty unless
+    /// [`sum_blocks`](HashingWriter::sum_blocks) was called); stops summing.
+    pub(crate) fn take_block_sums(&mut self) -> std::io::Result<Vec<u8>> {
+        self.drain()?;
+        Ok(self
+            .blocks
+            .take()
+            .map(BlockHasher::finish)
+            .unwrap_or_default())
+    }
+
+    /// Hands on what is gathered; gives back the writer below and the xxh3-64 of every byte.
+    pub(crate) fn finish(mut self) -> std::io::Result<(ChunkWriter, u64)> {
+        self.drain()?;
+        let digest = self.hasher.digest();
+        Ok((self.inner, digest))
     }
 }
 
 impl Write for HashingWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        let done = buf.get(..n).unwrap_or(buf);
-        self.hasher.update(done);
-        if let Some(blocks) = &mut self.blocks {
-            blocks.update(done);
+        if self.gathered.len() + buf.len() > GATHER {
+            self.drain()?;
         }
-        self.written += done.len() as u64;
-        Ok(n)
+        if buf.len() >= GATHER {
+            self.pass_on(buf)?;
+        } else {
+            if self.gathered.capacity() == 0 {
+                self.gathered.reserve_exact(GATHER);
+            }
+            self.gathered.extend_from_slice(buf);
+        }
+        self.written += buf.len() as u64;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        self.drain()?;
         self.inner.flush()
     }
 }
@@ -1610,12 +1693,7 @@ impl TableBuilder {
         kind: TableKind,
         expected_len: u64,
     ) -> Result<TableBuilder> {
-        let writer = HashingWriter {
-            inner: writer,
-            hasher: Box::default(),
-            written: 0,
-            blocks: None,
-        };
+        let writer = HashingWriter::over(writer);
         TableBuilder::start(path, false, writer, store_id, kind, expected_len)
     }
 
@@ -1638,7 +1716,7 @@ impl TableBuilder {
             finished: false,
         };
         // From here on, dropping `builder` removes the file.
-        writer.blocks = Some(BlockHasher::new(blocks::WRITE_BLOCK_SHIFT));
+        writer.sum_blocks(blocks::WRITE_BLOCK_SHIFT);
         writer.write_all(&header).map_err(|e| Error::io(path, e))?;
         builder.state = match kind {
             TableKind::Fst => BuildState::Fst {
@@ -1781,7 +1859,7 @@ impl TableBuilder {
         let path = self.path.clone();
         let io = |e| Error::io(&path, e);
         let (writer, info) = self.finish_table()?;
-        let file = writer.inner.into_inner().map_err(io)?;
+        let file = writer.into_inner().map_err(io)?;
         let file = file.sync_all().map_err(io)?;
         drop(file);
         self.finished = true;
@@ -1793,17 +1871,17 @@ impl TableBuilder {
     pub(crate) fn finish_member(mut self) -> Result<(TableInfo, ChunkWriter)> {
         let (writer, info) = self.finish_table()?;
         self.finished = true;
-        Ok((info, writer.inner))
+        Ok((info, writer))
     }
 
-    fn finish_table(&mut self) -> Result<(HashingWriter, TableInfo)> {
+    fn finish_table(&mut self) -> Result<(ChunkWriter, TableInfo)> {
         let path = self.path.clone();
         let io = |e| Error::io(&path, e);
         let state = std::mem::replace(&mut self.state, BuildState::Done);
         let (mut writer, footer) = match state {
             BuildState::Fst { builder, .. } => {
                 let writer = builder.into_inner().map_err(|e| fst_error(&path, e))?;
-                let end = usize::try_from(writer.written)
+                let end = usize::try_from(writer.written())
                     .map_err(|_| Error::corrupt(&path, "table too large for this platform"))?;
                 let footer = Footer {
                     key_count: self.key_count,
@@ -1829,7 +1907,7 @@ impl TableBuilder {
                 // filter the union of the fine buckets it covers.
                 let bits = bucket_bits.min(bucket_bits_for(self.key_count));
                 let step = 1usize << (bucket_bits - bits);
-                let data_end = writer.written;
+                let data_end = writer.written();
                 let mut buf = Vec::with_capacity(((1usize << bits) + 1) * INDEX_ENTRY_LEN);
                 for (j, start) in index.iter().step_by(step).enumerate() {
                     let covered = filters
@@ -1849,7 +1927,7 @@ impl TableBuilder {
                 let footer = Footer {
                     key_count: self.key_count,
                     data: HEADER_LEN..to_usize(data_end)?,
-                    index: to_usize(data_end)?..to_usize(writer.written)?,
+                    index: to_usize(data_end)?..to_usize(writer.written())?,
                     bucket_bits: bits,
                     sums: None,
                 };
@@ -1863,11 +1941,7 @@ impl TableBuilder {
             }
         };
         // The block sums of every byte so far, then the footer, whose meta hash covers them.
-        let sums = writer
-            .blocks
-            .take()
-            .map(BlockHasher::finish)
-            .unwrap_or_default();
+        let sums = writer.take_block_sums().map_err(io)?;
         writer.write_all(&sums).map_err(io)?;
         let index_end = footer.index.end;
         let footer = Footer {
@@ -1877,11 +1951,13 @@ impl TableBuilder {
         writer
             .write_all(&encode_footer(&self.header, &sums, &footer))
             .map_err(io)?;
+        let file_len = writer.written();
+        let (writer, checksum) = writer.finish().map_err(io)?;
         let info = TableInfo {
             kind: self.kind,
             key_count: self.key_count,
-            file_len: writer.written,
-            checksum: writer.hasher.digest(),
+            file_len,
+            checksum,
         };
         Ok((writer, info))
     }
