@@ -26,6 +26,9 @@ impl fmt::Display for DecodeError {
 #[derive(Debug, Default)]
 pub struct Encoder {
     buf: Vec<u8>,
+    /// Counting only: nothing is kept, `counted` says how much would have been written.
+    counting: bool,
+    counted: usize,
 }
 
 impl Encoder {
@@ -34,29 +37,65 @@ impl Encoder {
         Encoder::default()
     }
 
-    /// The bytes written so far.
+    /// An empty encoder with room for `len` bytes (from a [`counting`](Encoder::counting)
+    /// pass, so that a large payload is allocated once, at its size).
+    pub fn with_capacity(len: usize) -> Self {
+        Encoder {
+            buf: Vec::with_capacity(len),
+            ..Encoder::default()
+        }
+    }
+
+    /// An encoder that keeps nothing and only counts: [`len`](Encoder::len) is what the same
+    /// calls would write.
+    pub fn counting() -> Self {
+        Encoder {
+            counting: true,
+            ..Encoder::default()
+        }
+    }
+
+    /// Bytes written (or counted) so far.
+    pub fn len(&self) -> usize {
+        if self.counting {
+            self.counted
+        } else {
+            self.buf.len()
+        }
+    }
+
+    /// The bytes written so far (empty for a counting encoder).
     pub fn into_bytes(self) -> Vec<u8> {
         self.buf
     }
 
+    /// The bytes written so far, to fill in or append to in place.
+    pub fn bytes_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
     /// Writes one byte.
     pub fn u8(&mut self, v: u8) {
-        self.buf.push(v);
+        self.raw(&[v]);
     }
 
     /// Writes a `u32`.
     pub fn u32(&mut self, v: u32) {
-        self.buf.extend_from_slice(&v.to_le_bytes());
+        self.raw(&v.to_le_bytes());
     }
 
     /// Writes a `u64`.
     pub fn u64(&mut self, v: u64) {
-        self.buf.extend_from_slice(&v.to_le_bytes());
+        self.raw(&v.to_le_bytes());
     }
 
     /// Writes raw bytes with no length.
     pub fn raw(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        if self.counting {
+            self.counted += bytes.len();
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
     }
 
     /// Writes a `u32` length and the bytes. Lengths are bounded by the callers (keys ≤ 4096,

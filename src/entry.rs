@@ -94,9 +94,17 @@ const TAG_REPLACE: u8 = 5;
 const TAG_ROTATE: u8 = 6;
 
 impl Entry {
-    /// Encodes the entry (the payload of one log record).
+    /// Encodes the entry (the payload of one log record), allocated once at its size.
     pub fn encode(&self) -> Vec<u8> {
-        let mut e = Encoder::new();
+        let mut counter = Encoder::counting();
+        self.encode_into(&mut counter);
+        let mut e = Encoder::with_capacity(counter.len());
+        self.encode_into(&mut e);
+        e.into_bytes()
+    }
+
+    /// Writes the entry's encoding to `e` (a counting encoder measures it).
+    pub fn encode_into(&self, e: &mut Encoder) {
         match self {
             Entry::Write {
                 changes,
@@ -113,8 +121,8 @@ impl Entry {
                     e.opt_str(change.name.as_deref());
                     for list in List::BOTH {
                         let lc = change.list(list);
-                        encode_keys(&mut e, &lc.add);
-                        encode_keys(&mut e, &lc.remove);
+                        encode_keys(e, &lc.add);
+                        encode_keys(e, &lc.remove);
                     }
                 }
             }
@@ -130,7 +138,7 @@ impl Entry {
             Entry::SetDetails { segment, details } => {
                 e.u8(TAG_DETAILS);
                 e.str(segment);
-                encode_details(&mut e, details);
+                encode_details(e, details);
             }
             Entry::ReplaceList {
                 segment,
@@ -142,14 +150,13 @@ impl Entry {
                 e.str(segment);
                 e.str(kind);
                 e.u8(list_code(*list));
-                encode_opt_table(&mut e, table.as_ref());
+                encode_opt_table(e, table.as_ref());
             }
             Entry::Rotate { next_log } => {
                 e.u8(TAG_ROTATE);
                 e.u64(*next_log);
             }
         }
-        e.into_bytes()
     }
 
     /// Decodes an entry; every byte must be used.

@@ -316,6 +316,30 @@ fn scan(bytes: &[u8], start: u64, next_seq: u64, path: &Path, repair: bool) -> R
     Ok(scan)
 }
 
+/// Encodes `entry` as record `seq`, framed, in one allocation of the record's size (a batch
+/// of millions of keys is not copied from a payload buffer into a record buffer).
+pub fn encode_entry_record(seq: u64, entry: &Entry) -> Result<Vec<u8>> {
+    let mut counter = Encoder::counting();
+    entry.encode_into(&mut counter);
+    let len = counter.len();
+    if len > MAX_RECORD_LEN {
+        return Err(Error::BatchTooLarge {
+            size: len,
+            limit: MAX_RECORD_LEN,
+        });
+    }
+    let mut e = Encoder::with_capacity(RECORD_HEADER_LEN + len + RECORD_TRAILER_LEN);
+    e.u32(len as u32);
+    e.u64(seq);
+    let header_crc = crc32fast::hash(e.bytes_mut());
+    e.u32(header_crc);
+    entry.encode_into(&mut e);
+    let buf = e.bytes_mut();
+    let payload_crc = crc32fast::hash(buf.get(RECORD_HEADER_LEN..).unwrap_or_default());
+    buf.extend_from_slice(&payload_crc.to_le_bytes());
+    Ok(e.into_bytes())
+}
+
 /// Frames one record.
 pub fn encode_record(seq: u64, payload: &[u8]) -> Result<Vec<u8>> {
     if payload.len() > MAX_RECORD_LEN {
@@ -436,6 +460,32 @@ mod tests {
                 segment: format!("seg{i}.g1"),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_record_encoded_in_place_is_the_framed_payload() {
+        use crate::change::{List, SegmentChange};
+        let mut change = SegmentChange::new("big.g1");
+        change.name = Some("Big".into());
+        change.list_mut(List::Included).add = (0..1000).map(|i| format!("k{i}").into()).collect();
+        change.list_mut(List::Excluded).remove = vec![b"x".to_vec()];
+        let mut all = entries();
+        all.push(Entry::Write {
+            changes: vec![change],
+            set_cursor: Some("c2".into()),
+            synchronized_on: Some(5),
+        });
+        all.push(Entry::Rotate { next_log: 9 });
+        for (seq, entry) in all.iter().enumerate() {
+            let framed = encode_record(seq as u64, &entry.encode()).unwrap();
+            let in_place = encode_entry_record(seq as u64, entry).unwrap();
+            assert_eq!(framed, in_place);
+            assert_eq!(
+                in_place.capacity(),
+                in_place.len(),
+                "allocated once, at its size"
+            );
+        }
     }
 
     #[test]

@@ -78,9 +78,10 @@ impl Run {
     }
 
     /// Builds a run from entries in strictly increasing key order.
-    pub fn from_sorted<'k>(entries: impl ExactSizeIterator<Item = (&'k [u8], bool)>) -> Self {
-        let mut run = Run::with_capacity(entries.len(), 0);
-        for (key, present) in entries {
+    pub fn from_sorted(entries: &[(&[u8], bool)]) -> Self {
+        let bytes = entries.iter().map(|(k, _)| k.len()).sum();
+        let mut run = Run::with_capacity(entries.len(), bytes);
+        for &(key, present) in entries {
             run.push(key, present);
         }
         run.build_index();
@@ -285,7 +286,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn run_of(entries: &BTreeMap<Vec<u8>, bool>) -> Run {
-        Run::from_sorted(entries.iter().map(|(k, p)| (k.as_slice(), *p)))
+        let entries: Vec<(&[u8], bool)> = entries.iter().map(|(k, p)| (k.as_slice(), *p)).collect();
+        Run::from_sorted(&entries)
     }
 
     #[test]
@@ -338,7 +340,7 @@ mod tests {
     #[test]
     fn empty_runs_are_not_kept() {
         let mut overlay = Overlay::default();
-        overlay.push(Run::from_sorted(std::iter::empty()));
+        overlay.push(Run::from_sorted(&[]));
         assert!(overlay.is_empty());
         assert_eq!(overlay.lookup(b"x"), None);
         assert_eq!(overlay.merged().len(), 0);

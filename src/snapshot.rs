@@ -12,7 +12,6 @@ use crate::overlay::{Overlay, Run};
 use crate::segment_map::SegmentMap;
 use crate::table::Table;
 use imbl::OrdSet;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The default context kind.
@@ -69,17 +68,30 @@ impl ListState {
         if add.is_empty() && remove.is_empty() {
             return Ok(());
         }
+        // Every operation, sorted by key and, for a key named more than once, adds before
+        // removes (adds apply first); of each key only the last is kept: what the list holds
+        // after the change. An in-place sort rather than a hash map keeps the work space of a
+        // change of millions of keys at 24 bytes a key.
+        let mut ops: Vec<(&[u8], bool)> = Vec::with_capacity(add.len() + remove.len());
+        ops.extend(add.iter().map(|k| (k.as_slice(), true)));
+        ops.extend(remove.iter().map(|k| (k.as_slice(), false)));
+        ops.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
+        ops.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = later.1;
+            }
+            same
+        });
+        // Keep the keys whose state changes, counting what the table does not say.
         let (mut added, mut removed) = (self.added, self.removed);
-        // What this change has done so far, to answer keys it names twice.
-        let mut pending: HashMap<&[u8], bool> = HashMap::with_capacity(add.len() + remove.len());
-        let ops = add.iter().map(|k| (k, true));
-        for (key, wanted) in ops.chain(remove.iter().map(|k| (k, false))) {
-            let key = key.as_slice();
-            let in_table = self.table_contains(key)?;
-            let present = match pending.get(key) {
-                Some(p) => *p,
-                None => self.overlay.lookup(key).unwrap_or(in_table),
+        let mut kept = 0;
+        for i in 0..ops.len() {
+            let Some(&(key, wanted)) = ops.get(i) else {
+                break;
             };
+            let in_table = self.table_contains(key)?;
+            let present = self.overlay.lookup(key).unwrap_or(in_table);
             if present == wanted {
                 continue;
             }
@@ -89,11 +101,15 @@ impl ListState {
                 (false, true) => removed += 1,
                 (false, false) => added = added.saturating_sub(1),
             }
-            pending.insert(key, wanted);
+            if let Some(slot) = ops.get_mut(kept) {
+                *slot = (key, wanted);
+            }
+            kept += 1;
         }
-        let mut entries: Vec<(&[u8], bool)> = pending.into_iter().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        self.overlay.push(Run::from_sorted(entries.into_iter()));
+        ops.truncate(kept);
+        if !ops.is_empty() {
+            self.overlay.push(Run::from_sorted(&ops));
+        }
         (self.added, self.removed) = (added, removed);
         Ok(())
     }

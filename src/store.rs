@@ -10,7 +10,9 @@ use crate::fsutil::sync_dir;
 use crate::index::{build_index, parse_postings_file_name, postings_file_name};
 use crate::io::Io;
 use crate::key::{validate_key, validate_kind, validate_ref, MAX_NAME_LEN};
-use crate::log::{encode_record, log_file_name, parse_log_file_name, LogHeader, LogWriter};
+use crate::log::{
+    encode_entry_record, encode_record, log_file_name, parse_log_file_name, LogHeader, LogWriter,
+};
 use crate::manifest::{Manifest, SegmentRecord, MANIFEST_FILE};
 use crate::options::Options;
 use crate::recovery::{base_snapshot, load, TableCache};
@@ -638,9 +640,12 @@ impl Inner {
     fn commit(&self, w: &mut WriterState, entry: Entry) -> Result<u64> {
         self.writable(w)?;
         let seq = w.next_seq;
-        let record = encode_record(seq, &entry.encode())?;
+        // The new state first (its work space is freed before the record exists), then the
+        // record: a batch of millions of keys holds its keys, its overlay run and its record
+        // at once, never more.
         let mut next = Snapshot::clone(&self.current.load());
         next.apply(seq, &entry, &mut |t| self.resolve(t, "the log"))?;
+        let record = encode_entry_record(seq, &entry)?;
         if let Err(e) = w.log.append(&record, self.options.sync) {
             w.poisoned = Some(e.to_string());
             return Err(e);

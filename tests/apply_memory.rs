@@ -95,5 +95,7 @@ fn one_large_line_holds_a_bounded_multiple_of_its_size() {
         snapshot.check("big.g1", keys[0].as_bytes()).unwrap(),
         Status::Unknown
     );
-    assert!(ratio <= 5.0, "{ratio:.2}× the line");
+    // The goal is 2×; today the keys, the overlay run and the record coexist (see
+    // format-spec §11): a regression past 4× fails.
+    assert!(ratio <= 4.0, "{ratio:.2}× the line");
 }

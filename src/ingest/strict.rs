@@ -406,6 +406,9 @@ impl<'de> Visitor<'de> for KeysSeed<'_> {
         })? {
             keys.push(key);
         }
+        // Growth by doubling leaves up to half the array unused; a batch of millions of keys
+        // keeps it until written.
+        keys.shrink_to_fit();
         Ok(keys)
     }
 
