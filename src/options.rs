@@ -14,7 +14,7 @@ pub struct Options {
     /// never leaves a half write.
     pub sync: bool,
     /// How tables are checked when first mapped (default [`Verification::Checksum`], which
-    /// reads each table file once; [`Verification::Structure`] checks each 64 KiB block on a
+    /// reads each table file once; [`Verification::Structure`] checks each 16 KiB block on a
     /// lookup's first touch instead, so lookups may then fail on corrupt bytes).
     pub verification: Verification,
     /// Where this process keeps table files' bytes (default [`Residency::PageCache`]:

@@ -1,4 +1,4 @@
-//! `Verification::Structure` opens without reading table bodies, then checks each 64 KiB block
+//! `Verification::Structure` opens without reading table bodies, then checks each 16 KiB block
 //! the first time a lookup reads it (an fst body whole). On a store with packs, a membership
 //! index and an fst list, damage anywhere in a table or postings file must make the lookups
 //! that read it fail, and every lookup that succeeds must answer as the intact store does.

@@ -130,7 +130,7 @@ pub struct Fixture {
     pub n: u64,
 }
 
-const FIXTURE_VERSION: &str = "segstore-bench fixture 6 (table v2, block sums)";
+const FIXTURE_VERSION: &str = "segstore-bench fixture 7 (table v2, 16 KiB block sums)";
 
 impl Fixture {
     /// The store directory.

@@ -1,5 +1,5 @@
 //! Block checksums (format-spec §5.3a): a version-2 table carries the xxh3-64 of every
-//! 64 KiB block of its header, data and index sections, so that a table opened without a
+//! 16 KiB block of its header, data and index sections, so that a table opened without a
 //! whole-file check ([`Verification::Structure`](super::Verification::Structure)) checks each
 //! block the first time a lookup touches it. No answer then comes from bytes nobody checked.
 
@@ -12,8 +12,10 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 use super::{read_u64, TableFile};
 use crate::error::{Error, Result};
 
-/// log2 of the block size the writer uses: 64 KiB.
-pub(crate) const WRITE_BLOCK_SHIFT: u32 = 16;
+/// log2 of the block size the writer uses: 16 KiB. A cold lookup reads its blocks whole
+/// (two, for a dense table: index entry and codes), so smaller blocks are faster cold; the sums
+/// cost 8 bytes a block (0.05% of the table), all read at a Structure open.
+pub(crate) const WRITE_BLOCK_SHIFT: u32 = 14;
 /// The block sizes a reader accepts: 4 KiB to 1 GiB.
 pub(crate) const BLOCK_SHIFTS: Range<u32> = 12..31;
 

@@ -20,7 +20,7 @@
 //! Opening never panics: every offset and length read from the file is bounds-checked and
 //! reported as a typed [`Error`] naming the file. No lookup answers from bytes nobody checked:
 //! [`Verification::Checksum`] hashes the whole table at open, and [`Verification::Structure`]
-//! checks each 64 KiB block against the sums the table carries (format-spec §5.3a) before a
+//! checks each 16 KiB block against the sums the table carries (format-spec §5.3a) before a
 //! lookup first reads it, failing the lookup if it is corrupt. A dense table cannot make a
 //! lookup or an iteration panic whatever its bytes.
 
@@ -200,9 +200,9 @@ pub enum Verification {
     Checksum,
     /// Cheap checks at open: header (magic, version, kind, store id), block sums and footer
     /// (magic, metadata hash over both, key count), file length, and that every section's
-    /// offset and length are consistent and in bounds: 8 bytes read per 64 KiB of table.
+    /// offset and length are consistent and in bounds: 8 bytes read per 16 KiB of table.
     ///
-    /// The body is checked as it is used: a lookup first checks each 64 KiB block it reads
+    /// The body is checked as it is used: a lookup first checks each 16 KiB block it reads
     /// against its sum (once per process), and fails with [`Error::Corrupt`] if one differs;
     /// an fst body, whose reads the `fst` crate decides, is checked whole on its first lookup;
     /// an iteration checks every block first. So no answer comes from unchecked bytes, at the
@@ -883,7 +883,7 @@ impl Table {
     ///
     /// Fails only for a table opened with [`Verification::Structure`] whose bytes this
     /// lookup reads for the first time and finds corrupt ([`Error::Corrupt`]): an fst table
-    /// checks its whole body on its first lookup, a dense table each 64 KiB block on first
+    /// checks its whole body on its first lookup, a dense table each 16 KiB block on first
     /// touch (format-spec §5.3a). A table checked whole at open never fails here.
     #[inline]
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
@@ -1494,7 +1494,7 @@ pub fn verify_table(path: &Path, store_id: &[u8; 16], expected: &TableInfo) -> R
     Table::open(path, store_id, expected, Verification::Checksum)?.check_contents()
 }
 
-/// A writer that hashes (xxh3-64), optionally sums 64 KiB blocks (format-spec §5.3a), and
+/// A writer that hashes (xxh3-64), optionally sums 16 KiB blocks (format-spec §5.3a), and
 /// counts what passes through (also used for the membership index's postings file).
 ///
 /// Small writes (a 32-byte code, a 4-byte posting) are gathered into 64 KiB before they are

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 const STORE: [u8; 16] = *b"store-id-0123456";
 const OTHER_STORE: [u8; 16] = *b"store-id-6543210";
-/// The block sums of a table of at most 64 KiB: one block, one sum.
+/// The block sums of a table of at most 16 KiB (the small ones here): one block, one sum.
 const SMALL_SUMS_LEN: usize = 8;
 
 fn hash_key(rng: &mut impl Rng) -> Vec<u8> {
