@@ -206,8 +206,8 @@ pub enum Verification {
     /// against its sum (once per process), and fails with [`Error::Corrupt`] if one differs;
     /// an fst body, whose reads the `fst` crate decides, is checked whole on its first lookup;
     /// an iteration checks every block first. So no answer comes from unchecked bytes, at the
-    /// price of fallible lookups. A version-1 table (no block sums), a table of at most
-    /// 64 KiB, or one already in memory is checked whole at open, as with `Checksum`.
+    /// price of fallible lookups. A version-1 table (no block sums), or one in memory already
+    /// (a file of at most 64 KiB is read whole) is checked whole at open, as with `Checksum`.
     Structure,
 }
 
@@ -784,12 +784,12 @@ impl Table {
                 header.kind, expected.kind
             )));
         }
-        // A table with no block sums (version 1), small, or in memory already is checked whole
-        // even at the Structure level: no answer may come from unchecked bytes.
-        let whole = verification == Verification::Checksum
-            || header.version < 2
-            || len <= READ_MAX
-            || file.in_memory();
+        // A table with no block sums (version 1), or in memory already (a file of at most
+        // 64 KiB, read whole; or a copy in anonymous memory) is checked whole even at the
+        // Structure level: no answer may come from unchecked bytes. Small tables in a mapped
+        // pack are checked block by block, so that opening 100,000 of them reads none.
+        let whole =
+            verification == Verification::Checksum || header.version < 2 || file.in_memory();
         if whole {
             if own_file {
                 file.advise(ADVICE_SCAN);

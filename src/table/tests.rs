@@ -293,7 +293,8 @@ fn open_rejects_mismatches() {
         open(&STORE, wrong_sum, Verification::Checksum),
         Err(Error::ChecksumMismatch { .. })
     ));
-    // A table of at most 64 KiB is checked whole even at the Structure level.
+    // A file of at most 64 KiB is read whole, and then checked whole even at the Structure
+    // level.
     assert!(matches!(
         open(&STORE, wrong_sum, Verification::Structure),
         Err(Error::ChecksumMismatch { .. })
@@ -446,7 +447,8 @@ fn hashed_structure_rejects_bad_index() {
     };
     assert!(Table::open(&path, &STORE, &i2, Verification::Structure).is_err());
     // A decreasing middle entry (with a checksum that agrees): caught at open by the
-    // monotonicity check, which a table of at most 64 KiB gets even at the Structure level.
+    // monotonicity check, which a file of at most 64 KiB (read whole) gets even at the
+    // Structure level.
     let mut b = bytes.clone();
     let third = index_start + INDEX_ENTRY_LEN * 3;
     b[third..third + 4].copy_from_slice(&1000u32.to_le_bytes());
