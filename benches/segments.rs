@@ -20,7 +20,7 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const FIXTURE_VERSION: &str = "segstore-bench segments fixture 1 (packs)";
+const FIXTURE_VERSION: &str = "segstore-bench segments fixture 2 (table v2, block sums)";
 const OPENS: usize = 11;
 const PROBES: usize = 200_000;
 
@@ -169,7 +169,13 @@ fn main() -> BenchResult<()> {
         for _ in 0..n {
             drop(black_box(ReadOnlyStore::open(
                 &many,
-                options(Verification::Checksum),
+                options(
+                    if std::env::var_os("SEGSTORE_BENCH_OPEN_STRUCTURE").is_some() {
+                        Verification::Structure
+                    } else {
+                        Verification::Checksum
+                    },
+                ),
             )?));
         }
         return Ok(());

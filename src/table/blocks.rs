@@ -80,6 +80,9 @@ pub(crate) struct BlockCheck {
     /// The file offset of the sums section (already checked by the footer's meta hash).
     sums_at: usize,
     /// Bit `i` set: block `i` matched its sum.
+    /// Bits of blocks 0..64 (most tables have one block; no allocation for them).
+    first: AtomicU64,
+    /// Bits of blocks 64.., 64 to a word.
     verified: Box<[AtomicU64]>,
     /// How many bits of `verified` are set.
     verified_count: AtomicUsize,
@@ -106,7 +109,8 @@ impl BlockCheck {
             covered,
             shift,
             sums_at,
-            verified: (0..blocks.div_ceil(64))
+            first: AtomicU64::new(0),
+            verified: (0..blocks.saturating_sub(64).div_ceil(64))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             verified_count: AtomicUsize::new(0),
@@ -145,7 +149,11 @@ impl BlockCheck {
         }
         for block in (start >> self.shift)..=((end - 1) >> self.shift) {
             let (word, bit) = (block / 64, 1u64 << (block % 64));
-            let Some(cell) = self.verified.get(word) else {
+            let cell = match word.checked_sub(1) {
+                None => Some(&self.first),
+                Some(w) => self.verified.get(w),
+            };
+            let Some(cell) = cell else {
                 return Err(self.out_of_range(file.path(), &range));
             };
             if cell.load(Ordering::Acquire) & bit == 0 {

@@ -662,7 +662,8 @@ fn structure_lookups_never_answer_from_damaged_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(21);
     for (kind, keys) in [
-        (TableKind::Hashed, hash_keys(&mut rng, 20_000)),
+        // 60,000 hashes: a 2 MB table, 125 blocks (past the first word of block bits).
+        (TableKind::Hashed, hash_keys(&mut rng, 60_000)),
         (TableKind::Uuid, uuid_keys(&mut rng, 20_000)),
         (TableKind::Fst, random_text_keys(&mut rng, 20_000)),
     ] {
