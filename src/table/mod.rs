@@ -443,7 +443,6 @@ enum Body {
 
 /// An open, memory-mapped table. Immutable; cheap lookups from any number of threads.
 pub struct Table {
-    path: PathBuf,
     /// Where the table starts in its file (0 for a file of its own).
     offset: u64,
     info: TableInfo,
@@ -458,7 +457,7 @@ pub struct Table {
 impl fmt::Debug for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Table")
-            .field("path", &self.path)
+            .field("path", &self.path())
             .field("offset", &self.offset)
             .field("info", &self.info)
             .finish()
@@ -862,7 +861,6 @@ impl Table {
             _ => None,
         };
         Ok(Table {
-            path: path.to_path_buf(),
             offset,
             info: *expected,
             body,
@@ -955,9 +953,10 @@ impl Table {
         self.info
     }
 
-    /// The file this table was opened from.
+    /// The file this table was opened from (its path is kept once per file, not per table:
+    /// 200,000 tables of a pack share it).
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file().path()
     }
 
     /// Where the table starts in its file (0 for a file of its own; format-spec §5.9).
@@ -1022,7 +1021,7 @@ impl Table {
     /// fst, its own CRC and a full iteration; for the dense kinds, codes strictly increasing,
     /// each in its bucket and its bucket's filter.
     pub(crate) fn check_contents(&self) -> Result<()> {
-        let corrupt = |d: String| place_error(Error::corrupt(&self.path, d), self.offset);
+        let corrupt = |d: String| place_error(Error::corrupt(self.path(), d), self.offset);
         if let Some((block_shift, at)) = &self.sums {
             // Every block against its sum, whatever this table checked before.
             let base = usize::try_from(self.offset).unwrap_or(usize::MAX);
@@ -1051,7 +1050,7 @@ impl Table {
                 Ok(())
             }
             Body::Hashed(h) => h
-                .check_codes(&self.path)
+                .check_codes(self.path())
                 .map_err(|e| place_error(e, self.offset)),
         }
     }
