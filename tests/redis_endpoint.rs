@@ -728,3 +728,52 @@ fn tls_with_redis_cli() {
     let (status, stderr) = serve.stop();
     assert!(status.success(), "{status}: {stderr}");
 }
+
+/// `--verify-on-read` opens without reading the tables whole; a lookup that reads a damaged
+/// block then gets `-ERR` (never a wrong set), the server stays up, and lookups of intact
+/// blocks still answer.
+#[test]
+fn verify_on_read_fails_the_lookups_of_a_damaged_block_with_err() {
+    let dir = tempfile::tempdir().unwrap();
+    let hashes: Vec<String> = (0..20_000)
+        .map(|i| context_hash(&format!("u{i}")))
+        .collect();
+    {
+        let store = segstore::Store::create(dir.path(), segstore::Options::default()).unwrap();
+        let keys = hashes.iter().map(|h| Ok(h.clone().into_bytes()));
+        store
+            .replace_list("big.g1", None, List::Included, keys)
+            .unwrap();
+    }
+    // The one table: a flipped bit in the middle of its codes.
+    let table = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "sstbl"))
+        .unwrap();
+    let mut bytes = std::fs::read(&table).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&table, &bytes).unwrap();
+
+    let serve = Serve::start(dir.path(), &["--verify-on-read"]);
+    let mut c = serve.conn();
+    let (mut answered, mut failed) = (0, 0);
+    for h in &hashes {
+        match q::<Vec<String>>(&mut c, &["SMEMBERS", &include(h)]) {
+            Ok(members) => {
+                assert_eq!(members, ["big.g1"], "{h}");
+                answered += 1;
+            }
+            Err(e) => {
+                let text = code(e);
+                assert!(text.starts_with("ERR the store cannot answer"), "{text}");
+                assert!(text.contains("does not match its checksum"), "{text}");
+                failed += 1;
+            }
+        }
+    }
+    assert!(failed > 0, "the damaged block was never noticed");
+    assert!(answered > failed, "{answered} answered, {failed} failed");
+    assert_eq!(q::<String>(&mut c, &["PING"]).unwrap(), "PONG");
+}

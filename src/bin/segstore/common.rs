@@ -18,6 +18,23 @@ pub fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
 }
 
+/// Set by the global `--verify-on-read`: open at `Verification::Structure`.
+static VERIFY_ON_READ: AtomicBool = AtomicBool::new(false);
+
+/// Chooses how every store this process opens checks its tables (`--verify-on-read`).
+pub fn set_verify_on_read(on: bool) {
+    VERIFY_ON_READ.store(on, Ordering::Relaxed);
+}
+
+/// The verification level of the stores this process opens.
+fn verification() -> segstore::Verification {
+    if VERIFY_ON_READ.load(Ordering::Relaxed) {
+        segstore::Verification::Structure
+    } else {
+        segstore::Verification::Checksum
+    }
+}
+
 /// True under `--quiet`: progress bars are hidden and informational lines (the summaries of
 /// `init`, `import` and `apply`) are not printed. Answers, dry-run reports, warnings and
 /// errors still are.
@@ -135,6 +152,7 @@ pub struct WriterArgs {
 pub fn writer_options(args: &WriterArgs) -> Options {
     Options {
         repair: args.repair,
+        verification: verification(),
         ..Options::default()
     }
 }
@@ -148,6 +166,7 @@ pub fn open_writer(dir: &Path, args: &WriterArgs) -> CmdResult<Store> {
 pub fn open_reader(dir: &Path) -> CmdResult<ReadOnlyStore> {
     let options = Options {
         poll_interval: None,
+        verification: verification(),
         ..Options::default()
     };
     Ok(ReadOnlyStore::open(dir, options)?)

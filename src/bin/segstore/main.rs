@@ -55,6 +55,13 @@ pub struct Cli {
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
 
+    /// Open without reading every table: check each 16 KiB block of a table the first time
+    /// a lookup reads it, instead of every table whole at open (`Verification::Structure`).
+    /// Opens a large store in milliseconds; a lookup that reads a damaged block then fails
+    /// (a Redis `-ERR`, a CLI error) instead of the open failing.
+    #[arg(long, global = true, env = "SEGSTORE_VERIFY_ON_READ")]
+    pub verify_on_read: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -110,6 +117,7 @@ pub enum Command {
 /// (not SEGSTORE_DIR): `demo` only builds into a directory named explicitly.
 pub fn run(cli: Cli, dir_given: bool) -> CmdResult {
     common::set_quiet(cli.quiet);
+    common::set_verify_on_read(cli.verify_on_read);
     let dir = cli.dir.as_ref();
     match cli.command {
         Command::Demo(args) => cmd_demo::run(if dir_given { dir } else { None }, &args),
