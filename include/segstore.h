@@ -46,6 +46,13 @@ extern "C" {
 #define SEGSTORE_INCLUDED 1
 /* segstore_check(): the key is in the segment's excluded list only. */
 #define SEGSTORE_EXCLUDED 2
+/*
+ * segstore_open_read_only_flags(): open without reading every table whole; check each 16 KiB
+ * block against its sum the first time a lookup reads it. A large store then opens in
+ * milliseconds; a lookup that reads a damaged block fails (SEGSTORE_ERROR / NULL) instead of
+ * the open.
+ */
+#define SEGSTORE_OPEN_VERIFY_ON_READ 1
 
 /* An open read-only handle. It follows the writer with a background poll every 50 ms. */
 typedef struct segstore_reader segstore_reader;
@@ -80,6 +87,12 @@ typedef struct segstore_membership {
  * unreadable or corrupt files, NULL or non-UTF-8 dir).
  */
 segstore_reader *segstore_open_read_only(const char *dir);
+
+/*
+ * As segstore_open_read_only(), with flags: 0, or SEGSTORE_OPEN_VERIFY_ON_READ. Returns NULL
+ * for any other bit.
+ */
+segstore_reader *segstore_open_read_only_flags(const char *dir, uint32_t flags);
 
 /* Closes a handle (stopping its poll thread) and frees it. NULL is ignored. */
 void segstore_close(segstore_reader *reader);

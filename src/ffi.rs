@@ -25,7 +25,7 @@
 //! ```
 
 use crate::key::validate_key;
-use crate::{Membership, Options, ReadOnlyStore, Status};
+use crate::{Membership, Options, ReadOnlyStore, Status, Verification};
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -40,6 +40,11 @@ pub const SEGSTORE_UNKNOWN: i32 = 0;
 pub const SEGSTORE_INCLUDED: i32 = 1;
 /// [`segstore_check`]: the key is in the segment's excluded list only.
 pub const SEGSTORE_EXCLUDED: i32 = 2;
+/// [`segstore_open_read_only_flags`]: open without reading every table whole; check each
+/// 16 KiB block against its sum the first time a lookup reads it (`Verification::Structure`).
+/// A large store then opens in milliseconds; a lookup that reads a damaged block fails
+/// (`SEGSTORE_ERROR` / NULL) instead of the open.
+pub const SEGSTORE_OPEN_VERIFY_ON_READ: u32 = 1;
 
 /// An open read-only handle (opaque to C). It follows the writer with the default poll
 /// (every 50 ms).
@@ -216,10 +221,36 @@ unsafe fn reader_arg<'a>(ptr: *const SegstoreReader) -> Result<&'a SegstoreReade
 /// `dir` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn segstore_open_read_only(dir: *const c_char) -> *mut SegstoreReader {
+    // SAFETY: forwarded from the caller.
+    unsafe { segstore_open_read_only_flags(dir, 0) }
+}
+
+/// As [`segstore_open_read_only`], with `flags`: 0, or [`SEGSTORE_OPEN_VERIFY_ON_READ`].
+/// Returns NULL for any other bit.
+///
+/// # Safety
+/// `dir` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn segstore_open_read_only_flags(
+    dir: *const c_char,
+    flags: u32,
+) -> *mut SegstoreReader {
     guard(std::ptr::null_mut(), || {
         // SAFETY: forwarded from the caller.
         let dir = unsafe { str_arg(dir, "dir") }?;
-        let store = ReadOnlyStore::open(dir, Options::default()).map_err(|e| e.to_string())?;
+        if flags & !SEGSTORE_OPEN_VERIFY_ON_READ != 0 {
+            return Err(format!("unknown flags {flags:#x}"));
+        }
+        let verification = if flags & SEGSTORE_OPEN_VERIFY_ON_READ != 0 {
+            Verification::Structure
+        } else {
+            Verification::Checksum
+        };
+        let options = Options {
+            verification,
+            ..Options::default()
+        };
+        let store = ReadOnlyStore::open(dir, options).map_err(|e| e.to_string())?;
         Ok(Box::into_raw(Box::new(SegstoreReader { store })))
     })
 }

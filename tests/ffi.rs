@@ -5,9 +5,10 @@
 
 use segstore::ffi::{
     segstore_check, segstore_close, segstore_get_membership, segstore_get_metadata,
-    segstore_last_error, segstore_membership_free, segstore_open_read_only, SegstoreMembership,
-    SegstoreMetadata, SegstoreReader, SEGSTORE_ERROR, SEGSTORE_EXCLUDED, SEGSTORE_INCLUDED,
-    SEGSTORE_OK, SEGSTORE_UNKNOWN,
+    segstore_last_error, segstore_membership_free, segstore_open_read_only,
+    segstore_open_read_only_flags, SegstoreMembership, SegstoreMetadata, SegstoreReader,
+    SEGSTORE_ERROR, SEGSTORE_EXCLUDED, SEGSTORE_INCLUDED, SEGSTORE_OK,
+    SEGSTORE_OPEN_VERIFY_ON_READ, SEGSTORE_UNKNOWN,
 };
 use segstore::{context_hash, Batch, List, Options, Store};
 use std::ffi::{c_char, CStr, CString};
@@ -350,4 +351,62 @@ fn errors_are_per_thread_and_one_handle_serves_many_threads() {
     });
     // This thread's error is still its own.
     assert_eq!(last_error().as_deref(), Some("context_hash is NULL"));
+}
+
+/// `SEGSTORE_OPEN_VERIFY_ON_READ`: a damaged table no longer stops the open; `segstore_check`
+/// answers the keys of intact blocks and returns `SEGSTORE_ERROR` (with the reason) for the
+/// keys of the damaged block, and `segstore_get_membership` NULL. Unknown flag bits fail.
+#[test]
+fn verify_on_read_fails_only_the_lookups_that_read_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let hashes: Vec<String> = (0..20_000)
+        .map(|i| context_hash(&format!("u{i}")))
+        .collect();
+    let store = writer(dir.path());
+    let keys = hashes.iter().map(|h| Ok(h.clone().into_bytes()));
+    store
+        .replace_list("big.g1", None, List::Included, keys)
+        .unwrap();
+    drop(store);
+    let table = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "sstbl"))
+        .unwrap();
+    let mut bytes = std::fs::read(&table).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&table, &bytes).unwrap();
+
+    let path = c(dir.path().to_str().unwrap());
+    // SAFETY: a NUL-terminated path.
+    assert!(unsafe { segstore_open_read_only(path.as_ptr()) }.is_null());
+    assert!(last_error().unwrap().contains("checksum"));
+    // SAFETY: as above.
+    assert!(unsafe { segstore_open_read_only_flags(path.as_ptr(), 2) }.is_null());
+    assert!(last_error().unwrap().contains("unknown flags"));
+    // SAFETY: as above.
+    let ptr = unsafe { segstore_open_read_only_flags(path.as_ptr(), SEGSTORE_OPEN_VERIFY_ON_READ) };
+    assert!(!ptr.is_null(), "{:?}", last_error());
+    let handle = Handle(ptr);
+    let (mut answered, mut failed) = (0, 0);
+    for h in &hashes {
+        match handle.check("big.g1", h) {
+            SEGSTORE_INCLUDED => answered += 1,
+            SEGSTORE_ERROR => {
+                assert!(last_error()
+                    .unwrap()
+                    .contains("does not match its checksum"));
+                let key = c(h);
+                // SAFETY: a live handle and a NUL-terminated key.
+                assert!(unsafe { segstore_get_membership(handle.0, key.as_ptr()) }.is_null());
+                failed += 1;
+            }
+            other => panic!("{h}: {other}"),
+        }
+    }
+    assert!(
+        failed > 0 && answered > failed,
+        "{answered} answered, {failed} failed"
+    );
 }

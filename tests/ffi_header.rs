@@ -46,6 +46,7 @@ fn c_type_of(rust: &str) -> String {
             "c_char" => "char".to_owned(),
             "i32" => "int32_t".to_owned(),
             "u64" => "uint64_t".to_owned(),
+            "u32" => "uint32_t".to_owned(),
             "usize" => "size_t".to_owned(),
             "bool" => "bool".to_owned(),
             "" | "()" => "void".to_owned(),

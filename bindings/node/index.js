@@ -45,6 +45,7 @@ const SEGSTORE_OK = 0;
 const SEGSTORE_ERROR = -1;
 const SEGSTORE_INCLUDED = 1;
 const SEGSTORE_EXCLUDED = 2;
+const SEGSTORE_OPEN_VERIFY_ON_READ = 1;
 const LIB_NAME = 'libsegstore.so';
 
 /** A segstore call failed; the message is the library's segstore_last_error(). */
@@ -107,7 +108,7 @@ function load() {
     Metadata,
     Entry,
     Membership,
-    open: lib.func('segstore_reader *segstore_open_read_only(const char *dir)'),
+    open: lib.func('segstore_reader *segstore_open_read_only_flags(const char *dir, uint32_t flags)'),
     close: lib.func('void segstore_close(segstore_reader *reader)'),
     getMetadata: lib.func(
       'int32_t segstore_get_metadata(const segstore_reader *reader, _Out_ segstore_metadata *out)',
@@ -134,10 +135,17 @@ function lastError(n) {
  * its own, polling every 50 ms; many application processes may open one store.
  */
 class SegstoreBigSegmentStore {
-  /** @param {string} storeDir the store directory */
-  constructor(storeDir) {
+  /**
+   * @param {string} storeDir the store directory
+   * @param {{verifyOnRead?: boolean}} [options] `verifyOnRead`: open without reading every
+   *   table whole; each 16 KiB block is checked against its checksum the first time a lookup
+   *   reads it. A large store then opens in milliseconds, and a damaged block makes the
+   *   lookups that read it throw (the SDK reports the store's status as an error) instead of
+   *   the open.
+   */
+  constructor(storeDir, { verifyOnRead = false } = {}) {
     this._native = load();
-    const handle = this._native.open(storeDir);
+    const handle = this._native.open(storeDir, verifyOnRead ? SEGSTORE_OPEN_VERIFY_ON_READ : 0);
     if (!handle) throw lastError(this._native);
     this._handle = handle;
   }

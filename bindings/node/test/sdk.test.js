@@ -152,6 +152,18 @@ test('a write by another process shows up after the cache time', async (t) => {
   assert.equal(detail.reason.bigSegmentsStatus, 'HEALTHY');
 });
 
+test('verifyOnRead opens and answers as the default does', async (t) => {
+  const { store } = standardStore(t);
+  const checked = new SegstoreBigSegmentStore(store.path, { verifyOnRead: true });
+  const plain = new SegstoreBigSegmentStore(store.path);
+  for (const key of ['in-user', 'out-user', 'both-user', 'nobody']) {
+    assert.deepEqual(checked.membershipSync(contextHash(key)), plain.membershipSync(contextHash(key)));
+  }
+  assert.deepEqual(checked.membershipSync(contextHash('in-user')), { [REF]: true });
+  checked.close();
+  plain.close();
+});
+
 test('errors throw and close is final', async (t) => {
   const dir = tempDir(t);
   const store = new StoreDir(dir);

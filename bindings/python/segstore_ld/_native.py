@@ -18,6 +18,7 @@ SEGSTORE_ERROR = -1
 SEGSTORE_UNKNOWN = 0
 SEGSTORE_INCLUDED = 1
 SEGSTORE_EXCLUDED = 2
+SEGSTORE_OPEN_VERIFY_ON_READ = 1
 
 LIB_ENV = "SEGSTORE_LIB"
 LIB_NAME = "libsegstore.so"
@@ -91,6 +92,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     reader = ctypes.c_void_p
     lib.segstore_open_read_only.argtypes = [ctypes.c_char_p]
     lib.segstore_open_read_only.restype = reader
+    lib.segstore_open_read_only_flags.argtypes = [ctypes.c_char_p, ctypes.c_uint32]
+    lib.segstore_open_read_only_flags.restype = reader
     lib.segstore_close.argtypes = [reader]
     lib.segstore_close.restype = None
     lib.segstore_get_metadata.argtypes = [reader, ctypes.POINTER(Metadata)]

@@ -13,6 +13,7 @@ from ._native import (
     SEGSTORE_ERROR,
     SEGSTORE_EXCLUDED,
     SEGSTORE_INCLUDED,
+    SEGSTORE_OPEN_VERIFY_ON_READ,
     Metadata,
     SegstoreError,
     last_error,
@@ -35,14 +36,20 @@ class SegstoreBigSegmentStore(BigSegmentStore):
         from ldclient.config import BigSegmentsConfig, Config
         store = SegstoreBigSegmentStore("/var/lib/segstore")
         config = Config(sdk_key, big_segments=BigSegmentsConfig(store=store))
+
+    ``verify_on_read=True`` opens without reading every table whole: each 16 KiB block is
+    checked against its checksum the first time a lookup reads it. A large store then opens in
+    milliseconds, and a damaged block makes the lookups that read it raise (the SDK reports
+    the store's status as an error) instead of the open.
     """
 
-    def __init__(self, store_dir: Union[str, os.PathLike]):
+    def __init__(self, store_dir: Union[str, os.PathLike], *, verify_on_read: bool = False):
         self._lib = library()
         # One lock: the C handle must not be closed while a call uses it, and ctypes
         # releases the GIL during the call.
         self._lock = threading.Lock()
-        handle = self._lib.segstore_open_read_only(os.fsencode(store_dir))
+        flags = SEGSTORE_OPEN_VERIFY_ON_READ if verify_on_read else 0
+        handle = self._lib.segstore_open_read_only_flags(os.fsencode(store_dir), flags)
         if not handle:
             raise last_error(self._lib)
         self._handle: Optional[int] = handle

@@ -156,6 +156,17 @@ def test_errors_raise_and_stop_is_final(store_dir):
         store.get_membership(_hash("in-user"))
 
 
+def test_verify_on_read_opens_and_answers_as_the_default_does(store_dir):
+    standard_store(store_dir)
+    checked = SegstoreBigSegmentStore(store_dir.path, verify_on_read=True)
+    default = SegstoreBigSegmentStore(store_dir.path)
+    for key in ["in-user", "out-user", "both-user", "nobody"]:
+        assert checked.get_membership(_hash(key)) == default.get_membership(_hash(key))
+    assert checked.get_membership(_hash("in-user")) == {REF: True}
+    checked.stop()
+    default.stop()
+
+
 def _hash(key: str) -> str:
     import base64
     import hashlib
