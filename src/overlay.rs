@@ -238,7 +238,12 @@ impl Overlay {
         if self.runs.is_empty() {
             return None;
         }
-        let hash = KeyHash::of(key);
+        self.lookup_hashed(key, KeyHash::of(key))
+    }
+
+    /// As [`lookup`](Overlay::lookup), with the key's hash computed once by the caller (who
+    /// asks many lists about one key).
+    pub fn lookup_hashed(&self, key: &[u8], hash: KeyHash) -> Option<bool> {
         self.runs.iter().rev().find_map(|run| run.lookup(key, hash))
     }
 

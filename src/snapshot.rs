@@ -8,7 +8,7 @@ use crate::change::{List, SegmentChange};
 use crate::entry::{Details, Entry, TableRef};
 use crate::error::{Error, Result};
 use crate::index::MembershipIndex;
-use crate::overlay::{Overlay, Run};
+use crate::overlay::{KeyHash, Overlay, Run};
 use crate::segment_map::SegmentMap;
 use crate::table::Table;
 use imbl::OrdSet;
@@ -321,10 +321,16 @@ pub struct Snapshot {
     pub(crate) segments: SegmentMap<SegmentState>,
     /// The membership index of the manifest this snapshot stands on, if any.
     pub(crate) index: Option<Arc<IndexState>>,
-    /// Lists the index does not answer for: held in fst tables, or changed since the index
-    /// was built. `membership` probes these one by one.
+    /// Lists the index does not answer for: held in fst tables, or whose table changed (a
+    /// bulk replace, a delete, a create) since the index was built. `membership` probes
+    /// these one by one.
     pub(crate) probe: OrdSet<(Arc<str>, List)>,
-    /// How many of `probe`'s lists are there because they changed since the index was built.
+    /// Lists whose table is still the one the index was built from, changed since only by
+    /// batches: the index answers for the table, and `membership` asks only their overlays
+    /// (a hash probe of a small run each) for what the batches changed.
+    pub(crate) overlaid: OrdSet<(Arc<str>, List)>,
+    /// How many lists of `probe` and `overlaid` are there because they changed since the
+    /// index was built (what automatic compaction counts).
     pub(crate) changed_since_index: usize,
     pub(crate) cursor: String,
     pub(crate) synchronized_on: Option<u64>,
@@ -440,18 +446,43 @@ impl Snapshot {
             }
             return Ok(found);
         };
+        let hash = (!self.overlaid.is_empty()).then(|| KeyHash::of(key));
         for (ordinal, list) in index.index.lookup(key)? {
             let Some(segment) = index.ordinals.get(ordinal as usize) else {
                 continue;
             };
-            if self.probe.is_empty() || !self.probe.contains(&(segment.clone(), list)) {
-                found.push((segment.clone(), list == List::Included));
+            let changed = |set: &OrdSet<(Arc<str>, List)>| {
+                !set.is_empty() && set.contains(&(segment.clone(), list))
+            };
+            if changed(&self.probe) {
+                continue;
             }
+            if let (true, Some(hash)) = (changed(&self.overlaid), hash) {
+                // The table holds the key; a batch since may have removed it.
+                let removed = self.segments.get(segment).is_some_and(|state| {
+                    state.list(list).overlay.lookup_hashed(key, hash) == Some(false)
+                });
+                if removed {
+                    continue;
+                }
+            }
+            found.push((segment.clone(), list == List::Included));
         }
         for (segment, list) in &self.probe {
             if let Some(state) = self.segments.get(segment) {
                 if state.list(*list).contains(key)? {
                     found.push((segment.clone(), *list == List::Included));
+                }
+            }
+        }
+        if let Some(hash) = hash {
+            // Keys a batch added to a list whose table (the index says) lacks them; those its
+            // table holds were answered above, and a repeat is removed by the callers.
+            for (segment, list) in &self.overlaid {
+                if let Some(state) = self.segments.get(segment) {
+                    if state.list(*list).overlay.lookup_hashed(key, hash) == Some(true) {
+                        found.push((segment.clone(), *list == List::Included));
+                    }
                 }
             }
         }
@@ -583,15 +614,33 @@ impl Snapshot {
         Ok(())
     }
 
-    /// Notes that lists of `segment` may no longer match the membership index.
+    /// Notes that lists of `segment` may no longer hold the tables the membership index was
+    /// built from (their tables were replaced, or the segment deleted or created).
     fn mark_changed<const N: usize>(&mut self, segment: &str, lists: [List; N]) {
         if self.index.is_none() {
             return;
         }
         for list in lists {
-            if self.probe.insert((Arc::from(segment), list)).is_none() {
+            let entry = (Arc::from(segment), list);
+            let counted = self.overlaid.remove(&entry).is_some();
+            if self.probe.insert(entry).is_none() && !counted {
                 self.changed_since_index += 1;
             }
+        }
+    }
+
+    /// Notes that a batch changed `list` of `segment`: its table is untouched, so unless it is
+    /// probed anyway, the index keeps answering for the table and its overlay for the rest.
+    fn mark_overlaid(&mut self, segment: &str, list: List) {
+        if self.index.is_none() {
+            return;
+        }
+        let entry = (Arc::from(segment), list);
+        if self.probe.contains(&entry) {
+            return;
+        }
+        if self.overlaid.insert(entry).is_none() {
+            self.changed_since_index += 1;
         }
     }
 
@@ -599,7 +648,7 @@ impl Snapshot {
         let kind = change.kind.as_deref().unwrap_or(DEFAULT_KIND);
         for list in List::BOTH {
             if !change.list(list).is_empty() {
-                self.mark_changed(&change.segment, [list]);
+                self.mark_overlaid(&change.segment, list);
             }
         }
         let mut result = Ok(());

@@ -133,3 +133,83 @@ fn membership_through_the_index_tracks_every_change() {
     drop(store);
     assert!(segstore::verify(dir.path()).unwrap().is_empty());
 }
+
+/// After the index is built, batches change lists whose tables the index still answers for:
+/// `membership` takes the table's part from the index and the batches' part from the lists'
+/// overlays. Random batches (adds and removes of keys the tables hold and do not hold, in both
+/// lists, to indexed and new segments), then a bulk replace and a delete, with every key's
+/// membership compared with `check` of every segment after each step.
+#[test]
+fn batches_after_the_index_are_answered_through_it_and_the_overlays() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), options()).unwrap();
+    const SEGMENTS: usize = 12;
+    const KEYS: usize = 300;
+    for s in 0..SEGMENTS {
+        let keys = (0..KEYS).filter(|i| i % (s + 2) == 0).map(|i| Ok(hash(i)));
+        store
+            .replace_list(&format!("seg-{s:02}.g1"), None, List::Included, keys)
+            .unwrap();
+    }
+    store.compact().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let compare = |snap: &segstore::Snapshot, step: &str| {
+        let mut refs: Vec<String> = snap.segments().into_iter().map(|s| s.segment).collect();
+        refs.sort();
+        for i in 0..KEYS + 20 {
+            let key = hash(i);
+            let mut want = Vec::new();
+            for r in &refs {
+                match snap.check(r, &key).unwrap() {
+                    segstore::Status::Included => want.push((r.clone(), true)),
+                    segstore::Status::Excluded => want.push((r.clone(), false)),
+                    segstore::Status::Unknown => {}
+                }
+            }
+            let got: Vec<(String, bool)> = snap
+                .membership(&key)
+                .unwrap()
+                .iter()
+                .map(|(s, b)| (s.to_string(), b))
+                .collect();
+            assert_eq!(got, want, "{step}: key {i}");
+        }
+    };
+    for step in 0..30 {
+        let mut batch = Batch::new();
+        for _ in 0..rng.gen_range(1..40) {
+            let segment = format!("seg-{:02}.g1", rng.gen_range(0..SEGMENTS + 2));
+            let list = if rng.gen_bool(0.8) {
+                List::Included
+            } else {
+                List::Excluded
+            };
+            let key = hash(rng.gen_range(0..KEYS + 20));
+            batch = if rng.gen_bool(0.5) {
+                batch.add(&segment, list, key)
+            } else {
+                batch.remove(&segment, list, key)
+            };
+        }
+        store.write(batch).unwrap();
+        compare(&store.snapshot(), &format!("batch {step}"));
+    }
+    store
+        .replace_list(
+            "seg-03.g1",
+            None,
+            List::Included,
+            [Ok(hash(1)), Ok(hash(2))],
+        )
+        .unwrap();
+    store.delete_segment("seg-04.g1").unwrap();
+    store
+        .write(Batch::new().add("seg-04.g1", List::Included, hash(5)))
+        .unwrap();
+    compare(&store.snapshot(), "replace, delete, recreate");
+    let reader = ReadOnlyStore::open(dir.path(), options()).unwrap();
+    compare(&reader.snapshot(), "a reader of the log");
+    store.compact().unwrap();
+    compare(&store.snapshot(), "compacted");
+}
