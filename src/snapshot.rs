@@ -11,7 +11,7 @@ use crate::index::MembershipIndex;
 use crate::overlay::{KeyHash, Overlay, Run};
 use crate::segment_map::SegmentMap;
 use crate::table::Table;
-use imbl::OrdSet;
+use imbl::{OrdMap, OrdSet};
 use std::sync::Arc;
 
 /// The default context kind.
@@ -328,7 +328,9 @@ pub struct Snapshot {
     /// Lists whose table is still the one the index was built from, changed since only by
     /// batches: the index answers for the table, and `membership` asks only their overlays
     /// (a hash probe of a small run each) for what the batches changed.
-    pub(crate) overlaid: OrdSet<(Arc<str>, List)>,
+    /// Each holds a copy of the list's overlay (shared runs), kept current by every batch, so
+    /// that `membership` reads them in one pass without looking the segments up.
+    pub(crate) overlaid: OrdMap<(Arc<str>, List), Overlay>,
     /// How many lists of `probe` and `overlaid` are there because they changed since the
     /// index was built (what automatic compaction counts).
     pub(crate) changed_since_index: usize,
@@ -457,12 +459,10 @@ impl Snapshot {
             if changed(&self.probe) {
                 continue;
             }
-            if let (true, Some(hash)) = (changed(&self.overlaid), hash) {
+            if let Some(hash) = hash {
                 // The table holds the key; a batch since may have removed it.
-                let removed = self.segments.get(segment).is_some_and(|state| {
-                    state.list(list).overlay.lookup_hashed(key, hash) == Some(false)
-                });
-                if removed {
+                let overlay = self.overlaid.get(&(segment.clone(), list));
+                if overlay.is_some_and(|o| o.lookup_hashed(key, hash) == Some(false)) {
                     continue;
                 }
             }
@@ -478,11 +478,9 @@ impl Snapshot {
         if let Some(hash) = hash {
             // Keys a batch added to a list whose table (the index says) lacks them; those its
             // table holds were answered above, and a repeat is removed by the callers.
-            for (segment, list) in &self.overlaid {
-                if let Some(state) = self.segments.get(segment) {
-                    if state.list(*list).overlay.lookup_hashed(key, hash) == Some(true) {
-                        found.push((segment.clone(), *list == List::Included));
-                    }
+            for ((segment, list), overlay) in &self.overlaid {
+                if overlay.lookup_hashed(key, hash) == Some(true) {
+                    found.push((segment.clone(), *list == List::Included));
                 }
             }
         }
@@ -639,8 +637,24 @@ impl Snapshot {
         if self.probe.contains(&entry) {
             return;
         }
-        if self.overlaid.insert(entry).is_none() {
+        if self.overlaid.insert(entry, Overlay::default()).is_none() {
             self.changed_since_index += 1;
+        }
+    }
+
+    /// Refreshes the copies of `segment`'s overlays in `overlaid` after a batch changed them.
+    fn refresh_overlaid(&mut self, segment: &str) {
+        if self.overlaid.is_empty() {
+            return;
+        }
+        let Some(state) = self.segments.get(segment) else {
+            return;
+        };
+        for list in List::BOTH {
+            let entry = (Arc::from(segment), list);
+            if let Some(copy) = self.overlaid.get_mut(&entry) {
+                *copy = state.list(list).overlay.clone();
+            }
         }
     }
 
@@ -660,6 +674,7 @@ impl Snapshot {
                 }
             }
         });
+        self.refresh_overlaid(&change.segment);
         result
     }
 
