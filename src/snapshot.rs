@@ -453,16 +453,16 @@ impl Snapshot {
             let Some(segment) = index.ordinals.get(ordinal as usize) else {
                 continue;
             };
-            let changed = |set: &OrdSet<(Arc<str>, List)>| {
-                !set.is_empty() && set.contains(&(segment.clone(), list))
-            };
-            if changed(&self.probe) {
-                continue;
-            }
-            if let Some(hash) = hash {
+            if !self.probe.is_empty() || hash.is_some() {
+                let entry = (segment.clone(), list);
+                if self.probe.contains(&entry) {
+                    continue;
+                }
                 // The table holds the key; a batch since may have removed it.
-                let overlay = self.overlaid.get(&(segment.clone(), list));
-                if overlay.is_some_and(|o| o.lookup_hashed(key, hash) == Some(false)) {
+                let removed = hash
+                    .zip(self.overlaid.get(&entry))
+                    .is_some_and(|(hash, o)| o.lookup_hashed(key, hash) == Some(false));
+                if removed {
                     continue;
                 }
             }

@@ -2,6 +2,7 @@
 #![cfg(feature = "cli")]
 
 mod cli_support;
+mod damaged_store;
 
 use segstore::{context_hash, Options, Store};
 use std::io::{BufRead, BufReader};
@@ -1229,28 +1230,16 @@ fn demo_runs_end_to_end() {
 /// block is damaged, never answering wrong.
 #[test]
 fn verify_on_read_opens_a_damaged_store_and_fails_only_what_reads_the_damage() {
-    let (_tmp, dir) = new_store();
-    let hashes: Vec<String> = (0..20_000)
-        .map(|i| context_hash(&format!("u{i}")))
-        .collect();
-    let file = write_file(&dir, "keys.txt", (hashes.join("\n") + "\n").as_bytes());
-    run(&dir, &["import", "--segment", "big.g1", &file]).ok();
-    let table = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "sstbl"))
-        .unwrap();
-    let mut bytes = std::fs::read(&table).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x10;
-    std::fs::write(&table, &bytes).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let hashes = damaged_store::create(dir);
 
-    let refused = run(&dir, &["check", "big.g1", &hashes[0]]).fails(1);
+    let refused = run(dir, &["check", "big.g1", &hashes[0]]).fails(1);
     assert!(refused.contains("checksum"), "{refused}");
     let (mut answered, mut failed) = (0, 0);
     // Every 40th key: a few per 16 KiB block of codes (about 500 codes a block).
     for h in hashes.iter().step_by(40) {
-        let out = run(&dir, &["--verify-on-read", "check", "big.g1", h]);
+        let out = run(dir, &["--verify-on-read", "check", "big.g1", h]);
         if out.code == 0 {
             assert_eq!(out.stdout.trim(), "included", "{h}");
             answered += 1;

@@ -3,6 +3,8 @@
 //! (`scripts/test-bindings.sh` also compiles `bindings/c/smoke.c` against the header and the
 //! shared library, which `cargo test` does not build.)
 
+mod damaged_store;
+
 use segstore::ffi::{
     segstore_check, segstore_close, segstore_get_membership, segstore_get_metadata,
     segstore_last_error, segstore_membership_free, segstore_open_read_only,
@@ -359,24 +361,7 @@ fn errors_are_per_thread_and_one_handle_serves_many_threads() {
 #[test]
 fn verify_on_read_fails_only_the_lookups_that_read_damage() {
     let dir = tempfile::tempdir().unwrap();
-    let hashes: Vec<String> = (0..20_000)
-        .map(|i| context_hash(&format!("u{i}")))
-        .collect();
-    let store = writer(dir.path());
-    let keys = hashes.iter().map(|h| Ok(h.clone().into_bytes()));
-    store
-        .replace_list("big.g1", None, List::Included, keys)
-        .unwrap();
-    drop(store);
-    let table = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "sstbl"))
-        .unwrap();
-    let mut bytes = std::fs::read(&table).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x10;
-    std::fs::write(&table, &bytes).unwrap();
+    let hashes = damaged_store::create(dir.path());
 
     let path = c(dir.path().to_str().unwrap());
     // SAFETY: a NUL-terminated path.

@@ -4,6 +4,7 @@
 
 #![cfg(feature = "cli")]
 
+mod damaged_store;
 mod serve_support;
 
 use segstore::{context_hash, List, Status};
@@ -735,27 +736,7 @@ fn tls_with_redis_cli() {
 #[test]
 fn verify_on_read_fails_the_lookups_of_a_damaged_block_with_err() {
     let dir = tempfile::tempdir().unwrap();
-    let hashes: Vec<String> = (0..20_000)
-        .map(|i| context_hash(&format!("u{i}")))
-        .collect();
-    {
-        let store = segstore::Store::create(dir.path(), segstore::Options::default()).unwrap();
-        let keys = hashes.iter().map(|h| Ok(h.clone().into_bytes()));
-        store
-            .replace_list("big.g1", None, List::Included, keys)
-            .unwrap();
-    }
-    // The one table: a flipped bit in the middle of its codes.
-    let table = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "sstbl"))
-        .unwrap();
-    let mut bytes = std::fs::read(&table).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x10;
-    std::fs::write(&table, &bytes).unwrap();
-
+    let hashes = damaged_store::create(dir.path());
     let serve = Serve::start(dir.path(), &["--verify-on-read"]);
     let mut c = serve.conn();
     let (mut answered, mut failed) = (0, 0);

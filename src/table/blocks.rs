@@ -79,13 +79,14 @@ pub(crate) struct BlockCheck {
     shift: u32,
     /// The file offset of the sums section (already checked by the footer's meta hash).
     sums_at: usize,
-    /// Bit `i` set: block `i` matched its sum.
-    /// Bits of blocks 0..64 (most tables have one block; no allocation for them).
+    /// Bit `i` set: block `i` matched its sum; blocks 0..64 here (most tables have one block,
+    /// and then no allocation)...
     first: AtomicU64,
-    /// Bits of blocks 64.., 64 to a word.
+    /// ...and blocks 64.. here, 64 to a word.
     verified: Box<[AtomicU64]>,
-    /// How many bits of `verified` are set.
+    /// How many bits of `first` and `verified` are set.
     verified_count: AtomicUsize,
+    /// The number of blocks.
     blocks: usize,
     /// Every block matched (or the table is trusted whole): lookups skip the checks.
     all: AtomicBool,
@@ -135,6 +136,13 @@ impl BlockCheck {
     /// checked. An empty range checks nothing. A range beyond the covered bytes is an error.
     #[inline]
     pub(crate) fn ensure(&self, file: &TableFile, range: Range<usize>) -> Result<()> {
+        self.ensure_blocks(file, range, true)
+    }
+
+    /// As [`ensure`](BlockCheck::ensure); `read_ahead`: ask the kernel for each block before
+    /// hashing it (not needed when the caller asked for the whole range already).
+    #[inline]
+    fn ensure_blocks(&self, file: &TableFile, range: Range<usize>, read_ahead: bool) -> Result<()> {
         if range.start >= range.end || self.all.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -157,7 +165,7 @@ impl BlockCheck {
                 return Err(self.out_of_range(file.path(), &range));
             };
             if cell.load(Ordering::Acquire) & bit == 0 {
-                self.check_block(file, block)?;
+                self.check_block(file, block, read_ahead)?;
                 let before = cell.fetch_or(bit, Ordering::Release);
                 if before & bit == 0
                     && self.verified_count.fetch_add(1, Ordering::AcqRel) + 1 == self.blocks
@@ -174,14 +182,15 @@ impl BlockCheck {
         if self.all.load(Ordering::Acquire) {
             return Ok(());
         }
-        file.will_need(self.base..self.base + self.covered);
-        self.ensure(file, self.base..self.base + self.covered)?;
+        let whole = self.base..self.base + self.covered;
+        file.will_need(whole.clone());
+        self.ensure_blocks(file, whole, false)?;
         self.all.store(true, Ordering::Release);
         Ok(())
     }
 
     #[cold]
-    fn check_block(&self, file: &TableFile, block: usize) -> Result<()> {
+    fn check_block(&self, file: &TableFile, block: usize, read_ahead: bool) -> Result<()> {
         let path = file.path();
         let size = 1usize << self.shift;
         let start = block.saturating_mul(size);
@@ -189,7 +198,9 @@ impl BlockCheck {
         let range = self.base + start..self.base + end;
         // One read of the whole block (a mapping with random-access advice would fault its
         // pages in one by one).
-        file.will_need(range.clone());
+        if read_ahead {
+            file.will_need(range.clone());
+        }
         let bytes = file
             .bytes()
             .get(range.clone())

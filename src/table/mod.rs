@@ -1169,6 +1169,49 @@ fn open_fst(
     fst::Set::new(slice).map_err(|e| corrupt(format!("fst body: {e}")))
 }
 
+/// The position of `code` among the `width`-byte codes of one bucket, `slice`, if present;
+/// `fraction` is the code's 32 bits after the bucket bits (where it lies within the bucket).
+#[inline]
+fn search_bucket(slice: &[u8], width: usize, code: &[u8], fraction: u32) -> Option<usize> {
+    let count = slice.len() / width;
+    let at = |i: usize| slice.get(i * width..(i + 1) * width);
+    if count > INTERPOLATION_MAX {
+        // Only a corrupt index makes buckets this large: a binary search stays cheap.
+        let (mut lo, mut hi) = (0usize, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match at(mid)?.cmp(code) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        return None;
+    }
+    // Codes are uniform within a bucket: start where the code's next bits put it (usually
+    // the right slot or its neighbour, one cache line) and step towards it.
+    let mut i = ((u64::from(fraction) * count as u64) >> 32) as usize;
+    match at(i)?.cmp(code) {
+        std::cmp::Ordering::Equal => Some(i),
+        std::cmp::Ordering::Less => loop {
+            i += 1;
+            match at(i)?.cmp(code) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Equal => return Some(i),
+                std::cmp::Ordering::Greater => return None,
+            }
+        },
+        std::cmp::Ordering::Greater => loop {
+            i = i.checked_sub(1)?;
+            match at(i)?.cmp(code) {
+                std::cmp::Ordering::Greater => continue,
+                std::cmp::Ordering::Equal => return Some(i),
+                std::cmp::Ordering::Less => return None,
+            }
+        },
+    }
+}
+
 impl HashedBody {
     /// The whole file (offsets below are the file's). Every access below goes through `get`.
     #[inline]
@@ -1231,120 +1274,59 @@ impl HashedBody {
             .get(at..at.checked_add(self.scheme.code_len())?)
     }
 
-    /// The codes at positions `lo..hi`, if in bounds.
+    /// The byte range of the codes at positions `lo..hi`, if in bounds.
     #[inline]
-    fn codes(&self, lo: usize, hi: usize) -> Option<&[u8]> {
+    fn code_range(&self, lo: usize, hi: usize) -> Option<Range<usize>> {
         if lo > hi || hi > self.len {
             return None;
         }
-        let start = self
-            .codes_start
-            .checked_add(lo.checked_mul(self.scheme.code_len())?)?;
-        let end = self
-            .codes_start
-            .checked_add(hi.checked_mul(self.scheme.code_len())?)?;
-        self.bytes().get(start..end)
+        let width = self.scheme.code_len();
+        let start = self.codes_start.checked_add(lo.checked_mul(width)?)?;
+        let end = self.codes_start.checked_add(hi.checked_mul(width)?)?;
+        Some(start..end)
     }
 
-    /// The position of `code` among the table's codes, if present, after checking (when
-    /// `blocks` is given) the blocks of the index entries and codes the search reads.
+    /// The position of `code` among the table's codes, if present. With `blocks`, each read
+    /// is checked first: the bucket's two index entries, then (if the filter lets the code
+    /// through) the bucket's codes.
     #[inline]
     fn rank_code(&self, code: &Code, blocks: Option<&BlockCheck>) -> Result<Option<usize>> {
+        let width = self.scheme.code_len();
+        let Some(code) = code.get(..width) else {
+            return Ok(None);
+        };
+        let b = code::bucket(code, self.bucket_bits);
         if let Some(blocks) = blocks {
-            self.check_search(code, blocks)?;
+            let at = usize::try_from(b)
+                .ok()
+                .and_then(|b| b.checked_mul(INDEX_ENTRY_LEN))
+                .and_then(|off| self.index_start.checked_add(off));
+            if let Some(at) = at {
+                blocks.ensure(&self.file, at..at.saturating_add(INDEX_ENTRY_LEN + 4))?;
+            }
         }
-        Ok(self.find_code(code))
-    }
-
-    /// Checks the blocks that [`find_code`](HashedBody::find_code) reads for `code`: its
-    /// bucket's index entry and the next one's start, then (if the filter lets it through)
-    /// the bucket's codes.
-    #[inline(never)]
-    fn check_search(&self, code: &Code, blocks: &BlockCheck) -> Result<()> {
-        let Some(code) = code.get(..self.scheme.code_len()) else {
-            return Ok(());
+        let Some((first, filter)) = self.index_word(b) else {
+            return Ok(None);
         };
-        let b = code::bucket(code, self.bucket_bits);
-        let Some(at) = usize::try_from(b)
-            .ok()
-            .and_then(|b| b.checked_mul(INDEX_ENTRY_LEN))
-            .and_then(|off| self.index_start.checked_add(off))
-        else {
-            return Ok(());
-        };
-        blocks.ensure(&self.file, at..at.saturating_add(INDEX_ENTRY_LEN + 4))?;
-        let (Some((first, filter)), Some(end)) = (self.index_word(b), self.index_entry(b + 1))
-        else {
-            return Ok(());
-        };
-        if filter & filter_bit(code) == 0 || first as usize > end {
-            return Ok(());
-        }
-        let width = self.scheme.code_len();
-        let range = (first as usize)
-            .checked_mul(width)
-            .zip(end.checked_mul(width))
-            .and_then(|(lo, hi)| {
-                Some(self.codes_start.checked_add(lo)?..self.codes_start.checked_add(hi)?)
-            });
-        match range {
-            Some(range) => blocks.ensure(&self.file, range),
-            None => Ok(()),
-        }
-    }
-
-    /// The position of `code` among the table's codes, if present.
-    #[inline]
-    fn find_code(&self, code: &Code) -> Option<usize> {
-        let width = self.scheme.code_len();
-        let code = code.get(..width)?;
-        let b = code::bucket(code, self.bucket_bits);
-        let (first, filter) = self.index_word(b)?;
         // Most absent keys stop here, after one read of the index.
         if filter & filter_bit(code) == 0 {
-            return None;
+            return Ok(None);
         }
         let first = first as usize;
-        let end = self.index_entry(b + 1)?;
-        let slice = self.codes(first, end)?;
-        let count = slice.len() / width;
-        let at = |i: usize| slice.get(i * width..(i + 1) * width);
-        if count > INTERPOLATION_MAX {
-            // Only a corrupt index makes buckets this large: a binary search stays cheap.
-            let (mut lo, mut hi) = (0usize, count);
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                match at(mid)?.cmp(code) {
-                    std::cmp::Ordering::Less => lo = mid + 1,
-                    std::cmp::Ordering::Greater => hi = mid,
-                    std::cmp::Ordering::Equal => return first.checked_add(mid),
-                }
-            }
-            return None;
+        let Some(range) = self
+            .index_entry(b + 1)
+            .and_then(|end| self.code_range(first, end))
+        else {
+            return Ok(None);
+        };
+        if let Some(blocks) = blocks {
+            blocks.ensure(&self.file, range.clone())?;
         }
-        // Codes are uniform within a bucket: start where the code's next bits put it (usually
-        // the right slot or its neighbour, one cache line) and step towards it.
-        let fraction = u64::from(code::fraction_after(code, self.bucket_bits));
-        let mut i = ((fraction * count as u64) >> 32) as usize;
-        match at(i)?.cmp(code) {
-            std::cmp::Ordering::Equal => first.checked_add(i),
-            std::cmp::Ordering::Less => loop {
-                i += 1;
-                match at(i)?.cmp(code) {
-                    std::cmp::Ordering::Less => continue,
-                    std::cmp::Ordering::Equal => return first.checked_add(i),
-                    std::cmp::Ordering::Greater => return None,
-                }
-            },
-            std::cmp::Ordering::Greater => loop {
-                i = i.checked_sub(1)?;
-                match at(i)?.cmp(code) {
-                    std::cmp::Ordering::Greater => continue,
-                    std::cmp::Ordering::Equal => return first.checked_add(i),
-                    std::cmp::Ordering::Less => return None,
-                }
-            },
-        }
+        let Some(slice) = self.bytes().get(range) else {
+            return Ok(None);
+        };
+        let fraction = code::fraction_after(code, self.bucket_bits);
+        Ok(search_bucket(slice, width, code, fraction).and_then(|i| first.checked_add(i)))
     }
 
     /// The position of the first key `>= start` (`len` if none).
@@ -1803,34 +1785,37 @@ impl TableBuilder {
                 last,
                 scheme,
             } => {
-                let given = code.and_then(|c| {
-                    let mut full: Code = [0u8; code::MAX_CODE_LEN];
-                    full.get_mut(..scheme.code_len())?
-                        .copy_from_slice(c.get(..scheme.code_len())?);
-                    (c.len() == scheme.code_len()).then_some(full)
-                });
-                if code.is_some() && given.is_none() {
-                    return Err(Error::InvalidArgument {
-                        what: "dense table code",
-                        detail: format!("a code of {} bytes", code.map_or(0, <[u8]>::len)),
-                    });
-                }
-                let code =
-                    given
-                        .or_else(|| scheme.encode(key))
-                        .ok_or_else(|| Error::InvalidArgument {
-                            what: "dense table key",
-                            detail: match scheme {
-                                Scheme::LdHash => format!(
-                                    "{:?} is not a canonical 44-character base64 SHA-256 hash",
-                                    String::from_utf8_lossy(key)
-                                ),
-                                Scheme::Uuid => format!(
-                                    "{:?} is not a canonical lowercase UUID",
-                                    String::from_utf8_lossy(key)
-                                ),
-                            },
-                        })?;
+                let code = match code {
+                    // A code from a table of the same kind: its bytes, zero-padded.
+                    Some(given) => {
+                        let mut full: Code = [0u8; code::MAX_CODE_LEN];
+                        match full.get_mut(..given.len()) {
+                            Some(dest) if given.len() == scheme.code_len() => {
+                                dest.copy_from_slice(given)
+                            }
+                            _ => {
+                                return Err(Error::InvalidArgument {
+                                    what: "dense table code",
+                                    detail: format!("a code of {} bytes", given.len()),
+                                })
+                            }
+                        }
+                        full
+                    }
+                    None => scheme.encode(key).ok_or_else(|| Error::InvalidArgument {
+                        what: "dense table key",
+                        detail: match scheme {
+                            Scheme::LdHash => format!(
+                                "{:?} is not a canonical 44-character base64 SHA-256 hash",
+                                String::from_utf8_lossy(key)
+                            ),
+                            Scheme::Uuid => format!(
+                                "{:?} is not a canonical lowercase UUID",
+                                String::from_utf8_lossy(key)
+                            ),
+                        },
+                    })?,
+                };
                 let code_len = scheme.code_len();
                 if last.is_some_and(|l| code <= l) {
                     return Err(out_of_order());
