@@ -29,3 +29,38 @@ pub fn replace_file(io: &Io, dir: &Path, name: &str, bytes: &[u8]) -> Result<()>
 pub fn read_file(io: &Io, path: &Path) -> Result<Vec<u8>> {
     io.read(path).map_err(|e| Error::io(path, e))
 }
+
+/// Frees the disk blocks under `len` bytes of `file` from `offset` (`fallocate` with
+/// `FALLOC_FL_PUNCH_HOLE`); the file keeps its size and the range reads back as zeros. For
+/// files read once front to back, such as the sorter's runs, so that their disk space shrinks
+/// as they are consumed. `Unsupported` off Linux or where the file system cannot do it.
+pub fn punch_hole(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+        else {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        };
+        // SAFETY: `fallocate` takes a file descriptor and three integers; no memory is passed.
+        // The descriptor is valid for the call because `file` owns it and is borrowed here.
+        let rc = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                len,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, offset, len);
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}

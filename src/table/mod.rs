@@ -41,8 +41,9 @@ use crate::error::{Error, Result};
 use crate::io::{ChunkWriter, Io, IoWriter};
 
 pub(crate) use blocks::{BlockCheck, BlockHasher, BLOCK_SHIFTS, WRITE_BLOCK_SHIFT};
+use code::Code;
+pub(crate) use code::Scheme;
 pub use code::{is_hash_key, is_uuid_key};
-use code::{Code, Scheme};
 
 /// The magic number at offset 0 of every table file.
 pub const TABLE_MAGIC: [u8; 8] = *b"SEGSTBL\0";
