@@ -82,13 +82,6 @@ struct Cold {
     rss_after_kib: u64,
 }
 
-fn drop_page_cache() -> BenchResult<()> {
-    // SAFETY: sync(2) takes no arguments and cannot fail; it only flushes dirty pages.
-    unsafe { libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "3")?;
-    Ok(())
-}
-
 fn shape_from(name: &str) -> Option<Shape> {
     SHAPES.into_iter().find(|s| s.name() == name)
 }

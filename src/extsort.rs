@@ -6,7 +6,8 @@
 //! written as a *run file* into a private temporary directory created inside
 //! [`SortOptions::temp_dir`]. The runs (and the last chunk, which stays in memory) are then
 //! k-way merged, deduplicating across runs. When there are more runs than the merge fan-in
-//! (64), runs are first merged in passes so that the number of open files stays bounded.
+//! (256: a 1B-key import under the default budget writes ~210 runs), runs are first merged in
+//! passes so that the number of open files stays bounded.
 //!
 //! # Keys held as codes
 //!
@@ -62,7 +63,7 @@ pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
 /// Bytes charged against the budget for each key held in memory, on top of its own bytes.
 const KEY_OVERHEAD: usize = 24;
 /// The most runs merged at once (files open at once while merging).
-const MERGE_FAN_IN: usize = 64;
+const MERGE_FAN_IN: usize = 256;
 /// Size of a run writer's buffer.
 const WRITE_BUF: usize = 1 << 20;
 /// Largest and smallest read buffer per run while merging.
@@ -1487,7 +1488,7 @@ mod tests {
                 ..Tuning::default()
             };
             // ~100 runs: with fan-in 2 the damage shows in a merge pass, inside sort_keys;
-            // with fan-in 64 (two passes too, but fewer) it may show while iterating.
+            // with the default fan-in (one pass) it shows while iterating.
             let result = sort_keys_with(ok_keys(&keys), &opts(&dir, 700), |_| true, &tuning)
                 .and_then(collect);
             let err = result.unwrap_err();

@@ -234,6 +234,14 @@ pub fn dir_bytes(dir: &Path) -> BenchResult<u64> {
     Ok(total)
 }
 
+/// Writes dirty pages back and empties the page cache (`/proc/sys/vm/drop_caches`: root only).
+pub fn drop_page_cache() -> BenchResult<()> {
+    // SAFETY: sync(2) takes no arguments and cannot fail; it only flushes dirty pages.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3")?;
+    Ok(())
+}
+
 /// `RssAnon` of this process in KiB, from /proc/self/status.
 pub fn rss_anon_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
