@@ -180,6 +180,8 @@ fn child(spec: &str) -> BenchResult<()> {
 fn run_child(mode: Mode, shape: Shape, n: u64) -> BenchResult<Cold> {
     let exe = std::env::current_exe()?;
     let out = std::process::Command::new(exe)
+        // The parent built (or rebuilt) the fixture; a child must not rebuild it again.
+        .env_remove("SEGSTORE_BENCH_REBUILD")
         .env(CHILD_ENV, format!("{}:{}:{n}", mode.arg(), shape.name()))
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);

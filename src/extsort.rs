@@ -74,7 +74,7 @@ const END_MARKER: u32 = u32::MAX;
 /// End marker (4) + record count (8) + CRC-32 (4).
 const TRAILER_LEN: usize = 16;
 /// Consumed bytes of a run between two releases of their disk blocks.
-const RELEASE_STEP: u64 = 64 << 20;
+const RELEASE_STEP: u64 = 8 << 20;
 /// Releases cover whole blocks of this size.
 const RELEASE_ALIGN: u64 = 4096;
 
