@@ -359,7 +359,11 @@ fn print_cold(rows: &[ColdRow]) {
 fn read(n: u64) -> BenchResult<()> {
     let store = store_dir(n).join("store");
     if !store.join("MANIFEST").exists() && std::fs::read_dir(&store).is_err() {
-        return Err(format!("no store at {}: run the import section first", store.display()).into());
+        return Err(format!(
+            "no store at {}: run the import section first",
+            store.display()
+        )
+        .into());
     }
     let table = table_file(&store)?;
     let device = Device::of(&table);
@@ -485,7 +489,10 @@ fn read(n: u64) -> BenchResult<()> {
         .unwrap_or(0)
         * 1024;
     let checksum_open = if table_len < ram / 2 {
-        format!("{:.2} s", open_median(Verification::Checksum)?.as_secs_f64())
+        format!(
+            "{:.2} s",
+            open_median(Verification::Checksum)?.as_secs_f64()
+        )
     } else {
         "not run (reads the whole table, larger than half the RAM)".to_owned()
     };

@@ -53,9 +53,14 @@ pub fn punch_hole(file: &std::fs::File, offset: u64, len: u64) -> std::io::Resul
             )
         };
         if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+                Err(std::io::Error::new(std::io::ErrorKind::Unsupported, e))
+            }
+            _ => Err(e),
         }
     }
     #[cfg(not(target_os = "linux"))]
