@@ -3,6 +3,7 @@
 
 use crate::entry::TableRef;
 use crate::error::{Error, Result};
+use crate::extsort::SortedKeys;
 use crate::files::table_file_name;
 use crate::io::{ChunkWriter, Io, CHUNK_LEN};
 use crate::overlay::Run;
@@ -229,27 +230,30 @@ pub(crate) fn packs_to_keep<'t>(
 /// Writes table `file_id` in `dir` from strictly increasing keys. The caller has chosen the
 /// kind (every key must be a hash key for [`TableKind::Hashed`]). Returns `None` and writes
 /// nothing when there are no keys. The file is fsynced; the directory is not.
-pub(crate) fn build_table<I>(
+pub(crate) fn build_table(
     io: &Io,
     dir: &Path,
     store_id: &[u8; 16],
     file_id: u64,
-    kind: TableKind,
     expected_len: u64,
-    keys: I,
-) -> Result<Option<Arc<LoadedTable>>>
-where
-    I: IntoIterator<Item = Result<Vec<u8>>>,
-{
-    let mut keys = keys.into_iter().peekable();
-    if keys.peek().is_none() {
+    mut keys: SortedKeys,
+) -> Result<Option<Arc<LoadedTable>>> {
+    if keys.len_upper_bound() == 0 {
         return Ok(None);
     }
+    // Keys of one dense shape come as their codes, which the table stores as they are.
+    let coded = keys.scheme().is_some();
+    let kind = TableKind::of_scheme(keys.scheme());
     let path = dir.join(table_file_name(file_id));
     let result = (|| {
         let mut builder = TableBuilder::create(io, &path, store_id, kind, expected_len)?;
-        for key in keys {
-            builder.push(&key?)?;
+        while let Some(stored) = keys.next_stored() {
+            let stored = stored?;
+            if coded {
+                builder.push_code(stored)?;
+            } else {
+                builder.push(stored)?;
+            }
         }
         let info = builder.finish()?;
         // This process just wrote and fsynced the file: the structure checks suffice.

@@ -193,9 +193,17 @@ where
     chunk.sort_dedup();
     let spilled_runs = spill.runs.len();
 
+    // Every key held as a code of one scheme: the sorted stream stays in codes.
+    let coded = chunk
+        .scheme
+        .filter(|&s| spill.runs.iter().all(|m| m.scheme == Some(s)));
+
     if spilled_runs == 0 {
+        let mut mem = MemRun::new(chunk);
+        mem.decode = false;
         return Ok(SortedKeys {
-            state: State::Memory(MemRun::new(chunk)),
+            state: State::Memory(mem),
+            coded,
             count,
             all_matched,
             spilled_runs,
@@ -230,9 +238,13 @@ where
     if chunk.len > 0 {
         sources.push(Source::Mem(MemRun::new(chunk)));
     }
+    if coded.is_some() {
+        sources.iter_mut().for_each(Source::keep_codes);
+    }
     let merger = Merger::new(sources)?;
     Ok(SortedKeys {
         state: State::Merge(Box::new(merger)),
+        coded,
         count,
         all_matched,
         spilled_runs,
@@ -247,6 +259,8 @@ where
 /// yielding an `Err` the iterator yields nothing more.
 pub struct SortedKeys {
     state: State,
+    /// Set when the state yields codes of this scheme (every key had that shape).
+    coded: Option<Scheme>,
     count: u64,
     all_matched: bool,
     spilled_runs: usize,
@@ -278,6 +292,38 @@ impl SortedKeys {
         self.spilled_runs
     }
 
+    /// The scheme every key had, when there were keys and all had the shape of one:
+    /// [`next_stored`](Self::next_stored) then yields their codes. Decides a bulk replace's
+    /// table kind (format-spec §5.6) with no second look at the keys.
+    pub(crate) fn scheme(&self) -> Option<Scheme> {
+        self.coded.filter(|_| self.count > 0)
+    }
+
+    /// The next key as the sorter holds it: its code when [`scheme`](Self::scheme) is set,
+    /// else the key itself. Spares a table builder decoding keys only to encode them again.
+    pub(crate) fn next_stored(&mut self) -> Option<Result<&[u8]>> {
+        let more = match &mut self.state {
+            State::Memory(mem) => Ok(mem.step()),
+            State::Merge(merger) => merger.advance(),
+            State::Done => Ok(false),
+        };
+        match more {
+            Ok(true) => match &self.state {
+                State::Memory(mem) => Some(Ok(mem.current())),
+                State::Merge(merger) => Some(Ok(merger.last.as_slice())),
+                State::Done => None,
+            },
+            Ok(false) => {
+                self.finish();
+                None
+            }
+            Err(e) => {
+                self.finish();
+                Some(Err(e))
+            }
+        }
+    }
+
     fn finish(&mut self) {
         self.state = State::Done;
         self.dir = None;
@@ -299,23 +345,12 @@ impl Iterator for SortedKeys {
     type Item = Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let result = match &mut self.state {
-            State::Memory(mem) => {
-                let mut key = Vec::new();
-                if mem.next_into(&mut key) {
-                    return Some(Ok(key));
-                }
-                None
-            }
-            State::Merge(merger) => match merger.advance() {
-                Ok(true) => return Some(Ok(merger.last.clone())),
-                Ok(false) => None,
-                Err(e) => Some(Err(e)),
-            },
-            State::Done => None,
-        };
-        self.finish();
-        result
+        let coded = self.coded;
+        let stored = self.next_stored()?;
+        Some(stored.map(|stored| match coded {
+            Some(scheme) => scheme.decode(stored).as_slice().to_vec(),
+            None => stored.to_vec(),
+        }))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -500,10 +535,15 @@ impl Chunk {
 /// A sorted, deduplicated chunk being read in order.
 struct MemRun {
     chunk: Chunk,
+    /// Bucket and entry of the next key.
     bucket: usize,
     pos: usize,
+    /// Bucket and entry of the key `step` moved to.
+    current: (usize, usize),
     /// Keys returned so far.
     taken: usize,
+    /// Whether `next_into` decodes codes (else it yields them as they are held).
+    decode: bool,
 }
 
 impl MemRun {
@@ -512,35 +552,49 @@ impl MemRun {
             chunk,
             bucket: 0,
             pos: 0,
+            current: (0, 0),
             taken: 0,
+            decode: true,
         }
     }
 
-    /// The next key (decoded if the chunk holds codes) into `out`; `false` at the end.
+    /// The next key into `out` (decoded if the chunk holds codes, unless `decode` is off);
+    /// `false` at the end.
     fn next_into(&mut self, out: &mut Vec<u8>) -> bool {
-        let scheme = self.chunk.scheme;
-        let Some(stored) = self.next_stored() else {
+        if !self.step() {
             return false;
-        };
+        }
         out.clear();
-        match scheme {
-            Some(scheme) => out.extend_from_slice(scheme.decode(stored).as_slice()),
-            None => out.extend_from_slice(stored),
+        match self.chunk.scheme.filter(|_| self.decode) {
+            Some(scheme) => out.extend_from_slice(scheme.decode(self.current()).as_slice()),
+            None => out.extend_from_slice(self.current()),
         }
         true
     }
 
-    fn next_stored(&mut self) -> Option<&[u8]> {
+    /// Moves to the next key; `false` at the end.
+    fn step(&mut self) -> bool {
         while let Some(b) = self.chunk.buckets.get(self.bucket) {
-            if let Some(e) = b.entries.get(self.pos) {
+            if self.pos < b.entries.len() {
+                self.current = (self.bucket, self.pos);
                 self.pos += 1;
                 self.taken += 1;
-                return Some(key_of(&b.arena, e));
+                return true;
             }
             self.bucket += 1;
             self.pos = 0;
         }
-        None
+        false
+    }
+
+    /// The key (or code) `step` moved to.
+    fn current(&self) -> &[u8] {
+        let (bucket, pos) = self.current;
+        self.chunk
+            .buckets
+            .get(bucket)
+            .and_then(|b| b.entries.get(pos).map(|e| key_of(&b.arena, e)))
+            .unwrap_or_default()
     }
 }
 
@@ -677,22 +731,6 @@ impl RunWriter {
         Ok(())
     }
 
-    /// Appends a key, encoded first in a coded run.
-    fn push_key(&mut self, key: &[u8]) -> Result<()> {
-        match self.scheme {
-            Some(scheme) => {
-                let Some(code) = scheme.encode(key) else {
-                    return Err(Error::InvalidArgument {
-                        what: "sort run record",
-                        detail: format!("{:?} has no code", String::from_utf8_lossy(key)),
-                    });
-                };
-                self.push(code.get(..scheme.code_len()).unwrap_or(&code))
-            }
-            None => self.push(key),
-        }
-    }
-
     fn flush_buf(&mut self) -> Result<()> {
         self.crc.update(&self.buf);
         self.file
@@ -742,6 +780,8 @@ struct RunReader {
     released: u64,
     /// Consumed bytes between two releases; 0 once the file system refused one.
     release_step: u64,
+    /// Whether a coded run's records are decoded (else yielded as codes).
+    decode: bool,
 }
 
 impl RunReader {
@@ -767,6 +807,7 @@ impl RunReader {
             finished: false,
             released: 0,
             release_step,
+            decode: true,
         })
     }
 
@@ -850,9 +891,13 @@ impl RunReader {
         if let Some(scheme) = self.meta.scheme {
             let len = scheme.code_len();
             self.fill(len)?;
-            let key = scheme.decode(self.buffered(0, len)?);
+            let stored = self.buffered(0, len)?;
             out.clear();
-            out.extend_from_slice(key.as_slice());
+            if self.decode {
+                out.extend_from_slice(scheme.decode(stored).as_slice());
+            } else {
+                out.extend_from_slice(stored);
+            }
             self.pos += len;
             self.remaining -= 1;
             return Ok(true);
@@ -937,6 +982,15 @@ impl Source {
         match self {
             Source::File(r) => r.next_into(out),
             Source::Mem(m) => Ok(m.next_into(out)),
+        }
+    }
+
+    /// Makes the source yield its codes as they are held, not decoded. Only for a merge
+    /// whose every source is coded with one scheme: codes then compare like their keys.
+    fn keep_codes(&mut self) {
+        match self {
+            Source::File(r) => r.decode = false,
+            Source::Mem(m) => m.decode = false,
         }
     }
 }
@@ -1025,12 +1079,17 @@ fn merge_to_run(
     let scheme = scheme.filter(|&s| inputs.iter().all(|m| m.scheme == Some(s)));
     let mut sources = Vec::with_capacity(inputs.len());
     for meta in inputs {
-        sources.push(Source::File(RunReader::open(meta, read_buf, release_step)?));
+        let mut source = Source::File(RunReader::open(meta, read_buf, release_step)?);
+        if scheme.is_some() {
+            source.keep_codes();
+        }
+        sources.push(source);
     }
+    // Codes in, codes out; else keys in, keys out.
     let mut merger = Merger::new(sources)?;
     let mut w = RunWriter::create(io, path, WRITE_BUF, scheme)?;
     while merger.advance()? {
-        w.push_key(&merger.last)?;
+        w.push(&merger.last)?;
     }
     let meta = w.finish()?;
     drop(merger);
@@ -1272,7 +1331,10 @@ mod tests {
     fn write_run_of(path: PathBuf, keys: &[&[u8]], scheme: Option<Scheme>) -> RunMeta {
         let mut w = RunWriter::create(&Io::default(), path, 64, scheme).unwrap();
         for k in keys {
-            w.push_key(k).unwrap();
+            match scheme {
+                Some(s) => w.push(&s.encode(k).unwrap()[..s.code_len()]).unwrap(),
+                None => w.push(k).unwrap(),
+            }
         }
         w.finish().unwrap()
     }

@@ -17,7 +17,7 @@ use crate::manifest::{Manifest, SegmentRecord, MANIFEST_FILE};
 use crate::options::Options;
 use crate::recovery::{base_snapshot, load, TableCache};
 use crate::snapshot::{LoadedTable, Snapshot, DEFAULT_KIND};
-use crate::table::{KindChoice, TableKind, Verification};
+use crate::table::{TableKind, Verification};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use std::collections::HashSet;
@@ -479,18 +479,17 @@ impl Store {
             temp_dir: inner.dir.clone(),
             io: inner.io.clone(),
         };
-        let mut choice = KindChoice::starting_with(None);
-        let sorted = sort_keys(checked, &sort_options, |key| choice.see(key))?;
+        // The sorter holds keys of one dense shape as codes: that shape is the table's kind
+        // (format-spec §5.6), with no second look at the keys.
+        let sorted = sort_keys(checked, &sort_options, |_| true)?;
         let keys_read = sorted.len_upper_bound();
         let spilled_runs = sorted.spilled_runs();
-        let table_kind = choice.kind();
         let file_id = inner.next_file_id.fetch_add(1, Ordering::SeqCst);
         let table = build_table(
             &inner.io,
             &inner.dir,
             &inner.store_id,
             file_id,
-            table_kind,
             keys_read,
             sorted,
         )?;

@@ -113,6 +113,15 @@ impl TableKind {
         }
     }
 
+    /// The kind whose tables hold codes of `scheme` (fst for none).
+    pub(crate) fn of_scheme(scheme: Option<Scheme>) -> TableKind {
+        match scheme {
+            None => TableKind::Fst,
+            Some(Scheme::LdHash) => TableKind::Hashed,
+            Some(Scheme::Uuid) => TableKind::Uuid,
+        }
+    }
+
     /// The dense kind that can hold `key`, if any (else only [`TableKind::Fst`] can).
     pub fn dense_for(key: &[u8]) -> Option<TableKind> {
         if is_hash_key(key) {
