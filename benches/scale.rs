@@ -15,7 +15,8 @@
 //!   (the latency harness of the other benches), beside a 10M-key store imported the same
 //!   way (`scale-10000000`, imported first if missing) in the same process, as a ratio; both
 //!   stores start from a dropped page cache, so both are in the small folios random reads
-//!   bring in;
+//!   bring in (`SEGSTORE_BENCH_READ_INDEX=1` first reads both bucket indexes whole, which
+//!   puts them in 2 MiB folios: what the index's page walks cost);
 //! - open time (page cache warm) and the reader's anonymous memory.
 //!
 //! `SEGSTORE_BENCH_KEYS=100000000 cargo bench --bench scale` (about 4 GB of disk; 1B takes
@@ -519,6 +520,10 @@ fn read(n: u64) -> BenchResult<()> {
         .map(|i| scale_key(i + 1_000_000, 1))
         .collect();
     let _ = drop_page_cache();
+    if std::env::var_os("SEGSTORE_BENCH_READ_INDEX").is_some() {
+        read_index(&table, n)?;
+        read_index(&table_file(&baseline)?, BASELINE_KEYS)?;
+    }
     let big = ReadOnlyStore::open(&store, reader_options())?;
     let small = ReadOnlyStore::open(&baseline, reader_options())?;
     let measure_set = |reader: &ReadOnlyStore, keys: &[&[u8]], expect: Status| {
