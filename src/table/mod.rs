@@ -58,8 +58,9 @@ pub const PACK_FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 64;
 /// Size of the footer at the end of every table file.
 const FOOTER_LEN: usize = 64;
-/// Largest bucket-index size the builder chooses (2^26 buckets, a 256 MiB index).
-const MAX_BUILD_BUCKET_BITS: u32 = 26;
+/// Largest bucket-index size the builder chooses (2^28 buckets, a 2 GiB index, held in
+/// memory while building): 2.5 to 5 keys a bucket up to 1.34 billion keys.
+const MAX_BUILD_BUCKET_BITS: u32 = 28;
 /// Bytes per bucket index entry: the bucket's first key position (`u32`) and its filter
 /// (`u32`: bit `code[31] & 31` set for each key of the bucket).
 const INDEX_ENTRY_LEN: usize = 8;

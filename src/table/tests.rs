@@ -806,3 +806,32 @@ fn push_code_matches_push() {
     .unwrap();
     assert!(fst.push_code(codes[0]).is_err());
 }
+
+#[test]
+fn bucket_bits_keep_two_and_a_half_to_five_keys_a_bucket_up_to_the_cap() {
+    let sizes = [
+        5u64,
+        6,
+        9,
+        10,
+        1_000,
+        1 << 20,
+        10_000_000,
+        100_000_000,
+        335_544_320,
+        1_000_000_000,
+        1_342_177_279,
+    ];
+    for n in sizes {
+        let bits = bucket_bits_for(n);
+        let per_bucket = n as f64 / (1u64 << bits) as f64;
+        assert!(
+            (2.5..5.0).contains(&per_bucket),
+            "{n} keys: {bits} bits, {per_bucket} keys a bucket"
+        );
+    }
+    // 1B keys: 2^28 buckets of 3.7 keys (2^26 of 15 before the cap was raised).
+    assert_eq!(bucket_bits_for(1_000_000_000), 28);
+    assert_eq!(bucket_bits_for(u64::MAX), MAX_BUILD_BUCKET_BITS);
+    assert_eq!(bucket_bits_for(4), 0);
+}
