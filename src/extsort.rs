@@ -82,7 +82,9 @@ const RELEASE_ALIGN: u64 = 4096;
 #[derive(Debug, Clone)]
 pub struct SortOptions {
     /// Bytes of keys held in RAM before a sorted run is spilled to disk. Each key is charged
-    /// its length plus a fixed overhead of 24 bytes. Default: 256 MiB
+    /// its length (its code's, for a key held as a code) plus a fixed overhead of 24 bytes.
+    /// When the keys stop being held as codes, the chunk's decoded copy may exceed the budget
+    /// once, until the next key spills it. Default: 256 MiB
     /// ([`DEFAULT_MEMORY_BUDGET`]). A chunk is also cut when 4 GiB of its keys share a first byte,
     /// whatever the budget. Merging needs up to 1 MiB of read buffer per run on top of it.
     pub memory_budget: usize,

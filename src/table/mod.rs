@@ -64,6 +64,8 @@ const MAX_BUILD_BUCKET_BITS: u32 = 28;
 /// Bytes per bucket index entry: the bucket's first key position (`u32`) and its filter
 /// (`u32`: bit `code[31] & 31` set for each key of the bucket).
 const INDEX_ENTRY_LEN: usize = 8;
+/// The builder writes the bucket index in pieces of this many bytes.
+const INDEX_WRITE_PIECE: usize = 64 << 10;
 /// Largest bucket-index size the reader accepts.
 const MAX_READ_BUCKET_BITS: u32 = 32;
 /// The largest number of keys a hashed table may hold (its index holds u32 key positions).
@@ -1918,7 +1920,9 @@ impl TableBuilder {
                 let bits = bucket_bits.min(bucket_bits_for(self.key_count));
                 let step = 1usize << (bucket_bits - bits);
                 let data_end = writer.written();
-                let mut buf = Vec::with_capacity(((1usize << bits) + 1) * INDEX_ENTRY_LEN);
+                // Written in pieces: a whole copy of a 2 GiB index beside the builder's own
+                // would double the memory a 1B-key import peaks at.
+                let mut buf = Vec::with_capacity(INDEX_WRITE_PIECE);
                 for (j, start) in index.iter().step_by(step).enumerate() {
                     let covered = filters
                         .get(j * step..((j + 1) * step).min(full - 1))
@@ -1926,6 +1930,10 @@ impl TableBuilder {
                     let filter = covered.iter().fold(0u32, |acc, f| acc | f);
                     buf.extend_from_slice(&start.to_le_bytes());
                     buf.extend_from_slice(&filter.to_le_bytes());
+                    if buf.len() + INDEX_ENTRY_LEN > INDEX_WRITE_PIECE {
+                        writer.write_all(&buf).map_err(io)?;
+                        buf.clear();
+                    }
                 }
                 drop(index);
                 drop(filters);
