@@ -68,6 +68,79 @@ impl TableCache {
         Ok(loaded)
     }
 
+    /// Opens and hashes whole the tables of `refs` that are not open yet on other threads
+    /// (largest first, up to [`MAX_OPEN_THREADS`]), while this thread runs `meanwhile`. For
+    /// the few large tables of a `Checksum` open, where hashing is most of the open's work,
+    /// while this thread opens the many small ones. The error reported is `meanwhile`'s,
+    /// else the first in `refs` order, whatever the threads' timing.
+    fn open_large_while<F>(
+        &mut self,
+        io: &Io,
+        dir: &Path,
+        store_id: &[u8; 16],
+        refs: &[&TableRef],
+        referenced_by: &str,
+        meanwhile: F,
+    ) -> Result<()>
+    where
+        F: FnOnce(&mut Self) -> Result<()>,
+    {
+        let mut todo: Vec<(TableRef, Arc<TableFile>)> = Vec::with_capacity(refs.len());
+        for &table_ref in refs {
+            let open = self.tables.get(&(table_ref.file_id, table_ref.offset));
+            if open.is_some_and(|t| t.table_ref == *table_ref)
+                || todo.iter().any(|(t, _)| t == table_ref)
+            {
+                continue;
+            }
+            let file = self.file(io, dir, table_ref.file_id, referenced_by)?;
+            todo.push((*table_ref, file));
+        }
+        let mut order: Vec<usize> = (0..todo.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(todo[i].0.info.file_len));
+        // This thread runs `meanwhile`: the others hash.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .saturating_sub(1)
+            .clamp(1, MAX_OPEN_THREADS)
+            .min(todo.len());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let opened: Vec<std::sync::OnceLock<Result<Table>>> =
+            todo.iter().map(|_| std::sync::OnceLock::new()).collect();
+        let meanwhile = std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&i) = order.get(n) else { break };
+                    if let (Some((table_ref, file)), Some(slot)) = (todo.get(i), opened.get(i)) {
+                        let _ = slot.set(Table::open_in(
+                            file,
+                            table_ref.offset,
+                            store_id,
+                            &table_ref.info,
+                            Verification::Checksum,
+                        ));
+                    }
+                });
+            }
+            meanwhile(self)
+        });
+        meanwhile?;
+        for ((table_ref, _), table) in todo.into_iter().zip(opened) {
+            // Every slot was set: the workers took every index of `order` between them.
+            let Some(table) = table.into_inner() else {
+                continue;
+            };
+            let loaded = Arc::new(LoadedTable {
+                table_ref,
+                table: table?,
+            });
+            self.tables
+                .insert((table_ref.file_id, table_ref.offset), loaded);
+        }
+        Ok(())
+    }
+
     /// The table file `file_id`, opened on first use.
     fn file(
         &mut self,
@@ -111,6 +184,12 @@ impl TableCache {
     }
 }
 
+/// The most threads [`TableCache::open_large_while`] hashes tables on.
+const MAX_OPEN_THREADS: usize = 8;
+
+/// Tables at least this long are opened (and hashed whole) in parallel at a `Checksum` open.
+const PARALLEL_OPEN_MIN_BYTES: u64 = 1 << 20;
+
 /// Where replay stopped: the live (last) log of the chain.
 #[derive(Debug, Clone)]
 pub(crate) struct LiveLog {
@@ -149,6 +228,38 @@ pub(crate) fn base_snapshot(
         last_seq: manifest.log_first_seq.saturating_sub(1),
         ..Snapshot::default()
     };
+    if verification == Verification::Checksum {
+        // Hash the large tables on other threads while this one opens the small ones; the
+        // loop below then finds every table open.
+        let (large, small): (Vec<&TableRef>, Vec<&TableRef>) = manifest
+            .segments
+            .iter()
+            .flat_map(|record| record.tables.iter().flatten())
+            .chain(manifest.index.as_ref().map(|index| &index.keys))
+            .partition(|t| t.info.file_len >= PARALLEL_OPEN_MIN_BYTES);
+        if !large.is_empty() {
+            cache.open_large_while(
+                io,
+                dir,
+                &manifest.store_id,
+                &large,
+                crate::manifest::MANIFEST_FILE,
+                |cache| {
+                    for table_ref in small {
+                        cache.resolve(
+                            io,
+                            dir,
+                            &manifest.store_id,
+                            table_ref,
+                            verification,
+                            crate::manifest::MANIFEST_FILE,
+                        )?;
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+    }
     let mut names: Vec<Arc<str>> = Vec::with_capacity(manifest.segments.len());
     let mut entries = Vec::with_capacity(manifest.segments.len());
     for record in &manifest.segments {
