@@ -59,6 +59,21 @@ fn scale_key(i: u64, salt: u64) -> [u8; 44] {
     out
 }
 
+/// `count` keys of the imported set of `n`, spread at random (`seed`).
+fn hit_keys(count: usize, n: u64, seed: u64) -> Vec<[u8; 44]> {
+    probe_indexes(count, n, seed)
+        .into_iter()
+        .map(|i| scale_key(i, 0))
+        .collect()
+}
+
+/// `count` absent keys, none of them among the cold rows' misses.
+fn miss_keys(count: usize) -> Vec<[u8; 44]> {
+    (0..count as u64)
+        .map(|i| scale_key(i + 1_000_000, 1))
+        .collect()
+}
+
 fn store_dir(n: u64) -> PathBuf {
     bench_root().join(format!("scale-{n}"))
 }
@@ -381,22 +396,11 @@ fn read(n: u64) -> BenchResult<()> {
 
     // Probe sets, allocated before anything is measured. Disjoint index ranges, so no cold
     // lookup meets a page an earlier section read on purpose.
-    let cold_a: Vec<[u8; 44]> = probe_indexes(COLD_LOOKUPS, n, 41)
-        .into_iter()
-        .map(|i| scale_key(i, 0))
-        .collect();
-    let cold_b: Vec<[u8; 44]> = probe_indexes(COLD_LOOKUPS, n, 42)
-        .into_iter()
-        .map(|i| scale_key(i, 0))
-        .collect();
+    let cold_a = hit_keys(COLD_LOOKUPS, n, 41);
+    let cold_b = hit_keys(COLD_LOOKUPS, n, 42);
     let cold_miss: Vec<[u8; 44]> = (0..COLD_LOOKUPS as u64).map(|i| scale_key(i, 1)).collect();
-    let hits: Vec<[u8; 44]> = probe_indexes(PROBES, n, 43)
-        .into_iter()
-        .map(|i| scale_key(i, 0))
-        .collect();
-    let misses: Vec<[u8; 44]> = (0..PROBES as u64)
-        .map(|i| scale_key(i + 1_000_000, 1))
-        .collect();
+    let hits = hit_keys(PROBES, n, 43);
+    let misses = miss_keys(PROBES);
 
     // Warm this process's code on a tiny store, so the cold rows time the disk, not the code.
     let tiny = fixture(Shape::LdHash, 1_000)?;
@@ -512,13 +516,8 @@ fn read(n: u64) -> BenchResult<()> {
     if !baseline.join("MANIFEST").exists() {
         import(BASELINE_KEYS)?;
     }
-    let base_hits: Vec<[u8; 44]> = probe_indexes(PROBES, BASELINE_KEYS, 43)
-        .into_iter()
-        .map(|i| scale_key(i, 0))
-        .collect();
-    let base_misses: Vec<[u8; 44]> = (0..PROBES as u64)
-        .map(|i| scale_key(i + 1_000_000, 1))
-        .collect();
+    let base_hits = hit_keys(PROBES, BASELINE_KEYS, 43);
+    let base_misses = miss_keys(PROBES);
     let _ = drop_page_cache();
     if std::env::var_os("SEGSTORE_BENCH_READ_INDEX").is_some() {
         read_index(&table, n)?;

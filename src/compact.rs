@@ -227,9 +227,10 @@ pub(crate) fn packs_to_keep<'t>(
         .collect()
 }
 
-/// Writes table `file_id` in `dir` from strictly increasing keys. The caller has chosen the
-/// kind (every key must be a hash key for [`TableKind::Hashed`]). Returns `None` and writes
-/// nothing when there are no keys. The file is fsynced; the directory is not.
+/// Writes table `file_id` in `dir` from a sorter's keys. The kind is the shape the sorter
+/// held every key as (hashed, uuid), else fst; dense keys go in as the sorter's codes.
+/// Returns `None` and writes nothing when there are no keys. The file is fsynced; the
+/// directory is not.
 pub(crate) fn build_table(
     io: &Io,
     dir: &Path,

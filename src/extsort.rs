@@ -201,10 +201,8 @@ where
         .filter(|&s| spill.runs.iter().all(|m| m.scheme == Some(s)));
 
     if spilled_runs == 0 {
-        let mut mem = MemRun::new(chunk);
-        mem.decode = false;
         return Ok(SortedKeys {
-            state: State::Memory(mem),
+            state: State::Memory(MemRun::new(chunk)),
             coded,
             count,
             all_matched,
@@ -1363,26 +1361,30 @@ mod tests {
             let out = read_run(&meta, buf).unwrap();
             assert_eq!(out, keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>());
         }
-        // Every single-byte change, at every position, is caught.
-        for i in 0..good.len() {
-            for flip in [0x01u8, 0x80, 0xff] {
-                let mut bad = good.clone();
-                bad[i] ^= flip;
-                std::fs::write(&meta.path, &bad).unwrap();
-                let err = read_run(&meta, 16).unwrap_err();
-                assert!(matches!(err, Error::Corrupt { .. }), "byte {i}: {err}");
-            }
-        }
-        // Truncation and extension, too.
-        for n in 0..good.len() {
-            std::fs::write(&meta.path, &good[..n]).unwrap();
-            let err = read_run(&meta, 16).unwrap_err();
-            assert!(matches!(err, Error::Corrupt { .. }), "length {n}: {err}");
-        }
+        assert_every_damage_is_caught(&meta, &good, &[0x01, 0x80, 0xff]);
         let mut longer = good.clone();
         longer.push(0);
         std::fs::write(&meta.path, &longer).unwrap();
         assert!(matches!(read_run(&meta, 16), Err(Error::Corrupt { .. })));
+    }
+
+    /// Every single-byte change (each of `flips`, at every position) and every truncation of
+    /// the run `meta`, whose intact bytes are `good`, is reported as corruption.
+    fn assert_every_damage_is_caught(meta: &RunMeta, good: &[u8], flips: &[u8]) {
+        for i in 0..good.len() {
+            for flip in flips {
+                let mut bad = good.to_vec();
+                bad[i] ^= flip;
+                std::fs::write(&meta.path, &bad).unwrap();
+                let err = read_run(meta, 16).unwrap_err();
+                assert!(matches!(err, Error::Corrupt { .. }), "byte {i}: {err}");
+            }
+        }
+        for n in 0..good.len() {
+            std::fs::write(&meta.path, &good[..n]).unwrap();
+            let err = read_run(meta, 16).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "length {n}: {err}");
+        }
     }
 
     /// A LaunchDarkly context hash from a number (the same shape the SDKs send).
@@ -1419,18 +1421,7 @@ mod tests {
             for buf in [1, 7, 1 << 20] {
                 assert_eq!(read_run(&meta, buf).unwrap(), keys);
             }
-            for i in 0..good.len() {
-                let mut bad = good.clone();
-                bad[i] ^= 0x10;
-                std::fs::write(&meta.path, &bad).unwrap();
-                let err = read_run(&meta, 16).unwrap_err();
-                assert!(matches!(err, Error::Corrupt { .. }), "byte {i}: {err}");
-            }
-            for n in 0..good.len() {
-                std::fs::write(&meta.path, &good[..n]).unwrap();
-                let err = read_run(&meta, 16).unwrap_err();
-                assert!(matches!(err, Error::Corrupt { .. }), "length {n}: {err}");
-            }
+            assert_every_damage_is_caught(&meta, &good, &[0x10]);
             std::fs::remove_file(&meta.path).unwrap();
         }
     }

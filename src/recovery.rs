@@ -230,6 +230,17 @@ pub(crate) fn base_snapshot(
         last_seq: manifest.log_first_seq.saturating_sub(1),
         ..Snapshot::default()
     };
+    cache.tables.reserve(manifest.segments.len());
+    let resolve = |cache: &mut TableCache, table_ref: &TableRef| {
+        cache.resolve(
+            io,
+            dir,
+            &manifest.store_id,
+            table_ref,
+            verification,
+            crate::manifest::MANIFEST_FILE,
+        )
+    };
     if verification == Verification::Checksum {
         // Hash the large tables on other threads while this one opens the small ones; the
         // loop below then finds every table open.
@@ -247,36 +258,20 @@ pub(crate) fn base_snapshot(
                 &large,
                 crate::manifest::MANIFEST_FILE,
                 |cache| {
-                    for table_ref in small {
-                        cache.resolve(
-                            io,
-                            dir,
-                            &manifest.store_id,
-                            table_ref,
-                            verification,
-                            crate::manifest::MANIFEST_FILE,
-                        )?;
-                    }
-                    Ok(())
+                    small
+                        .into_iter()
+                        .try_for_each(|t| resolve(cache, t).map(drop))
                 },
             )?;
         }
     }
-    cache.tables.reserve(manifest.segments.len());
     let mut names: Vec<Arc<str>> = Vec::with_capacity(manifest.segments.len());
     let mut entries = Vec::with_capacity(manifest.segments.len());
     for record in &manifest.segments {
         let mut lists: [ListState; 2] = Default::default();
         for (slot, table) in lists.iter_mut().zip(&record.tables) {
             if let Some(table_ref) = table {
-                slot.table = Some(cache.resolve(
-                    io,
-                    dir,
-                    &manifest.store_id,
-                    table_ref,
-                    verification,
-                    crate::manifest::MANIFEST_FILE,
-                )?);
+                slot.table = Some(resolve(cache, table_ref)?);
             }
         }
         let name: Arc<str> = Arc::from(record.segment.as_str());
@@ -292,14 +287,7 @@ pub(crate) fn base_snapshot(
     }
     snapshot.segments = SegmentMap::from_sorted(entries);
     if let Some(index) = &manifest.index {
-        let keys = cache.resolve(
-            io,
-            dir,
-            &manifest.store_id,
-            &index.keys,
-            verification,
-            crate::manifest::MANIFEST_FILE,
-        )?;
+        let keys = resolve(cache, &index.keys)?;
         let opened = MembershipIndex::open(io, dir, &manifest.store_id, index, keys, verification)?;
         // The segments' names in manifest order: ordinal i is record i.
         let ordinals = names;
