@@ -509,7 +509,9 @@ pub fn write_store_image(data: &[u8], dir: &Path) -> std::io::Result<bool> {
                 }
             }
             if let Some(index) = m.index.as_mut() {
-                index.keys.file_id = tame(index.keys.file_id);
+                if let Some(keys) = index.keys.as_mut() {
+                    keys.file_id = tame(keys.file_id);
+                }
                 index.postings_id = tame(index.postings_id);
             }
         }
@@ -553,8 +555,8 @@ pub fn write_store_image(data: &[u8], dir: &Path) -> std::io::Result<bool> {
         for t in m.tables() {
             mention(&mut ids, t);
         }
-        if let Some(index) = &m.index {
-            mention(&mut ids, &index.keys);
+        if let Some(keys) = m.index.as_ref().and_then(|i| i.keys.as_ref()) {
+            mention(&mut ids, keys);
         }
     }
     for log in &logs {
@@ -605,7 +607,9 @@ pub fn write_store_image(data: &[u8], dir: &Path) -> std::io::Result<bool> {
                 }
             }
             if let Some(index) = m.index.as_mut() {
-                repaired(&mut index.keys);
+                if let Some(keys) = index.keys.as_mut() {
+                    repaired(keys);
+                }
                 if let Some(file) = &postings {
                     index.postings_len = file.len() as u64;
                     if let Some((body, _)) = file.split_last_chunk::<8>() {
@@ -683,9 +687,9 @@ pub fn store_image_of(dir: &Path, repair: bool) -> crate::Result<Vec<u8>> {
         manifest_bytes
     });
     let mut ids: Vec<u64> = manifest.tables().map(|t| t.file_id).collect();
-    if let Some(index) = &manifest.index {
-        if !ids.contains(&index.keys.file_id) {
-            ids.push(index.keys.file_id);
+    if let Some(keys) = manifest.index.as_ref().and_then(|i| i.keys.as_ref()) {
+        if !ids.contains(&keys.file_id) {
+            ids.push(keys.file_id);
         }
     }
     let mut seq = manifest.log_first_seq;

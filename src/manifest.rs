@@ -82,8 +82,14 @@ impl Manifest {
         match &self.index {
             None => p.u8(0),
             Some(index) => {
-                p.u8(1);
-                encode_opt_table(&mut p, Some(&index.keys));
+                // 1: a keyed index, its key table first; 2: a filter index.
+                match &index.keys {
+                    Some(keys) => {
+                        p.u8(1);
+                        encode_opt_table(&mut p, Some(keys));
+                    }
+                    None => p.u8(2),
+                }
                 p.u64(index.postings_id);
                 p.u64(index.entry_count);
                 p.u64(index.postings_len);
@@ -196,10 +202,13 @@ impl Manifest {
         }
         let index = match d.u8().map_err(corrupt)? {
             0 => None,
-            1 => {
-                let keys = decode_opt_table(&mut d)
-                    .map_err(corrupt)?
-                    .ok_or_else(|| Error::corrupt(path, "membership index without a key table"))?;
+            presence @ (1 | 2) => {
+                let keys = match presence {
+                    1 => Some(decode_opt_table(&mut d).map_err(corrupt)?.ok_or_else(|| {
+                        Error::corrupt(path, "keyed membership index without a key table")
+                    })?),
+                    _ => None,
+                };
                 Some(IndexRef {
                     keys,
                     postings_id: d.u64().map_err(corrupt)?,
@@ -211,7 +220,7 @@ impl Manifest {
             other => {
                 return Err(Error::corrupt(
                     path,
-                    format!("index presence byte {other} is neither 0 nor 1"),
+                    format!("index presence byte {other} is not 0, 1 or 2"),
                 ))
             }
         };
@@ -259,7 +268,7 @@ impl Manifest {
     /// index's key table and postings file.
     pub fn index_files(&self) -> (Option<u64>, Option<u64>) {
         match &self.index {
-            Some(i) => (Some(i.keys.file_id), Some(i.postings_id)),
+            Some(i) => (i.keys.map(|k| k.file_id), Some(i.postings_id)),
             None => (None, None),
         }
     }

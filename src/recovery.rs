@@ -248,7 +248,12 @@ pub(crate) fn base_snapshot(
             .segments
             .iter()
             .flat_map(|record| record.tables.iter().flatten())
-            .chain(manifest.index.as_ref().map(|index| &index.keys))
+            .chain(
+                manifest
+                    .index
+                    .as_ref()
+                    .and_then(|index| index.keys.as_ref()),
+            )
             .partition(|t| t.info.file_len >= PARALLEL_OPEN_MIN_BYTES);
         if !large.is_empty() {
             cache.open_large_while(
@@ -267,12 +272,21 @@ pub(crate) fn base_snapshot(
     }
     let mut names: Vec<Arc<str>> = Vec::with_capacity(manifest.segments.len());
     let mut entries = Vec::with_capacity(manifest.segments.len());
+    // The tables the index was built from, by ordinal: what its candidates are confirmed in.
+    let mut indexed = Vec::new();
     for record in &manifest.segments {
         let mut lists: [ListState; 2] = Default::default();
         for (slot, table) in lists.iter_mut().zip(&record.tables) {
             if let Some(table_ref) = table {
                 slot.table = Some(resolve(cache, table_ref)?);
             }
+        }
+        if manifest.index.is_some() {
+            indexed.push(lists.each_ref().map(|l| {
+                l.table
+                    .clone()
+                    .filter(|t| t.table.kind() == TableKind::Hashed)
+            }));
         }
         let name: Arc<str> = Arc::from(record.segment.as_str());
         names.push(name.clone());
@@ -287,7 +301,10 @@ pub(crate) fn base_snapshot(
     }
     snapshot.segments = SegmentMap::from_sorted(entries);
     if let Some(index) = &manifest.index {
-        let keys = resolve(cache, &index.keys)?;
+        let keys = match &index.keys {
+            Some(keys) => Some(resolve(cache, keys)?),
+            None => None,
+        };
         let opened = MembershipIndex::open(io, dir, &manifest.store_id, index, keys, verification)?;
         // The segments' names in manifest order: ordinal i is record i.
         let ordinals = names;
@@ -302,6 +319,7 @@ pub(crate) fn base_snapshot(
         snapshot.index = Some(Arc::new(IndexState {
             index: opened,
             ordinals,
+            tables: indexed,
         }));
     }
     Ok(snapshot)

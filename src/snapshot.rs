@@ -307,12 +307,13 @@ pub struct SegmentInfo {
     pub excluded: u64,
 }
 
-/// The membership index as a snapshot uses it: the index and the segment ref of each
-/// ordinal it names.
+/// The membership index as a snapshot uses it: the index, and the segment ref and the hashed
+/// tables (included, excluded) of each ordinal it names: the tables it was built from.
 #[derive(Debug)]
 pub(crate) struct IndexState {
     pub index: MembershipIndex,
     pub ordinals: Vec<Arc<str>>,
+    pub tables: Vec<[Option<Arc<LoadedTable>>; 2]>,
 }
 
 /// An immutable view of the whole store at one point in its history.
@@ -449,24 +450,41 @@ impl Snapshot {
             return Ok(found);
         };
         let hash = (!self.overlaid.is_empty()).then(|| KeyHash::of(key));
-        for (ordinal, list) in index.index.lookup(key)? {
-            let Some(segment) = index.ordinals.get(ordinal as usize) else {
-                continue;
-            };
-            if !self.probe.is_empty() || hash.is_some() {
-                let entry = (segment.clone(), list);
-                if self.probe.contains(&entry) {
-                    continue;
+        // Only hash keys are in hashed tables: for any other key the index has nothing.
+        if let Some(code) = crate::table::code::encode(key) {
+            let confirm = index.index.needs_confirming();
+            index.index.for_each_candidate(&code, |ordinal, list| {
+                let Some(segment) = index.ordinals.get(ordinal as usize) else {
+                    return Ok(());
+                };
+                if !self.probe.is_empty() || hash.is_some() {
+                    let entry = (segment.clone(), list);
+                    if self.probe.contains(&entry) {
+                        return Ok(());
+                    }
+                    // The table holds the key; a batch since may have removed it.
+                    let removed = hash
+                        .zip(self.overlaid.get(&entry))
+                        .is_some_and(|(hash, o)| o.lookup_hashed(key, hash) == Some(false));
+                    if removed {
+                        return Ok(());
+                    }
                 }
-                // The table holds the key; a batch since may have removed it.
-                let removed = hash
-                    .zip(self.overlaid.get(&entry))
-                    .is_some_and(|(hash, o)| o.lookup_hashed(key, hash) == Some(false));
-                if removed {
-                    continue;
+                if confirm {
+                    // A filter index's tag can match a key the list lacks: ask the table.
+                    let table = index
+                        .tables
+                        .get(ordinal as usize)
+                        .and_then(|t| t.get(list.index()))
+                        .and_then(Option::as_ref);
+                    match table {
+                        Some(t) if t.table.contains_code(&code)? => {}
+                        _ => return Ok(()),
+                    }
                 }
-            }
-            found.push((segment.clone(), list == List::Included));
+                found.push((segment.clone(), list == List::Included));
+                Ok(())
+            })?;
         }
         for (segment, list) in &self.probe {
             if let Some(state) = self.segments.get(segment) {

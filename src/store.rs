@@ -848,17 +848,20 @@ impl Inner {
     fn build_index_for(
         &self,
         segments: &[SegmentRecord],
-        written: &mut Vec<u64>,
         written_postings: &mut Option<u64>,
     ) -> Result<Option<crate::index::IndexRef>> {
         let mut hashed = Vec::new();
         for (ordinal, record) in segments.iter().enumerate() {
             for (list, table) in List::BOTH.into_iter().zip(&record.tables) {
                 if let Some(t) = table.filter(|t| t.info.kind == TableKind::Hashed) {
-                    let ordinal = u32::try_from(ordinal).map_err(|_| Error::InvalidArgument {
-                        what: "store",
-                        detail: "more than 2^32 segments".into(),
-                    })?;
+                    // A posting holds the ordinal in its top 31 bits.
+                    let ordinal = u32::try_from(ordinal)
+                        .ok()
+                        .filter(|o| *o < 1 << 31)
+                        .ok_or_else(|| Error::InvalidArgument {
+                            what: "store",
+                            detail: "more than 2^31 segments".into(),
+                        })?;
                     hashed.push((ordinal, list, self.resolve(&t, MANIFEST_FILE)?));
                 }
             }
@@ -866,22 +869,12 @@ impl Inner {
         if hashed.is_empty() || hashed.len() < self.options.membership_index_min_lists {
             return Ok(None);
         }
-        let keys_id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
         let postings_id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
-        let built = build_index(
-            &self.io,
-            &self.dir,
-            &self.store_id,
-            keys_id,
-            postings_id,
-            &hashed,
-        )?;
-        Ok(built.map(|(index, keys)| {
-            written.push(keys_id);
+        let built = build_index(&self.io, &self.dir, &self.store_id, postings_id, &hashed)?;
+        if built.is_some() {
             *written_postings = Some(postings_id);
-            self.tables.lock().insert(keys);
-            index
-        }))
+        }
+        Ok(built)
     }
 
     /// Builds the tables for `snapshot` and writes the manifest that names them.
@@ -975,7 +968,7 @@ impl Inner {
                     .all(|(a, b)| a.segment == b.segment && infos(a) == infos(b));
             let index = match old.index {
                 Some(index) if unchanged => Some(index),
-                _ => self.build_index_for(&segments, &mut written, &mut written_postings)?,
+                _ => self.build_index_for(&segments, &mut written_postings)?,
             };
             sync_dir(&self.io, &self.dir)?;
             // The new manifest names this writer's log and tables: never switch it under

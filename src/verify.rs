@@ -87,7 +87,9 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
         check_table(table, MANIFEST_FILE, &mut problems);
     }
     if let Some(index) = &manifest.index {
-        check_table(&index.keys, MANIFEST_FILE, &mut problems);
+        if let Some(keys) = &index.keys {
+            check_table(keys, MANIFEST_FILE, &mut problems);
+        }
         // Only over tables whose checksums all passed: the cross-check iterates them.
         if problems.is_empty() {
             let mut cache = TableCache::default();
@@ -101,7 +103,11 @@ pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
                     MANIFEST_FILE,
                 )
             };
-            let opened = open(&index.keys)
+            let opened = index
+                .keys
+                .as_ref()
+                .map(&mut open)
+                .transpose()
                 .and_then(|keys| {
                     MembershipIndex::open(
                         &io,

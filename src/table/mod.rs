@@ -25,7 +25,7 @@
 //! lookup or an iteration panic whatever its bytes.
 
 mod blocks;
-mod code;
+pub(crate) mod code;
 
 use std::fmt;
 use std::io::Write;
@@ -943,6 +943,32 @@ impl Table {
                     None => Ok(None),
                 }
             }
+        }
+    }
+
+    /// The position of the key whose LaunchDarkly-hash code is `code`, if a hashed table holds
+    /// it (what the keyed membership index asks its key table); `None` for any other kind.
+    /// Fails as [`contains`](Table::contains) does.
+    pub(crate) fn rank_of_code(&self, code: &Code) -> Result<Option<u64>> {
+        match &self.body {
+            Body::Hashed(h) if h.scheme == Scheme::LdHash => {
+                Ok(h.rank_code(code, self.unchecked())?.map(|r| r as u64))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether the table holds the key whose LaunchDarkly-hash code is `code` (what the
+    /// membership index's candidates are confirmed with: no re-encoding per list). Fails as
+    /// [`contains`](Table::contains) does.
+    #[inline]
+    pub(crate) fn contains_code(&self, code: &Code) -> Result<bool> {
+        match &self.body {
+            Body::Hashed(h) if h.scheme == Scheme::LdHash => {
+                h.prefetch_index(code::bucket(code, h.bucket_bits));
+                Ok(h.rank_code(code, self.unchecked())?.is_some())
+            }
+            _ => self.contains(Scheme::LdHash.decode(code).as_slice()),
         }
     }
 

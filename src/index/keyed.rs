@@ -1,11 +1,8 @@
-//! The membership index: which segments' lists hold a key, in one probe.
-//!
-//! Built at compaction over every hashed table the new manifest names (LaunchDarkly context
-//! hashes: what SDKs ask `membership` with). Two files: a hashed key table (`t-*.sstbl`) of
-//! every distinct key, and a postings file (`x-*.ssidx`) that gives, for the key at rank `r`,
-//! the (segment ordinal, list) pairs whose table holds it. Ordinals index the manifest's
-//! segment list. Lists held in general-key (fst) tables, and lists changed since the index
-//! was built, are probed one by one beside it (see `Snapshot::membership`).
+//! The keyed membership index (postings versions 1 and 2), which stores of earlier releases
+//! hold and this one reads: a hashed key table (`t-*.sstbl`) of every distinct key, and a
+//! postings file (`x-*.ssidx`) that gives, for the key at rank `r`, the (segment ordinal,
+//! list) pairs whose table holds it. Compaction now writes the filter index (`filter.rs`),
+//! which holds no second copy of the keys.
 //!
 //! Postings file layout (little endian; see `format-spec.md` §5.8), version 2:
 //! `header (32) | entries: u32 × entry_count | offsets: u64 × (key_count + 1) |
@@ -13,57 +10,26 @@
 //! meta hash (8) | xxh3_64 (8) of every byte before it`. Version 1 has no block sums and ends
 //! `key_count | entry_count | xxh3_64`.
 
+use super::{hashed_codes, meta_hash, posting, IndexRef, HEADER_LEN};
 use crate::change::List;
 use crate::error::{Error, Result};
-use crate::io::{Io, IoOp};
 use crate::snapshot::LoadedTable;
+use crate::table::code::Code;
 use crate::table::{
-    read_u32, read_u64, BlockCheck, HashingWriter, Table, TableBuilder, TableCodes, TableFile,
-    TableInfo, TableKind, Verification, BLOCK_SHIFTS, WRITE_BLOCK_SHIFT,
+    read_u32, read_u64, BlockCheck, TableCodes, TableFile, Verification, BLOCK_SHIFTS,
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The first eight bytes of a postings file.
-pub const POSTINGS_MAGIC: [u8; 8] = *b"SEGSIDX\0";
-/// The postings format version this build writes (it reads version 1 too).
-pub const POSTINGS_VERSION: u32 = 2;
-const HEADER_LEN: usize = 32;
 /// The trailer's length: version 1, version 2.
 const FOOTER_LEN_V1: usize = 24;
 const FOOTER_LEN: usize = 40;
 
-/// The file name of postings file `id`.
-pub fn postings_file_name(id: u64) -> String {
-    crate::files::numbered_name("x-", id, ".ssidx")
-}
-
-/// Parses a postings file name back to its id.
-pub fn parse_postings_file_name(name: &str) -> Option<u64> {
-    crate::files::parse_numbered_name(name, "x-", ".ssidx")
-}
-
-/// What the manifest records about the index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IndexRef {
-    /// The key table (hashed kind).
-    pub keys: crate::entry::TableRef,
-    /// Id of the postings file.
-    pub postings_id: u64,
-    /// Postings entries.
-    pub entry_count: u64,
-    /// Postings file length.
-    pub postings_len: u64,
-    /// xxh3-64 of the whole postings file.
-    pub postings_checksum: u64,
-}
-
-/// An opened index.
+/// An opened keyed index.
 #[derive(Debug)]
-pub struct MembershipIndex {
+pub(crate) struct KeyedIndex {
     keys: Arc<LoadedTable>,
     postings: Arc<TableFile>,
     path: PathBuf,
@@ -75,56 +41,19 @@ pub struct MembershipIndex {
     blocks: Option<BlockCheck>,
 }
 
-/// Encodes a posting: the segment ordinal and the list.
-fn posting(ordinal: u32, list: List) -> u32 {
-    (ordinal << 1) | list.index() as u32
-}
-
-impl MembershipIndex {
-    /// Opens the postings file `index` names, beside its already opened key table.
+impl KeyedIndex {
+    /// Opens postings file `map` (at `path`, of `version` 1 or 2, whose length, magic and store
+    /// id [`open_postings`](super::open_postings) checked) beside its opened key table.
     pub(crate) fn open(
-        io: &Io,
-        dir: &Path,
-        store_id: &[u8; 16],
+        map: Arc<TableFile>,
+        path: PathBuf,
+        version: u32,
         index: &IndexRef,
         keys: Arc<LoadedTable>,
         verification: Verification,
-    ) -> Result<MembershipIndex> {
-        let path = dir.join(postings_file_name(index.postings_id));
-        io.check(IoOp::Read, &path)
-            .map_err(|e| Error::io(&path, e))?;
-        let map = TableFile::open(&path).map_err(|e| match e {
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                Error::MissingFile {
-                    path: path.clone(),
-                    referenced_by: crate::manifest::MANIFEST_FILE.to_owned(),
-                }
-            }
-            other => other,
-        })?;
+    ) -> Result<KeyedIndex> {
         let bytes: &[u8] = map.bytes();
         let corrupt = |d: String| Error::corrupt(&path, d);
-        if bytes.len() as u64 != index.postings_len {
-            return Err(corrupt(format!(
-                "{} bytes, the manifest says {}",
-                bytes.len(),
-                index.postings_len
-            )));
-        }
-        if bytes.get(..8) != Some(&POSTINGS_MAGIC[..]) {
-            return Err(corrupt("not a segstore postings file (bad magic)".into()));
-        }
-        let version = read_u32(bytes, 8).unwrap_or(0);
-        if version == 0 || version > POSTINGS_VERSION {
-            return Err(Error::UnsupportedVersion {
-                path,
-                found: version,
-                supported: POSTINGS_VERSION,
-            });
-        }
-        if bytes.get(16..32) != Some(&store_id[..]) {
-            return Err(Error::ForeignFile { path });
-        }
         let footer_len = if version == 1 {
             FOOTER_LEN_V1
         } else {
@@ -182,7 +111,7 @@ impl MembershipIndex {
             }
         } else {
             let stored = read_u64(bytes, bytes.len() - 16).unwrap_or(0);
-            let found = postings_meta_hash(
+            let found = meta_hash(
                 bytes.get(..HEADER_LEN).unwrap_or_default(),
                 bytes.get(sums_start..bytes.len() - 16).unwrap_or_default(),
             );
@@ -196,7 +125,7 @@ impl MembershipIndex {
         // Lookups read a few bytes at random: no read-ahead from here on. (The checksum pass
         // above ran with the default advice, like a table's: see `table::ADVICE_SCAN`.)
         map.advise_random();
-        Ok(MembershipIndex {
+        Ok(KeyedIndex {
             keys,
             postings: map,
             path,
@@ -209,8 +138,8 @@ impl MembershipIndex {
 
     /// The (segment ordinal, list) pairs whose indexed table holds `key`. Fails only when
     /// opened with [`Verification::Structure`] and a block this lookup reads first is corrupt.
-    pub fn lookup(&self, key: &[u8]) -> Result<impl Iterator<Item = (u32, List)> + '_> {
-        let range = match self.keys.table.rank(key)? {
+    pub(crate) fn lookup(&self, code: &Code) -> Result<impl Iterator<Item = (u32, List)> + '_> {
+        let range = match self.keys.table.rank_of_code(code)? {
             Some(rank) => {
                 if let Some(blocks) = &self.blocks {
                     let at = usize::try_from(rank)
@@ -309,7 +238,7 @@ impl MembershipIndex {
     }
 }
 
-impl MembershipIndex {
+impl KeyedIndex {
     /// Checks that the index says exactly what `lists` — the manifest's hashed tables, as
     /// (segment ordinal, list, table) in manifest order — hold: the same keys, and for each
     /// the same postings. Used by `verify`.
@@ -384,17 +313,6 @@ impl<'a> Head<'a> {
     }
 }
 
-/// A hashed table's codes; any other kind is an error (only hashed tables are indexed).
-fn hashed_codes(table: &LoadedTable) -> Result<TableCodes<'_>> {
-    match table.table.codes()? {
-        Some(codes) if table.table.kind() == TableKind::Hashed => Ok(codes),
-        _ => Err(Error::InvalidArgument {
-            what: "membership index",
-            detail: format!("{:?} is not a hashed table", table.table.path()),
-        }),
-    }
-}
-
 fn merged_keys(lists: &[(u32, List, Arc<LoadedTable>)]) -> Result<MergedKeys<'_>> {
     let mut iters = lists
         .iter()
@@ -411,15 +329,6 @@ fn merged_keys(lists: &[(u32, List, Arc<LoadedTable>)]) -> Result<MergedKeys<'_>
         iters,
         lists,
     })
-}
-
-/// The postings file's meta hash (version 2): xxh3-64 of its header, its block sums and the
-/// trailer's first 24 bytes, all of which `sums_and_trailer` holds after the header.
-fn postings_meta_hash(header: &[u8], sums_and_trailer: &[u8]) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(header);
-    h.update(sums_and_trailer);
-    h.digest()
 }
 
 impl<'a> MergedKeys<'a> {
@@ -449,12 +358,14 @@ impl<'a> MergedKeys<'a> {
     }
 }
 
-/// Builds the index over `lists` — (segment ordinal, list, hashed table) — into key table
+/// Builds a keyed index (what earlier releases wrote; kept to test that this one reads it)
+/// over `lists` — (segment ordinal, list, hashed table) — into key table
 /// `keys_id` and postings file `postings_id`. Both files are fsynced; the directory is not.
 /// Returns `None` (and writes nothing) when there are no keys.
-pub(crate) fn build_index(
-    io: &Io,
-    dir: &Path,
+#[cfg(test)]
+pub(crate) fn build_keyed_index(
+    io: &crate::io::Io,
+    dir: &std::path::Path,
     store_id: &[u8; 16],
     keys_id: u64,
     postings_id: u64,
@@ -465,10 +376,11 @@ pub(crate) fn build_index(
         return Ok(None);
     }
     let keys_path = dir.join(crate::files::table_file_name(keys_id));
-    let postings_path = dir.join(postings_file_name(postings_id));
+    let postings_path = dir.join(super::postings_file_name(postings_id));
     let result = write_index(io, &keys_path, &postings_path, store_id, expected, lists).and_then(
         |(info, entry_count, postings_len, postings_checksum)| {
-            let table = Table::open(&keys_path, store_id, &info, Verification::Structure)?;
+            let table =
+                crate::table::Table::open(&keys_path, store_id, &info, Verification::Structure)?;
             table.trust_written();
             let keys = Arc::new(LoadedTable {
                 table_ref: crate::entry::TableRef {
@@ -479,7 +391,7 @@ pub(crate) fn build_index(
                 table,
             });
             let index = IndexRef {
-                keys: keys.table_ref,
+                keys: Some(keys.table_ref),
                 postings_id,
                 entry_count,
                 postings_len,
@@ -495,16 +407,19 @@ pub(crate) fn build_index(
     result.map(Some)
 }
 
+#[cfg(test)]
 /// Merges the lists' keys in order, writing distinct keys to the key table and their
 /// postings to the postings file.
 fn write_index(
-    io: &Io,
-    keys_path: &Path,
-    postings_path: &Path,
+    io: &crate::io::Io,
+    keys_path: &std::path::Path,
+    postings_path: &std::path::Path,
     store_id: &[u8; 16],
     expected: u64,
     lists: &[(u32, List, Arc<LoadedTable>)],
-) -> Result<(TableInfo, u64, u64, u64)> {
+) -> Result<(crate::table::TableInfo, u64, u64, u64)> {
+    use crate::table::{HashingWriter, TableBuilder, TableKind, WRITE_BLOCK_SHIFT};
+    use std::io::Write;
     let mut builder = TableBuilder::create(io, keys_path, store_id, TableKind::Hashed, expected)?;
     let file = io
         .create_new(postings_path)
@@ -513,8 +428,8 @@ fn write_index(
     out.sum_blocks(WRITE_BLOCK_SHIFT);
     let pio = |e: std::io::Error| Error::io(postings_path, e);
     let mut header = [0u8; HEADER_LEN];
-    header[..8].copy_from_slice(&POSTINGS_MAGIC);
-    header[8..12].copy_from_slice(&POSTINGS_VERSION.to_le_bytes());
+    header[..8].copy_from_slice(&super::POSTINGS_MAGIC);
+    header[8..12].copy_from_slice(&2u32.to_le_bytes());
     header[16..32].copy_from_slice(store_id);
     out.write_all(&header).map_err(pio)?;
 
@@ -540,7 +455,7 @@ fn write_index(
     trailer.extend_from_slice(&entries.to_le_bytes());
     trailer.extend_from_slice(&WRITE_BLOCK_SHIFT.to_le_bytes());
     trailer.extend_from_slice(&0u32.to_le_bytes());
-    let meta = postings_meta_hash(&header, &trailer);
+    let meta = meta_hash(&header, &trailer);
     trailer.extend_from_slice(&meta.to_le_bytes());
     out.write_all(&trailer).map_err(pio)?;
     let len = out.written() + 8;
