@@ -19,7 +19,7 @@ fn options() -> Options {
     }
 }
 
-/// A store with tables, a membership index (its key table and postings file) and records in
+/// A store with tables, a membership index (its postings file) and records in
 /// its live log.
 fn fixture() -> tempfile::TempDir {
     let dir = scratch::dir();

@@ -145,7 +145,7 @@ fn damaged_blocks_fail_the_lookups_that_read_them_and_no_other_answer_changes() 
     for trial in 0..16 {
         let dir = root.path().join(format!("bad-{trial}"));
         copy_store(&good, &dir);
-        // Tables (packs, the fst list's file, the index's key table) and the postings file.
+        // Tables (packs, the fst list's file) and the index's postings file.
         let prefix = if trial % 4 == 3 { "x-" } else { "t-" };
         let victims = files(&dir, prefix);
         let victim = &victims[trial % victims.len()];

@@ -37,7 +37,7 @@ const FOOTER_LEN: usize = 40;
 /// match in 3–6% of lookups.
 const MIN_BUCKET_FILL: u64 = 8;
 /// log2 of the buckets the writer fills at once (1–2M entries held in memory).
-const STRIPE_BITS: u32 = 17;
+pub(crate) const STRIPE_BITS: u32 = 17;
 /// The most bucket bits a reader accepts (a 32 GiB offsets section).
 const MAX_BITS: u32 = 32;
 
@@ -68,10 +68,10 @@ fn tag(code: &[u8]) -> u8 {
 
 /// The shape of a filter index's sections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Shape {
-    entries: u64,
-    bits: u32,
-    width: usize,
+pub(crate) struct Shape {
+    pub(crate) entries: u64,
+    pub(crate) bits: u32,
+    pub(crate) width: usize,
 }
 
 impl Shape {
@@ -354,6 +354,17 @@ fn write_sections(
     lists: &[(u32, List, Arc<LoadedTable>)],
     out: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<Option<Shape>> {
+    write_sections_striped(store_id, lists, STRIPE_BITS, out)
+}
+
+/// [`write_sections`], filling at most 2^`stripe_bits` buckets at a time (the bytes are the
+/// same whatever the stripe).
+pub(crate) fn write_sections_striped(
+    store_id: &[u8; 16],
+    lists: &[(u32, List, Arc<LoadedTable>)],
+    stripe_bits: u32,
+    out: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<Option<Shape>> {
     let entries: u64 = lists.iter().map(|(_, _, t)| t.table.len()).sum();
     if entries == 0 {
         return Ok(None);
@@ -383,7 +394,7 @@ fn write_sections(
         .iter()
         .map(|(_, _, t)| hashed_codes(t).map(Iterator::peekable))
         .collect::<Result<_>>()?;
-    let stripe_bits = shape.bits.min(STRIPE_BITS);
+    let stripe_bits = shape.bits.min(stripe_bits);
     let stripe_buckets = 1usize << stripe_bits;
     let mut offsets: Vec<u64> = Vec::new();
     offsets

@@ -26,6 +26,9 @@ use keyed::KeyedIndex;
 use std::path::Path;
 use std::sync::Arc;
 
+#[cfg(test)]
+mod tests;
+
 pub(crate) use filter::build_index;
 #[cfg(test)]
 pub(crate) use keyed::build_keyed_index;
