@@ -55,12 +55,7 @@ fn tables(
 
 /// `segments` segments whose two lists draw `per_list` keys each from a pool of `pool` random
 /// hashes (so keys are shared between lists), with every third excluded list empty.
-fn random_lists(
-    seed: u64,
-    segments: u32,
-    per_list: usize,
-    pool: usize,
-) -> (Lists, Vec<Vec<u8>>) {
+fn random_lists(seed: u64, segments: u32, per_list: usize, pool: usize) -> (Lists, Vec<Vec<u8>>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let keys: Vec<Vec<u8>> = (0..pool).map(|_| random_hash(&mut rng)).collect();
     let mut lists = Vec::new();
