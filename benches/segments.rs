@@ -20,7 +20,7 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const FIXTURE_VERSION: &str = "segstore-bench segments fixture 2 (table v2, block sums)";
+const FIXTURE_VERSION: &str = "segstore-bench segments fixture 3 (filter membership index)";
 const OPENS: usize = 11;
 const PROBES: usize = 200_000;
 
@@ -55,7 +55,8 @@ fn fixtures(segments: usize) -> BenchResult<(PathBuf, PathBuf, usize)> {
     let one = root.join("one");
     let total: usize = (0..segments).map(size_of).sum();
     let marker = root.join("COMPLETE");
-    if std::fs::read_to_string(&marker).is_ok_and(|m| m == FIXTURE_VERSION) {
+    let rebuild = std::env::var_os("SEGSTORE_BENCH_REBUILD").is_some_and(|v| v == "1");
+    if !rebuild && std::fs::read_to_string(&marker).is_ok_and(|m| m == FIXTURE_VERSION) {
         return Ok((many, one, total));
     }
     if root.exists() {

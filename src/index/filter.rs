@@ -7,9 +7,11 @@
 //! keeps the index at 4–6 bytes per (key, list) pair where a keyed index took ~45.
 //!
 //! Layout (little endian):
-//! `header (32) | entries: (tag u8, posting: width bytes) × E | bucket offsets: u64 ×
-//! (2^bits + 1) | block sums | bits u32 | width u32 | E u64 | block shift u32 | 0 u32 |
-//! meta hash (8) | xxh3_64 (8) of every byte before it`.
+//! `header (32) | entries: (tag u8, posting: width bytes) × E | bucket starts within their
+//! group: u16 or u32 × (2^bits + 1) | group starts: u64 × (groups + 1) | block sums | bits u32 |
+//! width u8 | delta width u8 | 0 u16 | E u64 | block shift u32 | 0 u32 | meta hash (8) |
+//! xxh3_64 (8) of every byte before it`. A group is 256 buckets: the offsets take ~2 bytes a
+//! bucket, small enough to stay in cache, where one `u64` a bucket would not.
 //!
 //! Buckets follow the codes' order, and every table's codes are sorted, so the writer builds
 //! the entries one stripe of buckets at a time, taking from each table the run of codes that
@@ -38,8 +40,11 @@ const FOOTER_LEN: usize = 40;
 const MIN_BUCKET_FILL: u64 = 8;
 /// log2 of the buckets the writer fills at once (1–2M entries held in memory).
 pub(crate) const STRIPE_BITS: u32 = 17;
-/// The most bucket bits a reader accepts (a 32 GiB offsets section).
+/// The most bucket bits a reader accepts (an 8 GiB offsets section).
 const MAX_BITS: u32 = 32;
+/// log2 of the buckets of a group: each group's start is a `u64`, each bucket's start a
+/// 2-byte delta from it (4 bytes when some group holds 65,536 entries or more).
+const GROUP_BITS: u32 = 8;
 
 /// The bucket bits for `entries` entries: the most that keep at least 8 entries a bucket.
 pub(crate) fn bucket_bits(entries: u64) -> u32 {
@@ -71,7 +76,18 @@ fn tag(code: &[u8]) -> u8 {
 pub(crate) struct Shape {
     pub(crate) entries: u64,
     pub(crate) bits: u32,
+    /// Bytes of a posting: 1 to 4.
     pub(crate) width: usize,
+    /// Bytes of a bucket's start within its group: 2 or 4.
+    pub(crate) delta_width: usize,
+}
+
+/// Where a filter index's sections start, and where the bytes the sums cover end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sections {
+    deltas: usize,
+    groups: usize,
+    covered: usize,
 }
 
 impl Shape {
@@ -79,13 +95,24 @@ impl Shape {
         1 + self.width
     }
 
-    /// Where the bucket offsets start, and where they end (the bytes the sums cover), if the
-    /// sizes fit in this platform's address space.
-    fn sections(self) -> Option<(usize, usize)> {
+    /// The number of groups of buckets.
+    fn group_count(self) -> u64 {
+        1u64 << self.bits.saturating_sub(GROUP_BITS)
+    }
+
+    /// The sections' offsets, if the sizes fit in this platform's address space.
+    fn sections(self) -> Option<Sections> {
         let entries = usize::try_from(self.entries).ok()?;
-        let offsets = HEADER_LEN.checked_add(entries.checked_mul(self.record_len())?)?;
+        let deltas = HEADER_LEN.checked_add(entries.checked_mul(self.record_len())?)?;
         let buckets = 1usize.checked_shl(self.bits)?.checked_add(1)?;
-        Some((offsets, offsets.checked_add(buckets.checked_mul(8)?)?))
+        let groups = deltas.checked_add(buckets.checked_mul(self.delta_width)?)?;
+        let group_count = usize::try_from(self.group_count()).ok()?.checked_add(1)?;
+        let covered = groups.checked_add(group_count.checked_mul(8)?)?;
+        Some(Sections {
+            deltas,
+            groups,
+            covered,
+        })
     }
 }
 
@@ -95,7 +122,7 @@ pub(crate) struct FilterIndex {
     postings: Arc<TableFile>,
     path: PathBuf,
     shape: Shape,
-    offsets_start: usize,
+    sections: Sections,
     /// Set when opened with [`Verification::Structure`]: the blocks of offsets and entries
     /// are checked on first touch.
     blocks: Option<BlockCheck>,
@@ -117,12 +144,16 @@ impl FilterIndex {
             .checked_sub(FOOTER_LEN)
             .ok_or_else(|| corrupt("shorter than its trailer".into()))?;
         let bits = read_u32(bytes, footer).unwrap_or(u32::MAX);
-        let width = read_u32(bytes, footer + 4).unwrap_or(0);
+        let widths = bytes.get(footer + 4..footer + 8).unwrap_or_default();
+        let (width, delta_width) = match widths {
+            &[w @ 1..=4, d @ (2 | 4), 0, 0] => (usize::from(w), usize::from(d)),
+            _ => (0, 0),
+        };
         let entries = read_u64(bytes, footer + 8).unwrap_or(u64::MAX);
         let shift = read_u32(bytes, footer + 16).unwrap_or(u32::MAX);
-        if bits > MAX_BITS || !(1..=4).contains(&width) {
+        if bits > MAX_BITS || width == 0 {
             return Err(corrupt(format!(
-                "{bits} bucket bits and {width}-byte postings are out of range"
+                "{bits} bucket bits or posting widths {widths:?} out of range"
             )));
         }
         if entries != index.entry_count {
@@ -137,11 +168,13 @@ impl FilterIndex {
         let shape = Shape {
             entries,
             bits,
-            width: width as usize,
+            width,
+            delta_width,
         };
-        let (offsets_start, covered) = shape
+        let sections = shape
             .sections()
             .ok_or_else(|| corrupt("too large for this platform".into()))?;
+        let covered = sections.covered;
         let sums_len = covered.div_ceil(1 << shift).checked_mul(8);
         let expected = sums_len
             .and_then(|s| s.checked_add(covered))
@@ -182,7 +215,7 @@ impl FilterIndex {
             postings: map,
             path,
             shape,
-            offsets_start,
+            sections,
             blocks,
         })
     }
@@ -195,26 +228,10 @@ impl FilterIndex {
         code: &Code,
         mut found: impl FnMut(u32, List) -> Result<()>,
     ) -> Result<()> {
+        let Some((start, end)) = self.bucket_range(bucket(code, self.shape.bits))? else {
+            return Ok(());
+        };
         let bytes = self.postings.bytes();
-        let b = bucket(code, self.shape.bits);
-        let at = usize::try_from(b)
-            .ok()
-            .and_then(|b| b.checked_mul(8))
-            .and_then(|o| self.offsets_start.checked_add(o));
-        let Some(at) = at else {
-            return Ok(());
-        };
-        if let Some(blocks) = &self.blocks {
-            blocks.ensure(&self.postings, at..at.saturating_add(16))?;
-        }
-        let (Some(start), Some(end)) = (read_u64(bytes, at), read_u64(bytes, at + 8)) else {
-            return Ok(());
-        };
-        // A damaged offset that passed the structure checks reads nothing rather than beyond
-        // the entries.
-        if start > end || end > self.shape.entries {
-            return Ok(());
-        }
         let record = self.shape.record_len();
         let range = usize::try_from(start)
             .ok()
@@ -249,6 +266,49 @@ impl FilterIndex {
         Ok(())
     }
 
+    /// The start of bucket `i` (`i ≤ 2^bits`), from its group's start and its delta; `None`
+    /// when out of bounds. Checks the blocks it reads when opened at `Structure`.
+    #[inline]
+    fn bucket_start(&self, i: u64) -> Result<Option<u64>> {
+        let bytes = self.postings.bytes();
+        let d = self.shape.delta_width;
+        let at = |start: usize, i: u64, width: usize| {
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| i.checked_mul(width))
+                .and_then(|o| start.checked_add(o))
+        };
+        let (Some(delta_at), Some(group_at)) = (
+            at(self.sections.deltas, i, d),
+            at(self.sections.groups, i >> GROUP_BITS, 8),
+        ) else {
+            return Ok(None);
+        };
+        if let Some(blocks) = &self.blocks {
+            blocks.ensure(&self.postings, delta_at..delta_at.saturating_add(d))?;
+            blocks.ensure(&self.postings, group_at..group_at.saturating_add(8))?;
+        }
+        let delta = match d {
+            2 => bytes
+                .get(delta_at..delta_at.saturating_add(2))
+                .map(|b| u64::from(u16::from_le_bytes([b[0], b[1]]))),
+            _ => read_u32(bytes, delta_at).map(u64::from),
+        };
+        Ok(delta
+            .zip(read_u64(bytes, group_at))
+            .and_then(|(delta, group)| group.checked_add(delta)))
+    }
+
+    /// The entries of bucket `i`, if its bounds are in order and within the entries (a
+    /// damaged offset that passed the structure checks reads nothing rather than beyond).
+    #[inline]
+    fn bucket_range(&self, i: u64) -> Result<Option<(u64, u64)>> {
+        let (Some(start), Some(end)) = (self.bucket_start(i)?, self.bucket_start(i + 1)?) else {
+            return Ok(None);
+        };
+        Ok((start <= end && end <= self.shape.entries).then_some((start, end)))
+    }
+
     /// Checks every bucket offset and every posting against the number of segments (for
     /// `verify`).
     pub(crate) fn check_structure(&self, segments: usize) -> Result<()> {
@@ -256,13 +316,15 @@ impl FilterIndex {
         let buckets = 1u64 << self.shape.bits;
         let mut previous = 0u64;
         for b in 0..=buckets {
-            let at = usize::try_from(b)
-                .ok()
-                .and_then(|b| self.offsets_start.checked_add(b.checked_mul(8)?));
-            let v = at
-                .and_then(|at| read_u64(bytes, at))
+            let v = self
+                .bucket_start(b)?
                 .ok_or_else(|| Error::corrupt(&self.path, format!("offset {b} out of bounds")))?;
-            if v < previous || v > self.shape.entries || (b == 0 && v != 0) {
+            // A group's first bucket starts where the group does.
+            let first_of_group = b % (1 << GROUP_BITS) == 0;
+            if v < previous
+                || v > self.shape.entries
+                || (first_of_group && Some(v) != self.group_start(b >> GROUP_BITS))
+            {
                 return Err(Error::corrupt(
                     &self.path,
                     format!("bucket offset {b} is out of order"),
@@ -270,14 +332,18 @@ impl FilterIndex {
             }
             previous = v;
         }
-        if previous != self.shape.entries {
+        let last_group = self.group_start(self.shape.group_count());
+        if self.group_start(0) != Some(0)
+            || previous != self.shape.entries
+            || last_group != Some(self.shape.entries)
+        {
             return Err(Error::corrupt(
                 &self.path,
-                "the last bucket offset is not the entry count",
+                "the bucket offsets do not run from 0 to the entry count",
             ));
         }
         let entries = bytes
-            .get(HEADER_LEN..self.offsets_start)
+            .get(HEADER_LEN..self.sections.deltas)
             .unwrap_or_default();
         for (i, entry) in entries.chunks_exact(self.shape.record_len()).enumerate() {
             let (ordinal, _) = unposting(read_posting(entry.get(1..).unwrap_or_default()));
@@ -289,6 +355,15 @@ impl FilterIndex {
             }
         }
         Ok(())
+    }
+
+    /// The start of group `g`, read directly.
+    fn group_start(&self, g: u64) -> Option<u64> {
+        let at = usize::try_from(g)
+            .ok()
+            .and_then(|g| g.checked_mul(8))
+            .and_then(|o| self.sections.groups.checked_add(o))?;
+        read_u64(self.postings.bytes(), at)
     }
 
     /// Checks that the index holds exactly the entries `lists` give (invariant M4): the bytes
@@ -312,25 +387,22 @@ impl FilterIndex {
             at = end;
             Ok(())
         })?;
-        let covered = self.shape.sections().map_or(0, |(_, c)| c);
+        let covered = self.sections.covered;
         match differs {
             _ if shape.is_some_and(|s| s != self.shape) || at != covered => Err(Error::corrupt(
                 &self.path,
                 "the index's shape does not match the tables' keys",
             )),
-            Some(byte) if byte < self.offsets_start => Err(Error::corrupt(
+            Some(byte) if byte < self.sections.deltas => Err(Error::corrupt(
                 &self.path,
                 format!(
                     "entry {} does not match the tables' keys",
                     (byte.saturating_sub(HEADER_LEN)) / self.shape.record_len()
                 ),
             )),
-            Some(byte) => Err(Error::corrupt(
+            Some(_) => Err(Error::corrupt(
                 &self.path,
-                format!(
-                    "bucket offset {} does not match the tables' keys",
-                    (byte - self.offsets_start) / 8
-                ),
+                "the bucket offsets do not match the tables' keys",
             )),
             None => Ok(()),
         }
@@ -374,10 +446,12 @@ pub(crate) fn write_sections_striped(
         .map(|(o, l, _)| posting(*o, *l))
         .max()
         .unwrap_or(0);
-    let shape = Shape {
+    // The delta width is known once every offset is: 4 bytes is the larger layout.
+    let mut shape = Shape {
         entries,
         bits: bucket_bits(entries),
         width: posting_width(max),
+        delta_width: 4,
     };
     let too_large = || Error::InvalidArgument {
         what: "membership index",
@@ -460,11 +534,33 @@ pub(crate) fn write_sections_striped(
         });
     }
     offsets.push(written);
+    // Group g starts at bucket g·256 (the last "group" at the end of the entries); a bucket's
+    // start is its group's start plus a delta.
+    let group_start = |g: u64| {
+        let i = (g << GROUP_BITS).min(1 << shape.bits);
+        offsets.get(i as usize).copied().unwrap_or(written)
+    };
+    let groups: Vec<u64> = (0..=shape.group_count()).map(group_start).collect();
+    let delta = |i: usize| {
+        offsets
+            .get(i)
+            .zip(groups.get(i >> GROUP_BITS))
+            .map_or(0, |(o, g)| o.saturating_sub(*g))
+    };
+    let widest = (0..offsets.len()).map(delta).max().unwrap_or(0);
+    shape.delta_width = if widest <= u64::from(u16::MAX) { 2 } else { 4 };
     let mut piece = Vec::with_capacity(64 << 10);
-    for chunk in offsets.chunks(8 << 10) {
+    for first in (0..offsets.len()).step_by(16 << 10) {
         piece.clear();
-        for o in chunk {
-            piece.extend_from_slice(&o.to_le_bytes());
+        for i in first..offsets.len().min(first + (16 << 10)) {
+            piece.extend_from_slice(&delta(i).to_le_bytes()[..shape.delta_width]);
+        }
+        out(&piece)?;
+    }
+    for chunk in groups.chunks(8 << 10) {
+        piece.clear();
+        for g in chunk {
+            piece.extend_from_slice(&g.to_le_bytes());
         }
         out(&piece)?;
     }
@@ -516,7 +612,7 @@ fn write_index(
     })?;
     let mut trailer = out.take_block_sums().map_err(pio)?;
     trailer.extend_from_slice(&shape.bits.to_le_bytes());
-    trailer.extend_from_slice(&(shape.width as u32).to_le_bytes());
+    trailer.extend_from_slice(&[shape.width as u8, shape.delta_width as u8, 0, 0]);
     trailer.extend_from_slice(&shape.entries.to_le_bytes());
     trailer.extend_from_slice(&WRITE_BLOCK_SHIFT.to_le_bytes());
     trailer.extend_from_slice(&0u32.to_le_bytes());

@@ -207,7 +207,7 @@ proptest! {
 #[test]
 fn every_damaged_byte_of_the_sections_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let (lists, pool) = random_lists(3, 40, 30, 600);
+    let (lists, pool) = random_lists(3, 100, 60, 3_000);
     let loaded = tables(dir.path(), &lists);
     let io = Io::default();
     let index = build_index(&io, dir.path(), &STORE_ID, 1, &loaded)
@@ -216,14 +216,22 @@ fn every_damaged_byte_of_the_sections_is_caught() {
     let path = dir.path().join(postings_file_name(1));
     let original = std::fs::read(&path).unwrap();
     let footer = original.len() - 40;
-    let word = |at: usize| u32::from_le_bytes(original[at..at + 4].try_into().unwrap()) as usize;
-    let (bits, width) = (word(footer), word(footer + 4));
-    let covered = HEADER_LEN + (1 + width) * index.entry_count as usize + 8 * ((1 << bits) + 1);
+    let bits = u32::from_le_bytes(original[footer..footer + 4].try_into().unwrap());
+    let (width, delta_width) = (original[footer + 4] as usize, original[footer + 5] as usize);
+    assert_eq!(delta_width, 2);
+    let groups = 1usize << bits.saturating_sub(8);
+    let covered = HEADER_LEN
+        + (1 + width) * index.entry_count as usize
+        + delta_width * ((1 << bits) + 1)
+        + 8 * (groups + 1);
     assert!(
-        bits > 0 && covered < footer,
-        "{bits} bits, {covered} of {footer}"
+        bits > 8 && covered < footer,
+        "{bits} bits: two groups or more"
     );
-    for at in HEADER_LEN..covered {
+    let offsets = HEADER_LEN + (1 + width) * index.entry_count as usize;
+    // Every byte of the offsets, every seventh of the entries.
+    let targets = (HEADER_LEN..offsets).step_by(7).chain(offsets..covered);
+    for at in targets {
         let mut damaged = original.clone();
         damaged[at] ^= 0x10;
         // With the file's checksum made to match, so that only the cross-check can tell.
@@ -243,7 +251,7 @@ fn every_damaged_byte_of_the_sections_is_caught() {
             Verification::Checksum,
         )
         .unwrap();
-        let caught = opened.check_structure(40).is_err() || opened.check_against(&loaded).is_err();
+        let caught = opened.check_structure(100).is_err() || opened.check_against(&loaded).is_err();
         assert!(caught, "byte {at} of {covered}");
         for key in pool.iter().take(50) {
             let code = crate::table::code::encode(key).unwrap();
@@ -304,4 +312,50 @@ fn a_keyed_index_of_an_earlier_release_is_still_read() {
         Verification::Checksum,
     );
     assert!(matches!(wrong, Err(Error::Corrupt { .. })), "{wrong:?}");
+}
+
+/// Keys that share their top bits (no SHA-256 output does; hand-made keys may) crowd into a
+/// few buckets: a group then holds more entries than a 2-byte delta can count, the writer
+/// switches to 4-byte deltas, and every lookup still names every list that holds the key.
+#[test]
+fn crowded_buckets_take_wide_deltas_and_still_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let crowded = |rng: &mut rand::rngs::StdRng| {
+        let mut bytes = [0u8; 32];
+        rng.fill(&mut bytes[4..]);
+        bytes[..4].copy_from_slice(b"same");
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes).into_bytes()
+    };
+    let pool: Vec<Vec<u8>> = (0..40_000).map(|_| crowded(&mut rng)).collect();
+    let lists: Lists = (0..3u32)
+        .map(|o| {
+            let keys = pool
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 3 != o as usize)
+                .map(|(_, k)| k.clone())
+                .collect();
+            (o, List::Included, keys)
+        })
+        .collect();
+    let loaded = tables(dir.path(), &lists);
+    let by_posting: BTreeMap<(u32, List), Arc<LoadedTable>> = loaded
+        .iter()
+        .map(|(o, l, t)| ((*o, *l), t.clone()))
+        .collect();
+    let index = filter_index(dir.path(), &loaded, Verification::Structure);
+    let bytes = std::fs::read(dir.path().join(postings_file_name(1))).unwrap();
+    assert_eq!(bytes[bytes.len() - 40 + 5], 4, "4-byte deltas");
+    index.check_structure(3).unwrap();
+    index.check_against(&loaded).unwrap();
+    for (i, key) in pool.iter().enumerate().step_by(13) {
+        let want: BTreeSet<(u32, List)> = (0..3u32)
+            .filter(|o| i % 3 != *o as usize)
+            .map(|o| (o, List::Included))
+            .collect();
+        assert_eq!(confirmed(&index, &by_posting, key).0, want);
+    }
+    let absent = crowded(&mut rng);
+    assert!(confirmed(&index, &by_posting, &absent).0.is_empty());
 }
