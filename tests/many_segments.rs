@@ -337,3 +337,33 @@ fn a_damaged_table_inside_a_pack_is_reported_with_its_offset() {
         "{problems:?}"
     );
 }
+
+/// Lists of a few MiB each pack without 2 MiB padding between them: the pack is the tables'
+/// bytes and little else (aligning each to 2 MiB cost such tables 17% on average).
+#[test]
+fn tables_of_a_few_mib_pack_without_padding() {
+    const LISTS: usize = 12;
+    const PER: usize = 90_000;
+    let dir = scratch::dir();
+    let store = Store::create(dir.path(), options()).unwrap();
+    for i in 0..LISTS {
+        replace_with(&store, &seg(i), i * PER..(i + 1) * PER);
+    }
+    let own_files: u64 = table_file_lens(dir.path()).iter().map(|(_, len)| len).sum();
+    store.compact().unwrap();
+    let packed = table_file_lens(dir.path());
+    assert_eq!(packed.len(), 1, "one pack: {packed:?}");
+    let pack = packed[0].1;
+    assert!(
+        pack <= own_files + own_files / 100,
+        "pack {pack} bytes for {own_files} bytes of tables"
+    );
+    assert_verifies(dir.path());
+    let snap = store.snapshot();
+    for i in 0..LISTS {
+        assert_eq!(
+            snap.check(&seg(i), key(i * PER + 7).as_bytes()).unwrap(),
+            Status::Included
+        );
+    }
+}
