@@ -20,6 +20,10 @@ use xxhash_rust::xxh3::xxh3_64;
 /// An unchanged table of a file of its own stays there at compaction when it is larger than
 /// this; a smaller one is copied into a pack (format-spec §5.9).
 pub(crate) const OWN_FILE_MIN_LEN: u64 = 64 << 20;
+/// Smaller tables in files of their own also stay there while the manifest would name fewer
+/// than this many such files; past it, compaction copies them all into a pack (each is one
+/// more file to open, and one more memory mapping when over 64 KiB).
+pub(crate) const SMALL_OWN_FILES_MAX: usize = 1024;
 /// A pack shorter than this, or less than half of it still named, has its named tables
 /// copied into the new pack at compaction, and is then retired.
 pub(crate) const PACK_KEEP_MIN_LEN: u64 = 64 << 20;

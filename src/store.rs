@@ -1,7 +1,9 @@
 //! The writer: one per store directory, guarded by a lock file.
 
 use crate::change::{Batch, List};
-use crate::compact::{build_table, compact_list, packs_to_keep, PackWriter, OWN_FILE_MIN_LEN};
+use crate::compact::{
+    build_table, compact_list, packs_to_keep, PackWriter, OWN_FILE_MIN_LEN, SMALL_OWN_FILES_MAX,
+};
 use crate::entry::{Details, Entry, TableRef, MAX_DESCRIPTION_LEN, MAX_TAGS};
 use crate::error::{Error, Result};
 use crate::extsort::{sort_keys, SortOptions};
@@ -337,7 +339,7 @@ impl Store {
                             }
                             while rx.try_recv().is_ok() {}
                             let started = std::time::Instant::now();
-                            let compacted = worker.compact();
+                            let compacted = worker.compact(Packing::WhenMany);
                             if let Err(e) = &compacted {
                                 *worker.last_background_error.lock() = Some(e.to_string());
                             }
@@ -531,9 +533,11 @@ impl Store {
     }
 
     /// Merges the log into new tables and switches the manifest. Writers wait only while the
-    /// log is rotated and while the new state is published; readers never wait.
+    /// log is rotated and while the new state is published; readers never wait. Every small
+    /// table in a file of its own (a bulk replace's) is copied into a pack (format-spec §5.9);
+    /// automatic compaction leaves them where they are while there are fewer than 1,024.
     pub fn compact(&self) -> Result<CompactionStats> {
-        self.inner.compact()
+        self.inner.compact(Packing::All)
     }
 
     /// The error of the last failed background compaction, if any.
@@ -702,7 +706,7 @@ impl Inner {
             && w.log_bytes as f64 >= self.options.compact_log_ratio * table_bytes as f64
     }
 
-    fn compact(&self) -> Result<CompactionStats> {
+    fn compact(&self, packing: Packing) -> Result<CompactionStats> {
         let _only_one = self.compaction.lock();
         // 1. Rotate the log: new writes go to the next log while tables are built.
         let (snapshot, old_manifest, new_log_number, new_first_seq, old_log_bytes) = {
@@ -747,7 +751,13 @@ impl Inner {
             )
         };
         let (old_log_bytes, old_log_tables, old_log_hashed_tables) = old_log_bytes;
-        let built = self.build_compacted(&snapshot, &old_manifest, new_log_number, new_first_seq);
+        let built = self.build_compacted(
+            &snapshot,
+            &old_manifest,
+            new_log_number,
+            new_first_seq,
+            packing,
+        );
         let (manifest, written) = match built {
             Ok(done) => done,
             Err(e) => {
@@ -884,6 +894,7 @@ impl Inner {
         old: &Manifest,
         log_number: u64,
         log_first_seq: u64,
+        packing: Packing,
     ) -> Result<(Manifest, usize)> {
         let mut segments = Vec::with_capacity(snapshot.segments.len());
         let mut written = Vec::new();
@@ -901,6 +912,22 @@ impl Inner {
                     .filter(|l| l.overlay_is_empty())
                     .filter_map(|l| l.table.as_deref()),
             );
+            // In the background, small tables in files of their own stay there while they are
+            // few: copying them into a pack would rewrite every bulk-loaded byte (most of a
+            // compaction after a bulk load, which delays the membership index) to save
+            // mappings nobody is short of yet. A compaction asked for packs them all.
+            let small_own_files: std::collections::HashSet<u64> = snapshot
+                .segments
+                .values()
+                .flat_map(|s| s.lists.iter())
+                .filter(|l| l.overlay_is_empty())
+                .filter_map(|l| l.table.as_deref())
+                .map(|t| t.table_ref)
+                .filter(|r| r.offset == 0 && r.info.file_len < OWN_FILE_MIN_LEN)
+                .map(|r| r.file_id)
+                .collect();
+            let small_own_stay =
+                packing == Packing::WhenMany && small_own_files.len() < SMALL_OWN_FILES_MAX;
             let mut moved = 0usize;
             for (segment, state) in snapshot.segments.iter() {
                 let mut tables = [None, None];
@@ -911,7 +938,7 @@ impl Inner {
                             Some(t) => {
                                 let r = t.table_ref;
                                 let stays = if r.offset == 0 {
-                                    r.info.file_len >= OWN_FILE_MIN_LEN
+                                    r.info.file_len >= OWN_FILE_MIN_LEN || small_own_stay
                                 } else {
                                     keep.contains(&r.file_id)
                                 };
@@ -1008,6 +1035,16 @@ impl Inner {
         }
         Ok((manifest, tables_written))
     }
+}
+
+/// Which small tables in files of their own a compaction copies into a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packing {
+    /// Every one ([`Store::compact`]).
+    All,
+    /// None while the new manifest would name fewer than [`SMALL_OWN_FILES_MAX`] such files,
+    /// else every one (automatic compaction).
+    WhenMany,
 }
 
 /// Auto-compaction also runs once bulk replaces have left this many small tables in files of

@@ -367,3 +367,87 @@ fn tables_of_a_few_mib_pack_without_padding() {
         );
     }
 }
+
+/// Waits (at most a minute) until `done` holds of the store's files, polling.
+fn wait_for(dir: &Path, what: &str, done: impl Fn(&segstore::StoreStats) -> bool) {
+    let started = std::time::Instant::now();
+    loop {
+        let stats = segstore::stats(dir).unwrap();
+        if done(&stats) {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{what}: not within 60 s: {:?}",
+            stats.files
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Automatic compaction builds the membership index after bulk loads without copying their
+/// tables into a pack while they are few (that copy was most of its time); an explicit
+/// `compact` packs them; and once 1,024 small files would be named, automatic compaction
+/// packs them too.
+#[test]
+fn automatic_compaction_leaves_few_bulk_loaded_files_where_they_are() {
+    let dir = scratch::dir();
+    let auto = Options {
+        poll_interval: None,
+        ..Options::default()
+    };
+    let store = Store::create(dir.path(), auto.clone()).unwrap();
+    const LISTS: usize = 40;
+    for i in 0..LISTS {
+        replace_with(&store, &seg(i), i * 3_000..(i + 1) * 3_000);
+    }
+    let kinds = |stats: &segstore::StoreStats, kind: &str| {
+        stats.files.iter().filter(|f| f.kind == kind).count()
+    };
+    wait_for(dir.path(), "an index over every list", |stats| {
+        kinds(stats, "index") == 1
+            && store
+                .snapshot()
+                .membership(key(LISTS * 3_000 - 1).as_bytes())
+                .unwrap()
+                .get(&seg(LISTS - 1))
+                == Some(true)
+            && segstore::verify(dir.path()).unwrap().is_empty()
+    });
+    drop(store);
+    let reopened = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(
+        table_files(dir.path()),
+        LISTS,
+        "each bulk load still in its own file"
+    );
+    assert_verifies(dir.path());
+    reopened.compact().unwrap();
+    assert_eq!(
+        table_files(dir.path()),
+        1,
+        "an explicit compaction packs them"
+    );
+    assert_verifies(dir.path());
+    drop(reopened);
+
+    // 1,100 more, of one key each: past 1,024 small files, the background packs them.
+    let store = Store::open(dir.path(), auto).unwrap();
+    for i in LISTS..LISTS + 1_100 {
+        replace_with(&store, &seg(i), i * 3_000..i * 3_000 + 1);
+    }
+    wait_for(dir.path(), "the small files packed", |_| {
+        table_files(dir.path()) <= 3
+    });
+    drop(store);
+    assert_verifies(dir.path());
+    let snap = ReadOnlyStore::open(dir.path(), options())
+        .unwrap()
+        .snapshot();
+    for i in (0..LISTS + 1_100).step_by(97) {
+        assert_eq!(
+            snap.check(&seg(i), key(i * 3_000).as_bytes()).unwrap(),
+            Status::Included
+        );
+    }
+}
