@@ -41,8 +41,8 @@ pub struct Options {
     pub poll_interval: Option<Duration>,
     /// Build the membership index at compaction only when at least this many lists are held
     /// in hashed tables (default 8). Below it `membership` probes each list (~0.1–0.5 µs
-    /// apiece), and the index — a second copy of every hashed key plus postings — would
-    /// roughly double the store's size for little gain.
+    /// apiece), about what the index's probe and its confirmation cost (the index takes 2–5
+    /// bytes per (key, list) pair, format-spec §5.8.1).
     pub membership_index_min_lists: usize,
     /// Let a writer repair damage by dropping data (default `false`): today one case, a live
     /// log whose last record is whole but fails its checksum (a flipped bit, not a torn write).
