@@ -686,7 +686,14 @@ pub fn store_image_of(dir: &Path, repair: bool) -> crate::Result<Vec<u8>> {
     } else {
         manifest_bytes
     });
-    let mut ids: Vec<u64> = manifest.tables().map(|t| t.file_id).collect();
+    // Each file once, in order of first mention, as the reader assigns them (the tables of a
+    // pack share one file).
+    let mut ids: Vec<u64> = Vec::new();
+    for t in manifest.tables() {
+        if !ids.contains(&t.file_id) {
+            ids.push(t.file_id);
+        }
+    }
     if let Some(keys) = manifest.index.as_ref().and_then(|i| i.keys.as_ref()) {
         if !ids.contains(&keys.file_id) {
             ids.push(keys.file_id);

@@ -114,6 +114,8 @@ fn options() -> Options {
     Options {
         auto_compact: false,
         poll_interval: None,
+        // So the full store's image carries a membership index (its postings file) too.
+        membership_index_min_lists: 1,
         ..Options::default()
     }
 }

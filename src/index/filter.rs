@@ -632,3 +632,28 @@ fn write_index(
         postings_checksum: checksum,
     })
 }
+
+#[cfg(test)]
+mod codec_tests {
+    use super::*;
+
+    #[test]
+    fn postings_round_trip_at_every_width() {
+        for (max, width) in [
+            (0u32, 1usize),
+            (0xff, 1),
+            (0x100, 2),
+            (0xffff, 2),
+            (0x1_0000, 3),
+            (0xff_ffff, 3),
+            (0x100_0000, 4),
+            (u32::MAX, 4),
+        ] {
+            assert_eq!(posting_width(max), width, "{max:#x}");
+            for p in [0, 1, max / 2, max] {
+                let bytes = p.to_le_bytes();
+                assert_eq!(read_posting(&bytes[..width]), p, "{p:#x} in {width} bytes");
+            }
+        }
+    }
+}
