@@ -541,10 +541,6 @@ pub(crate) fn write_sections_striped(
     Ok(Some(shape))
 }
 
-/// What [`for_each_stripe`] calls with each stripe: its buckets' entry counts, and its
-/// (tag, posting) pairs in entry order.
-type StripeVisitor<'a> = dyn FnMut(&[u64], &[(u8, u32)]) -> Result<()> + 'a;
-
 /// Goes over the entries of `lists` one stripe of 2^`stripe_bits` buckets at a time (all of
 /// them when there are fewer), calling `each` with the stripe's entry count of every bucket
 /// and its (tag, posting) pairs in bucket order (within a bucket, in `lists` order, then key
@@ -553,7 +549,7 @@ fn for_each_stripe(
     lists: &[(u32, List, Arc<LoadedTable>)],
     bits: u32,
     stripe_bits: u32,
-    each: &mut StripeVisitor<'_>,
+    each: &mut dyn FnMut(&[u64], &[(u8, u32)]) -> Result<()>,
 ) -> Result<()> {
     let mut codes: Vec<Peekable<_>> = lists
         .iter()
