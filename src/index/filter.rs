@@ -7,18 +7,15 @@
 //! keeps the index at 4–6 bytes per (key, list) pair where a keyed index took ~45.
 //!
 //! Layout (little endian):
-//! `header (32) | tags: u8 × E | postings: width bytes × E | bucket starts within their
+//! `header (32) | entries: (tag u8, posting: width bytes) × E | bucket starts within their
 //! group: u16 or u32 × (2^bits + 1) | group starts: u64 × (groups + 1) | block sums | bits u32 |
 //! width u8 | delta width u8 | 0 u16 | E u64 | block shift u32 | 0 u32 | meta hash (8) |
 //! xxh3_64 (8) of every byte before it`. A group is 256 buckets: the offsets take ~2 bytes a
-//! bucket, small enough to stay in cache, where one `u64` a bucket would not. The tags are a
-//! section of their own, a third of the entries' bytes, so a key in no list reads one byte an
-//! entry of its bucket (a miss read 3 bytes an entry when tags and postings alternated).
+//! bucket, small enough to stay in cache, where one `u64` a bucket would not.
 //!
 //! Buckets follow the codes' order, and every table's codes are sorted, so the writer builds
 //! the entries one stripe of buckets at a time, taking from each table the run of codes that
-//! falls in the stripe: no merge, no sort, and memory bounded by a stripe. It goes over the
-//! tables twice, once for the tags and once for the postings.
+//! falls in the stripe: no merge, no sort, and memory bounded by a stripe.
 
 use super::{hashed_codes, meta_hash, posting, unposting, IndexRef, HEADER_LEN, POSTINGS_MAGIC};
 use crate::change::List;
@@ -85,17 +82,19 @@ pub(crate) struct Shape {
     pub(crate) delta_width: usize,
 }
 
-/// Where a filter index's sections start (the tags at [`HEADER_LEN`]), and where the bytes
-/// the sums cover end.
+/// Where a filter index's sections start, and where the bytes the sums cover end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Sections {
-    postings: usize,
     deltas: usize,
     groups: usize,
     covered: usize,
 }
 
 impl Shape {
+    fn record_len(self) -> usize {
+        1 + self.width
+    }
+
     /// The number of groups of buckets.
     fn group_count(self) -> u64 {
         1u64 << self.bits.saturating_sub(GROUP_BITS)
@@ -104,14 +103,12 @@ impl Shape {
     /// The sections' offsets, if the sizes fit in this platform's address space.
     fn sections(self) -> Option<Sections> {
         let entries = usize::try_from(self.entries).ok()?;
-        let postings = HEADER_LEN.checked_add(entries)?;
-        let deltas = postings.checked_add(entries.checked_mul(self.width)?)?;
+        let deltas = HEADER_LEN.checked_add(entries.checked_mul(self.record_len())?)?;
         let buckets = 1usize.checked_shl(self.bits)?.checked_add(1)?;
         let groups = deltas.checked_add(buckets.checked_mul(self.delta_width)?)?;
         let group_count = usize::try_from(self.group_count()).ok()?.checked_add(1)?;
         let covered = groups.checked_add(group_count.checked_mul(8)?)?;
         Some(Sections {
-            postings,
             deltas,
             groups,
             covered,
@@ -235,32 +232,30 @@ impl FilterIndex {
             return Ok(());
         };
         let bytes = self.postings.bytes();
-        let (Ok(start), Ok(end)) = (usize::try_from(start), usize::try_from(end)) else {
+        let record = self.shape.record_len();
+        let range = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(end).ok())
+            .and_then(|(s, e)| {
+                let lo = HEADER_LEN.checked_add(s.checked_mul(record)?)?;
+                Some(lo..HEADER_LEN.checked_add(e.checked_mul(record)?)?)
+            });
+        let Some(range) = range else {
             return Ok(());
         };
-        let tags = HEADER_LEN.saturating_add(start)..HEADER_LEN.saturating_add(end);
         if let Some(blocks) = &self.blocks {
-            blocks.ensure(&self.postings, tags.clone())?;
+            blocks.ensure(&self.postings, range.clone())?;
         }
-        let Some(tags) = bytes.get(tags) else {
+        let Some(entries) = bytes.get(range) else {
             return Ok(());
         };
         let want = tag(code);
-        let width = self.shape.width;
         let mut last = None;
-        for (i, _) in tags.iter().enumerate().filter(|(_, t)| **t == want) {
-            let at = start
-                .checked_add(i)
-                .and_then(|e| e.checked_mul(width))
-                .and_then(|o| self.sections.postings.checked_add(o));
-            let Some(at) = at else {
+        for entry in entries.chunks_exact(record) {
+            if entry.first() != Some(&want) {
                 continue;
-            };
-            let posting = at..at.saturating_add(width);
-            if let Some(blocks) = &self.blocks {
-                blocks.ensure(&self.postings, posting.clone())?;
             }
-            let p = read_posting(bytes.get(posting).unwrap_or_default());
+            let p = read_posting(entry.get(1..).unwrap_or_default());
             // Entries of one list are adjacent in a bucket: report a list once.
             if last != Some(p) {
                 last = Some(p);
@@ -347,11 +342,11 @@ impl FilterIndex {
                 "the bucket offsets do not run from 0 to the entry count",
             ));
         }
-        let postings = bytes
-            .get(self.sections.postings..self.sections.deltas)
+        let entries = bytes
+            .get(HEADER_LEN..self.sections.deltas)
             .unwrap_or_default();
-        for (i, posting) in postings.chunks_exact(self.shape.width).enumerate() {
-            let (ordinal, _) = unposting(read_posting(posting));
+        for (i, entry) in entries.chunks_exact(self.shape.record_len()).enumerate() {
+            let (ordinal, _) = unposting(read_posting(entry.get(1..).unwrap_or_default()));
             if ordinal as usize >= segments {
                 return Err(Error::corrupt(
                     &self.path,
@@ -398,18 +393,11 @@ impl FilterIndex {
                 &self.path,
                 "the index's shape does not match the tables' keys",
             )),
-            Some(byte) if byte < self.sections.postings => Err(Error::corrupt(
-                &self.path,
-                format!(
-                    "the tag of entry {} does not match the tables' keys",
-                    byte.saturating_sub(HEADER_LEN)
-                ),
-            )),
             Some(byte) if byte < self.sections.deltas => Err(Error::corrupt(
                 &self.path,
                 format!(
-                    "the posting of entry {} does not match the tables' keys",
-                    (byte - self.sections.postings) / self.shape.width
+                    "entry {} does not match the tables' keys",
+                    (byte.saturating_sub(HEADER_LEN)) / self.shape.record_len()
                 ),
             )),
             Some(_) => Err(Error::corrupt(
@@ -476,33 +464,70 @@ pub(crate) fn write_sections_striped(
     header[16..32].copy_from_slice(store_id);
     out(&header)?;
 
+    let mut codes: Vec<Peekable<_>> = lists
+        .iter()
+        .map(|(_, _, t)| hashed_codes(t).map(Iterator::peekable))
+        .collect::<Result<_>>()?;
+    let stripe_bits = shape.bits.min(stripe_bits);
+    let stripe_buckets = 1usize << stripe_bits;
     let mut offsets: Vec<u64> = Vec::new();
     offsets
         .try_reserve_exact((1usize << shape.bits) + 1)
         .map_err(|_| too_large())?;
-    // The tags, stripe by stripe (with the buckets' starts), then the postings in the same
-    // order: two passes over the tables, so neither section is held whole.
-    let mut piece: Vec<u8> = Vec::new();
+    let mut counts = vec![0u64; stripe_buckets];
+    // (bucket within the stripe, tag, posting) of the stripe's entries, in table order.
+    let mut gathered: Vec<(u32, u8, u32)> = Vec::new();
+    let mut records: Vec<u8> = Vec::new();
+    let record = shape.record_len();
     let mut written = 0u64;
-    for_each_stripe(lists, shape.bits, stripe_bits, &mut |counts, sorted| {
-        for c in counts {
-            offsets.push(written);
-            written += c;
+    for stripe in 0..1u64 << (shape.bits - stripe_bits) {
+        let first = stripe << stripe_bits;
+        let end = first + stripe_buckets as u64;
+        gathered.clear();
+        counts.fill(0);
+        for ((ordinal, list, table), codes) in lists.iter().zip(&mut codes) {
+            let p = posting(*ordinal, *list);
+            while let Some(code) = codes.next_if(|c| bucket(c, shape.bits) < end) {
+                let local = bucket(code, shape.bits)
+                    .checked_sub(first)
+                    .and_then(|l| u32::try_from(l).ok())
+                    .ok_or_else(|| {
+                        Error::corrupt(table.table.path(), "hashed codes out of order")
+                    })?;
+                if let Some(c) = counts.get_mut(local as usize) {
+                    *c += 1;
+                }
+                gathered.push((local, tag(code), p));
+            }
         }
-        piece.clear();
-        piece.extend(sorted.iter().map(|&(t, _)| t));
-        out(&piece)
-    })?;
-    let mut second = 0u64;
-    for_each_stripe(lists, shape.bits, stripe_bits, &mut |_, sorted| {
-        piece.clear();
-        for &(_, p) in sorted {
-            piece.extend_from_slice(&p.to_le_bytes()[..shape.width]);
+        // Counting sort by bucket; entries of a bucket keep the tables' order.
+        let mut next = Vec::with_capacity(stripe_buckets);
+        let mut at = 0u64;
+        for c in &counts {
+            offsets.push(written + at);
+            next.push(at);
+            at += c;
         }
-        second += sorted.len() as u64;
-        out(&piece)
-    })?;
-    if written != entries || second != entries {
+        records.clear();
+        records.resize(gathered.len() * record, 0);
+        for &(local, t, p) in &gathered {
+            let Some(slot) = next.get_mut(local as usize) else {
+                continue;
+            };
+            let i = usize::try_from(*slot).unwrap_or(usize::MAX);
+            *slot += 1;
+            if let Some(r) = i
+                .checked_mul(record)
+                .and_then(|s| records.get_mut(s..s + record))
+            {
+                r[0] = t;
+                r[1..].copy_from_slice(&p.to_le_bytes()[..shape.width]);
+            }
+        }
+        out(&records)?;
+        written += gathered.len() as u64;
+    }
+    if written != entries || codes.iter_mut().any(|c| c.peek().is_some()) {
         return Err(Error::InvalidArgument {
             what: "membership index",
             detail: format!("the tables yielded {written} keys where they count {entries}"),
@@ -524,6 +549,7 @@ pub(crate) fn write_sections_striped(
     };
     let widest = (0..offsets.len()).map(delta).max().unwrap_or(0);
     shape.delta_width = if widest <= u64::from(u16::MAX) { 2 } else { 4 };
+    let mut piece = Vec::with_capacity(64 << 10);
     for first in (0..offsets.len()).step_by(16 << 10) {
         piece.clear();
         for i in first..offsets.len().min(first + (16 << 10)) {
@@ -539,75 +565,6 @@ pub(crate) fn write_sections_striped(
         out(&piece)?;
     }
     Ok(Some(shape))
-}
-
-/// Goes over the entries of `lists` one stripe of 2^`stripe_bits` buckets at a time (all of
-/// them when there are fewer), calling `each` with the stripe's entry count of every bucket
-/// and its (tag, posting) pairs in bucket order (within a bucket, in `lists` order, then key
-/// order). Each table's codes are sorted, so a stripe takes the next run of codes of each.
-fn for_each_stripe(
-    lists: &[(u32, List, Arc<LoadedTable>)],
-    bits: u32,
-    stripe_bits: u32,
-    each: &mut dyn FnMut(&[u64], &[(u8, u32)]) -> Result<()>,
-) -> Result<()> {
-    let mut codes: Vec<Peekable<_>> = lists
-        .iter()
-        .map(|(_, _, t)| hashed_codes(t).map(Iterator::peekable))
-        .collect::<Result<_>>()?;
-    let stripe_bits = bits.min(stripe_bits);
-    let stripe_buckets = 1usize << stripe_bits;
-    let mut counts = vec![0u64; stripe_buckets];
-    // (bucket within the stripe, tag, posting) of the stripe's entries, in table order.
-    let mut gathered: Vec<(u32, u8, u32)> = Vec::new();
-    let mut sorted: Vec<(u8, u32)> = Vec::new();
-    let mut next: Vec<usize> = Vec::with_capacity(stripe_buckets);
-    for stripe in 0..1u64 << (bits - stripe_bits) {
-        let first = stripe << stripe_bits;
-        let end = first + stripe_buckets as u64;
-        gathered.clear();
-        counts.fill(0);
-        for ((ordinal, list, table), codes) in lists.iter().zip(&mut codes) {
-            let p = posting(*ordinal, *list);
-            while let Some(code) = codes.next_if(|c| bucket(c, bits) < end) {
-                let local = bucket(code, bits)
-                    .checked_sub(first)
-                    .and_then(|l| u32::try_from(l).ok())
-                    .ok_or_else(|| {
-                        Error::corrupt(table.table.path(), "hashed codes out of order")
-                    })?;
-                if let Some(c) = counts.get_mut(local as usize) {
-                    *c += 1;
-                }
-                gathered.push((local, tag(code), p));
-            }
-        }
-        // Counting sort by bucket; entries of a bucket keep the tables' order.
-        next.clear();
-        let mut at = 0usize;
-        for &c in &counts {
-            next.push(at);
-            at += c as usize;
-        }
-        sorted.clear();
-        sorted.resize(gathered.len(), (0, 0));
-        for &(local, t, p) in &gathered {
-            if let Some(slot) = next.get_mut(local as usize) {
-                if let Some(entry) = sorted.get_mut(*slot) {
-                    *entry = (t, p);
-                }
-                *slot += 1;
-            }
-        }
-        each(&counts, &sorted)?;
-    }
-    if codes.iter_mut().any(|c| c.peek().is_some()) {
-        return Err(Error::InvalidArgument {
-            what: "membership index",
-            detail: "a table yielded codes beyond the last bucket".into(),
-        });
-    }
-    Ok(())
 }
 
 /// Builds the filter index over `lists` — (segment ordinal, list, hashed table) — into
