@@ -10,8 +10,8 @@
 //! about 18 of them, each behind a pointer.
 
 use imbl::OrdMap;
+use rustc_hash::FxHashMap;
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::iter::Peekable;
 use std::sync::Arc;
 
@@ -19,14 +19,16 @@ use std::sync::Arc;
 #[derive(Debug)]
 struct Base<V> {
     sorted: Vec<(Arc<str>, Arc<V>)>,
-    position: HashMap<Arc<str>, usize>,
+    /// Fx hashing: refs are short strings the store itself holds, and a SipHash of each of
+    /// 100,000 refs was a fifth of an open.
+    position: FxHashMap<Arc<str>, usize>,
 }
 
 impl<V> Default for Base<V> {
     fn default() -> Self {
         Base {
             sorted: Vec::new(),
-            position: HashMap::new(),
+            position: FxHashMap::default(),
         }
     }
 }
@@ -60,11 +62,13 @@ impl<V: Clone> SegmentMap<V> {
             segments.sort_by(|a, b| a.0.cmp(&b.0));
             segments.dedup_by(|later, first| later.0 == first.0);
         }
-        let position = segments
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _))| (name.clone(), i))
-            .collect();
+        let mut position = FxHashMap::with_capacity_and_hasher(segments.len(), Default::default());
+        position.extend(
+            segments
+                .iter()
+                .enumerate()
+                .map(|(i, (name, _))| (name.clone(), i)),
+        );
         let len = segments.len();
         SegmentMap {
             base: Arc::new(Base {
