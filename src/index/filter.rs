@@ -4,7 +4,7 @@
 //! reads its bucket's entries, keeps those whose tag is the key's, and the caller confirms
 //! each such list in the list's own table. That costs one table probe per list that holds the
 //! key (and one for each tag that matches by chance, about one lookup in twenty), and it
-//! keeps the index at 4–6 bytes per (key, list) pair where a keyed index took ~45.
+//! keeps the index at 2.2–5.3 bytes per (key, list) pair where a keyed index took ~45.
 //!
 //! Layout (little endian):
 //! `header (32) | entries: (tag u8, posting: width bytes) × E | bucket starts within their
@@ -35,8 +35,8 @@ use std::sync::Arc;
 /// The postings version of a filter index.
 pub(crate) const VERSION: u32 = 3;
 const FOOTER_LEN: usize = 40;
-/// Buckets hold 8 to 16 entries on average: 0.5–1 byte of offsets per entry, and a false tag
-/// match in 3–6% of lookups.
+/// Buckets hold 8 to 16 entries on average: 0.13–0.25 byte of bucket starts per entry, and a
+/// false tag match in 3–6% of lookups.
 const MIN_BUCKET_FILL: u64 = 8;
 /// log2 of the buckets the writer fills at once (1–2M entries held in memory).
 pub(crate) const STRIPE_BITS: u32 = 17;
