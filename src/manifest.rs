@@ -179,20 +179,21 @@ impl Manifest {
         let cursor = d.str(MAX_NAME_LEN).map_err(corrupt)?.to_owned();
         let count = d.u32().map_err(corrupt)? as usize;
         let mut segments = Vec::with_capacity(count.min(d.remaining() / 16));
-        let mut previous: Option<String> = None;
         for _ in 0..count {
-            let segment = d.str(MAX_NAME_LEN).map_err(corrupt)?.to_owned();
-            if previous.as_ref().is_some_and(|p| *p >= segment) {
+            let segment = d.str(MAX_NAME_LEN).map_err(corrupt)?;
+            // Against the record before (no copy of each ref kept aside).
+            let previous = segments.last().map(|r: &SegmentRecord| r.segment.as_str());
+            if previous.is_some_and(|p| p >= segment) {
                 return Err(Error::corrupt(
                     path,
                     format!("segment {segment:?} is out of order or repeated"),
                 ));
             }
+            let segment = segment.to_owned();
             let kind = d.str(MAX_NAME_LEN).map_err(corrupt)?.to_owned();
             let details = decode_details(&mut d).map_err(corrupt)?;
             let included = decode_opt_table(&mut d).map_err(corrupt)?;
             let excluded = decode_opt_table(&mut d).map_err(corrupt)?;
-            previous = Some(segment.clone());
             segments.push(SegmentRecord {
                 segment,
                 kind,
@@ -341,6 +342,36 @@ mod tests {
     fn round_trip() {
         let m = sample();
         assert_eq!(Manifest::decode(&m.encode(), Path::new("M")).unwrap(), m);
+    }
+
+    /// Segment records must be in strictly increasing ref order (M1): a repeated or
+    /// out-of-order ref is rejected, checksum and all else intact. And both index kinds round
+    /// trip.
+    #[test]
+    fn refs_out_of_order_or_repeated_are_rejected_and_both_index_kinds_round_trip() {
+        for refs in [["b.g1", "a.g1"], ["a.g1", "a.g1"]] {
+            let mut m = sample();
+            for (record, r) in m.segments.iter_mut().zip(refs) {
+                record.segment = r.into();
+            }
+            let err = Manifest::decode(&m.encode(), Path::new("M")).unwrap_err();
+            assert!(
+                err.to_string().contains("out of order or repeated"),
+                "{refs:?}: {err}"
+            );
+        }
+        let table = sample().segments[0].tables[1];
+        for keys in [None, table] {
+            let mut m = sample();
+            m.index = Some(IndexRef {
+                keys,
+                postings_id: 9,
+                entry_count: 3,
+                postings_len: 400,
+                postings_checksum: 7,
+            });
+            assert_eq!(Manifest::decode(&m.encode(), Path::new("M")).unwrap(), m);
+        }
     }
 
     #[test]
