@@ -17,7 +17,10 @@
 //! the entries one stripe of buckets at a time, taking from each table the run of codes that
 //! falls in the stripe: no merge, no sort, and memory bounded by a stripe.
 
-use super::{hashed_codes, meta_hash, posting, unposting, IndexRef, HEADER_LEN, POSTINGS_MAGIC};
+use super::{
+    check_postings, hashed_codes, meta_hash, posting, unposting, IndexRef, HEADER_LEN,
+    POSTINGS_MAGIC,
+};
 use crate::change::List;
 use crate::error::{Error, Result};
 use crate::io::Io;
@@ -185,30 +188,7 @@ impl FilterIndex {
             ));
         }
         let whole = verification == Verification::Checksum || map.in_memory();
-        if whole {
-            let body = bytes.get(..bytes.len() - 8).unwrap_or_default();
-            let found = xxhash_rust::xxh3::xxh3_64(body);
-            let stored = read_u64(bytes, bytes.len() - 8).unwrap_or(0);
-            if found != stored || found != index.postings_checksum {
-                return Err(Error::ChecksumMismatch {
-                    path,
-                    expected: index.postings_checksum,
-                    found,
-                });
-            }
-        } else {
-            let stored = read_u64(bytes, bytes.len() - 16).unwrap_or(0);
-            let found = meta_hash(
-                bytes.get(..HEADER_LEN).unwrap_or_default(),
-                bytes.get(covered..bytes.len() - 16).unwrap_or_default(),
-            );
-            if found != stored {
-                return Err(corrupt(format!(
-                    "header/trailer hash mismatch: stored {stored:#x}, computed {found:#x}"
-                )));
-            }
-        }
-        let blocks = (!whole).then(|| BlockCheck::new(0, covered, shift, covered));
+        let blocks = check_postings(bytes, &path, index, whole, covered, shift)?;
         // Lookups read a few bytes at random: no read-ahead from here on.
         map.advise_random();
         Ok(FilterIndex {

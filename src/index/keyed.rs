@@ -10,7 +10,7 @@
 //! meta hash (8) | xxh3_64 (8) of every byte before it`. Version 1 has no block sums and ends
 //! `key_count | entry_count | xxh3_64`.
 
-use super::{hashed_codes, meta_hash, posting, IndexRef, HEADER_LEN};
+use super::{check_postings, hashed_codes, posting, IndexRef, HEADER_LEN};
 use crate::change::List;
 use crate::error::{Error, Result};
 use crate::snapshot::LoadedTable;
@@ -98,30 +98,7 @@ impl KeyedIndex {
         let sums_start = to_usize(sums_start)?;
         // Version 1 has no block sums: checked whole at either level.
         let whole = verification == Verification::Checksum || version == 1 || map.in_memory();
-        if whole {
-            let body = bytes.get(..bytes.len() - 8).unwrap_or_default();
-            let found = xxhash_rust::xxh3::xxh3_64(body);
-            let stored = read_u64(bytes, bytes.len() - 8).unwrap_or(0);
-            if found != stored || found != index.postings_checksum {
-                return Err(Error::ChecksumMismatch {
-                    path,
-                    expected: index.postings_checksum,
-                    found,
-                });
-            }
-        } else {
-            let stored = read_u64(bytes, bytes.len() - 16).unwrap_or(0);
-            let found = meta_hash(
-                bytes.get(..HEADER_LEN).unwrap_or_default(),
-                bytes.get(sums_start..bytes.len() - 16).unwrap_or_default(),
-            );
-            if found != stored {
-                return Err(corrupt(format!(
-                    "header/trailer hash mismatch: stored {stored:#x}, computed {found:#x}"
-                )));
-            }
-        }
-        let blocks = (!whole).then(|| BlockCheck::new(0, sums_start, shift, sums_start));
+        let blocks = check_postings(bytes, &path, index, whole, sums_start, shift)?;
         // Lookups read a few bytes at random: no read-ahead from here on. (The checksum pass
         // above ran with the default advice, like a table's: see `table::ADVICE_SCAN`.)
         map.advise_random();
@@ -455,7 +432,7 @@ fn write_index(
     trailer.extend_from_slice(&entries.to_le_bytes());
     trailer.extend_from_slice(&WRITE_BLOCK_SHIFT.to_le_bytes());
     trailer.extend_from_slice(&0u32.to_le_bytes());
-    let meta = meta_hash(&header, &trailer);
+    let meta = super::meta_hash(&header, &trailer);
     trailer.extend_from_slice(&meta.to_le_bytes());
     out.write_all(&trailer).map_err(pio)?;
     let len = out.written() + 8;

@@ -20,7 +20,9 @@ use crate::error::{Error, Result};
 use crate::io::{Io, IoOp};
 use crate::snapshot::LoadedTable;
 use crate::table::code::Code;
-use crate::table::{read_u32, TableCodes, TableFile, TableKind, Verification};
+use crate::table::{
+    read_u32, read_u64, BlockCheck, TableCodes, TableFile, TableKind, Verification,
+};
 use filter::FilterIndex;
 use keyed::KeyedIndex;
 use std::path::Path;
@@ -201,6 +203,48 @@ impl MembershipIndex {
             MembershipIndex::Keyed(k) => k.check_against(lists),
         }
     }
+}
+
+/// The postings file's own checks once its sections add up: with `whole`, the whole-file
+/// xxh3-64 against its trailer and the manifest; else the meta hash over the header and bytes
+/// `covered ..` (sums and trailer), after which a lookup checks each 2^`shift` block of bytes
+/// `0 .. covered` on first touch (the returned [`BlockCheck`]).
+fn check_postings(
+    bytes: &[u8],
+    path: &Path,
+    index: &IndexRef,
+    whole: bool,
+    covered: usize,
+    shift: u32,
+) -> Result<Option<BlockCheck>> {
+    if whole {
+        let body = bytes
+            .get(..bytes.len().saturating_sub(8))
+            .unwrap_or_default();
+        let found = xxhash_rust::xxh3::xxh3_64(body);
+        let stored = read_u64(bytes, bytes.len().saturating_sub(8)).unwrap_or(0);
+        if found != stored || found != index.postings_checksum {
+            return Err(Error::ChecksumMismatch {
+                path: path.to_owned(),
+                expected: index.postings_checksum,
+                found,
+            });
+        }
+        return Ok(None);
+    }
+    let trailer_end = bytes.len().saturating_sub(16);
+    let stored = read_u64(bytes, trailer_end).unwrap_or(0);
+    let found = meta_hash(
+        bytes.get(..HEADER_LEN).unwrap_or_default(),
+        bytes.get(covered..trailer_end).unwrap_or_default(),
+    );
+    if found != stored {
+        return Err(Error::corrupt(
+            path,
+            format!("header/trailer hash mismatch: stored {stored:#x}, computed {found:#x}"),
+        ));
+    }
+    Ok(Some(BlockCheck::new(0, covered, shift, covered)))
 }
 
 /// The checks every postings file passes before its version's own: the length the manifest
