@@ -1,5 +1,6 @@
 //! What a write says: changes to segments, grouped into atomic batches.
 
+use crate::keys::Keys;
 use serde::{Deserialize, Serialize};
 
 /// One of a segment's two key lists.
@@ -38,9 +39,9 @@ impl List {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListChange {
     /// Keys to add.
-    pub add: Vec<Vec<u8>>,
+    pub add: Keys,
     /// Keys to remove.
-    pub remove: Vec<Vec<u8>>,
+    pub remove: Keys,
 }
 
 impl ListChange {
@@ -140,7 +141,7 @@ impl Batch {
     /// Adds `key` to `list` of `segment`. Calls apply in the order made: an add after a
     /// remove in the same list starts a new change, since within one change removes apply
     /// after adds.
-    pub fn add(mut self, segment: &str, list: List, key: impl Into<Vec<u8>>) -> Self {
+    pub fn add(mut self, segment: &str, list: List, key: impl AsRef<[u8]>) -> Self {
         let after_remove = self
             .changes
             .last()
@@ -148,16 +149,13 @@ impl Batch {
         if after_remove {
             self.changes.push(SegmentChange::new(segment));
         }
-        self.change_for(segment).list_mut(list).add.push(key.into());
+        self.change_for(segment).list_mut(list).add.push(key);
         self
     }
 
     /// Removes `key` from `list` of `segment`.
-    pub fn remove(mut self, segment: &str, list: List, key: impl Into<Vec<u8>>) -> Self {
-        self.change_for(segment)
-            .list_mut(list)
-            .remove
-            .push(key.into());
+    pub fn remove(mut self, segment: &str, list: List, key: impl AsRef<[u8]>) -> Self {
+        self.change_for(segment).list_mut(list).remove.push(key);
         self
     }
 

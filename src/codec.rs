@@ -22,16 +22,56 @@ impl fmt::Display for DecodeError {
     }
 }
 
+/// Slices at least this long are kept by reference by a [`gathering`](Encoder::gathering)
+/// encoder rather than copied.
+pub const GATHER_MIN: usize = 64 * 1024;
+
+/// A [`gathering`](Encoder::gathering) encoder's output: its buffer, and the slices it kept
+/// by reference with where each goes.
+#[derive(Debug)]
+pub struct Gathered<'a> {
+    buf: Vec<u8>,
+    shared: Vec<(usize, &'a [u8])>,
+}
+
+impl<'a> Gathered<'a> {
+    /// Appends raw bytes at the end.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Total length.
+    pub fn len(&self) -> usize {
+        self.buf.len() + self.shared.iter().map(|(_, s)| s.len()).sum::<usize>()
+    }
+
+    /// The output's pieces in order; none is empty.
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut from = 0;
+        let cut = self.shared.iter().flat_map(move |&(at, slice)| {
+            let copied = self.buf.get(from..at).unwrap_or_default();
+            from = at;
+            [copied, slice]
+        });
+        let last = self.shared.last().map_or(0, |&(at, _)| at);
+        cut.chain([self.buf.get(last..).unwrap_or_default()])
+            .filter(|piece| !piece.is_empty())
+    }
+}
+
 /// Appends fixed-width little-endian values to a buffer.
 #[derive(Debug, Default)]
-pub struct Encoder {
+pub struct Encoder<'a> {
     buf: Vec<u8>,
     /// Counting only: nothing is kept, `counted` says how much would have been written.
     counting: bool,
     counted: usize,
+    /// Gathering: the large slices given to [`shared`](Encoder::shared), each with the
+    /// position in `buf` it follows; `None` for an encoder that copies everything.
+    gathered: Option<Vec<(usize, &'a [u8])>>,
 }
 
-impl Encoder {
+impl<'a> Encoder<'a> {
     /// An empty encoder.
     pub fn new() -> Self {
         Encoder::default()
@@ -55,12 +95,40 @@ impl Encoder {
         }
     }
 
+    /// An encoder that copies small values into its buffer and keeps slices of
+    /// [`GATHER_MIN`] bytes or more given to [`shared`](Encoder::shared) by reference: the
+    /// output is [`into_pieces`](Encoder::into_pieces), written out without being assembled.
+    pub fn gathering() -> Self {
+        Encoder {
+            gathered: Some(Vec::new()),
+            ..Encoder::default()
+        }
+    }
+
     /// Bytes written (or counted) so far.
     pub fn len(&self) -> usize {
         if self.counting {
             self.counted
         } else {
-            self.buf.len()
+            let shared: usize = self.gathered.iter().flatten().map(|(_, s)| s.len()).sum();
+            self.buf.len() + shared
+        }
+    }
+
+    /// Writes raw bytes that outlive the encoder: a gathering encoder keeps a large slice by
+    /// reference, any other encoder copies it as [`raw`](Encoder::raw) does.
+    pub fn shared(&mut self, bytes: &'a [u8]) {
+        match &mut self.gathered {
+            Some(gathered) if bytes.len() >= GATHER_MIN => gathered.push((self.buf.len(), bytes)),
+            _ => self.raw(bytes),
+        }
+    }
+
+    /// The output: the buffer and the shared slices, in order.
+    pub fn into_gathered(self) -> Gathered<'a> {
+        Gathered {
+            buf: self.buf,
+            shared: self.gathered.unwrap_or_default(),
         }
     }
 
@@ -162,6 +230,11 @@ impl<'a> Decoder<'a> {
             offset: self.pos,
             detail: detail.into(),
         }
+    }
+
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
     }
 
     /// Reads `n` raw bytes.

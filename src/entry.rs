@@ -6,6 +6,7 @@
 use crate::change::{List, ListChange, SegmentChange};
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::key::{MAX_KEY_LEN, MAX_NAME_LEN};
+use crate::keys::{Keys, WireError};
 use crate::table::{TableInfo, TableKind};
 
 /// Longest description accepted, in bytes.
@@ -103,8 +104,9 @@ impl Entry {
         e.into_bytes()
     }
 
-    /// Writes the entry's encoding to `e` (a counting encoder measures it).
-    pub fn encode_into(&self, e: &mut Encoder) {
+    /// Writes the entry's encoding to `e` (a counting encoder measures it; a gathering one
+    /// refers to large key arrays rather than copy them).
+    pub fn encode_into<'a>(&'a self, e: &mut Encoder<'a>) {
         match self {
             Entry::Write {
                 changes,
@@ -219,25 +221,34 @@ fn len_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn encode_keys(e: &mut Encoder, keys: &[Vec<u8>]) {
+fn encode_keys<'a>(e: &mut Encoder<'a>, keys: &'a Keys) {
     e.u32(len_u32(keys.len()));
-    for key in keys {
-        e.bytes(key);
+    for block in keys.blocks() {
+        e.shared(block);
     }
 }
 
-fn decode_keys(d: &mut Decoder<'_>) -> Result<Vec<Vec<u8>>, DecodeError> {
+fn decode_keys(d: &mut Decoder<'_>) -> Result<Keys, DecodeError> {
     let count = d.u32()? as usize;
-    // Each key takes at least 5 bytes; never reserve more than the bytes left could hold.
-    let mut keys = Vec::with_capacity(count.min(d.remaining() / 5));
-    for _ in 0..count {
-        let key = d.bytes(MAX_KEY_LEN)?;
-        if key.is_empty() {
-            return Err(d.error("empty key"));
+    let start = d.position();
+    match Keys::from_wire(d.rest(), count, MAX_KEY_LEN) {
+        Ok((keys, used)) => {
+            d.raw(used)?;
+            Ok(keys)
         }
-        keys.push(key.to_vec());
+        Err(WireError::Truncated { index, at }) => Err(DecodeError {
+            offset: start + at,
+            detail: format!("key {index} of {count} runs past the end"),
+        }),
+        Err(WireError::BadLength { at, len: 0, .. }) => Err(DecodeError {
+            offset: start + at,
+            detail: "empty key".into(),
+        }),
+        Err(WireError::BadLength { index, at, len }) => Err(DecodeError {
+            offset: start + at,
+            detail: format!("key {index} is {len} bytes, the limit is {MAX_KEY_LEN}"),
+        }),
     }
-    Ok(keys)
 }
 
 /// Encodes details (shared with the manifest).
@@ -339,8 +350,8 @@ mod tests {
     fn samples() -> Vec<Entry> {
         let mut change = SegmentChange::new("beta.g1");
         change.kind = Some("org".into());
-        change.included.add = vec![b"a".to_vec(), b"b".to_vec()];
-        change.excluded.remove = vec![b"z".to_vec()];
+        change.included.add = ["a", "b"].into_iter().collect();
+        change.excluded.remove = ["z"].into_iter().collect();
         vec![
             Entry::Write {
                 changes: vec![change, SegmentChange::new("other.g2")],

@@ -945,7 +945,7 @@ fn check_parsed(format: &Format, line: &str, hash_keys: bool) {
     let Ok(parsed) = parse_line(format, line, hash_keys) else {
         return;
     };
-    let check_keys = |keys: &[Vec<u8>], hashed: bool| {
+    let check_keys = |keys: &crate::Keys, hashed: bool| {
         for key in keys {
             assert!(validate_key(key).is_ok(), "parsed an invalid key");
             if hashed {

@@ -17,6 +17,7 @@ pub mod table;
 pub use change::{Batch, List, ListChange, Patch, SegmentChange};
 pub use error::{Error, Result};
 pub use key::{context_hash, validate_key, MAX_KEY_LEN};
+pub use keys::{Keys, KeysIter};
 
 mod codec;
 mod compact;
@@ -25,6 +26,7 @@ mod files;
 mod fsutil;
 mod index;
 pub mod io;
+mod keys;
 mod log;
 mod manifest;
 mod options;

@@ -3,7 +3,7 @@
 //! Layout (see `format-spec.md`, "Log files"): a 56-byte header, then records of
 //! `len u32 | seq u64 | header_crc u32 | payload (len bytes) | payload_crc u32`.
 
-use crate::codec::{Decoder, Encoder};
+use crate::codec::{Decoder, Encoder, Gathered};
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::fsutil::sync_dir;
@@ -316,9 +316,10 @@ fn scan(bytes: &[u8], start: u64, next_seq: u64, path: &Path, repair: bool) -> R
     Ok(scan)
 }
 
-/// Encodes `entry` as record `seq`, framed, in one allocation of the record's size (a batch
-/// of millions of keys is not copied from a payload buffer into a record buffer).
-pub fn encode_entry_record(seq: u64, entry: &Entry) -> Result<Vec<u8>> {
+/// Frames `entry` as record `seq`. Its large key arrays are not copied: the record's pieces
+/// refer to them where they are, and [`LogWriter::append_pieces`] writes them in order, so a
+/// write of millions of keys holds them once, not again as a record.
+pub fn frame_entry(seq: u64, entry: &Entry) -> Result<Gathered<'_>> {
     let mut counter = Encoder::counting();
     entry.encode_into(&mut counter);
     let len = counter.len();
@@ -328,16 +329,25 @@ pub fn encode_entry_record(seq: u64, entry: &Entry) -> Result<Vec<u8>> {
             limit: MAX_RECORD_LEN,
         });
     }
-    let mut e = Encoder::with_capacity(RECORD_HEADER_LEN + len + RECORD_TRAILER_LEN);
+    let mut e = Encoder::gathering();
     e.u32(len as u32);
     e.u64(seq);
     let header_crc = crc32fast::hash(e.bytes_mut());
     e.u32(header_crc);
     entry.encode_into(&mut e);
-    let buf = e.bytes_mut();
-    let payload_crc = crc32fast::hash(buf.get(RECORD_HEADER_LEN..).unwrap_or_default());
-    buf.extend_from_slice(&payload_crc.to_le_bytes());
-    Ok(e.into_bytes())
+    let mut framed = e.into_gathered();
+    let mut payload_crc = crc32fast::Hasher::new();
+    let mut header_left = RECORD_HEADER_LEN;
+    for piece in framed.pieces() {
+        payload_crc.update(
+            piece
+                .get(header_left.min(piece.len())..)
+                .unwrap_or_default(),
+        );
+        header_left = header_left.saturating_sub(piece.len());
+    }
+    framed.extend(&payload_crc.finalize().to_le_bytes());
+    Ok(framed)
 }
 
 /// Frames one record.
@@ -429,6 +439,27 @@ impl LogWriter {
         Ok(())
     }
 
+    /// Appends a record framed by [`frame_entry`], piece by piece. A failure part way leaves
+    /// an incomplete record at the end of the file: a torn tail (format-spec §4.6).
+    pub fn append_pieces(&mut self, record: &Gathered<'_>, sync: bool) -> Result<u64> {
+        let mut at = self.len;
+        for piece in record.pieces() {
+            self.io
+                .write_all_at(&self.file, piece, at, &self.path)
+                .map_err(|e| Error::io(&self.path, e))?;
+            at += piece.len() as u64;
+        }
+        if sync {
+            self.io
+                .sync_data(&self.file, &self.path)
+                .map_err(|e| Error::io(&self.path, e))?;
+        }
+        let written = at - self.len;
+        debug_assert_eq!(written, record.len() as u64);
+        self.len = at;
+        Ok(written)
+    }
+
     /// fsyncs the file's data (used at close when writes are not synced one by one).
     pub fn sync(&self) -> Result<()> {
         self.io
@@ -463,29 +494,42 @@ mod tests {
     }
 
     #[test]
-    fn a_record_encoded_in_place_is_the_framed_payload() {
+    fn a_record_in_pieces_is_the_framed_payload() {
         use crate::change::{List, SegmentChange};
         let mut change = SegmentChange::new("big.g1");
         change.name = Some("Big".into());
-        change.list_mut(List::Included).add = (0..1000).map(|i| format!("k{i}").into()).collect();
-        change.list_mut(List::Excluded).remove = vec![b"x".to_vec()];
+        // 20,000 keys: their array is well over the size kept by reference.
+        change.list_mut(List::Included).add = (0..20_000).map(|i| format!("k{i}")).collect();
+        change.list_mut(List::Excluded).remove = ["x"].into_iter().collect();
+        let mut small = SegmentChange::new("small.g1");
+        small.included.add = ["a", "b"].into_iter().collect();
         let mut all = entries();
         all.push(Entry::Write {
-            changes: vec![change],
+            changes: vec![small.clone(), change, small],
             set_cursor: Some("c2".into()),
             synchronized_on: Some(5),
         });
         all.push(Entry::Rotate { next_log: 9 });
+        let mut shared_any = false;
         for (seq, entry) in all.iter().enumerate() {
             let framed = encode_record(seq as u64, &entry.encode()).unwrap();
-            let in_place = encode_entry_record(seq as u64, entry).unwrap();
-            assert_eq!(framed, in_place);
-            assert_eq!(
-                in_place.capacity(),
-                in_place.len(),
-                "allocated once, at its size"
-            );
+            let pieces = frame_entry(seq as u64, entry).unwrap();
+            let joined: Vec<u8> = pieces.pieces().flatten().copied().collect();
+            assert_eq!(framed, joined);
+            assert_eq!(pieces.len(), framed.len());
+            shared_any |= pieces.pieces().count() > 1;
         }
+        assert!(
+            shared_any,
+            "the large key array is written from where it is"
+        );
+        let mut framed = Vec::new();
+        for (seq, entry) in all.iter().enumerate() {
+            framed.extend(frame_entry(seq as u64, entry).unwrap().pieces().flatten());
+        }
+        let scan = scan_records(&framed, 0, 0, Path::new("x")).unwrap();
+        let read: Vec<Entry> = scan.records.into_iter().map(|(_, e)| e).collect();
+        assert_eq!(read, all);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! 8-byte slots (a 32-bit tag and the entry's position), so a key a run does not name costs
 //! one slot read, and one that it names one slot plus the key's bytes.
 
+use crate::error::Result;
+use crate::keys::Keys;
 use std::cmp::Ordering;
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
@@ -52,35 +54,103 @@ const EMPTY_SLOT: Slot = Slot {
     entry: EMPTY,
 };
 
+/// Bit of an entry word: the list holds the key after the run (added), or not (removed).
+const PRESENT: u64 = 1 << 63;
+/// Bit of an entry word: which of the run's key buffers holds the key.
+const SOURCE: u64 = 1 << 62;
+/// Bits of an entry word: the key's position in its list.
+const POSITION: u64 = SOURCE - 1;
+
 /// One immutable run: keys in strictly increasing byte order, each with whether the list
 /// holds it after the writes the run covers.
+///
+/// The keys stay where the write's [`Keys`] put them: a run built from a change points into
+/// its add and remove buffers (shared with the change, and with the log entry), so a write of
+/// a million keys holds their bytes once. A merged run packs its keys into a buffer of its own.
 #[derive(Debug, Default)]
 pub(crate) struct Run {
-    /// The keys' bytes, concatenated in order.
-    bytes: Vec<u8>,
-    /// `ends[i]` is where key `i` ends in `bytes` (it starts where key `i - 1` ends).
-    ends: Vec<usize>,
-    /// `present[i]`: the list holds key `i` (added) or not (removed).
-    present: Vec<bool>,
+    /// The lists the keys live in: a change's add and remove lists, or one list of the run's
+    /// own.
+    sources: [Keys; 2],
+    /// One word per entry, in key order: [`PRESENT`], [`SOURCE`] and the key's position.
+    entries: Vec<u64>,
     /// Open-addressed hash index, a power of two at most half full; empty when the run is
     /// not indexed (bisection is used instead).
     slots: Vec<Slot>,
 }
 
+/// An entry's key, read from the run's buffers.
+fn key_of(sources: &[Keys; 2], word: u64) -> Option<&[u8]> {
+    sources
+        .get(usize::from(word & SOURCE != 0))?
+        .key_at(word & POSITION)
+}
+
 impl Run {
-    fn with_capacity(entries: usize, bytes: usize) -> Self {
-        Run {
-            bytes: Vec::with_capacity(bytes),
-            ends: Vec::with_capacity(entries),
-            present: Vec::with_capacity(entries),
-            slots: Vec::new(),
+    /// The run one change makes: `add`, then `remove`, sorted, of each key only what the list
+    /// holds after the change, and of those only the keys `changes` says the change changes
+    /// (it is asked in key order with the key and whether the list holds it afterwards).
+    /// The work space is 8 bytes an operation, and the run keeps it.
+    pub fn from_change(
+        add: &Keys,
+        remove: &Keys,
+        mut changes: impl FnMut(&[u8], bool) -> Result<bool>,
+    ) -> Result<Run> {
+        let sources = [add.clone(), remove.clone()];
+        let mut entries: Vec<u64> = Vec::with_capacity(add.len() + remove.len());
+        for (source, flags) in [(add, PRESENT), (remove, SOURCE)] {
+            entries.extend(source.positions().map(|(at, _)| flags | (at & POSITION)));
         }
+        // Sorted by key and, for a key named more than once, adds before removes (adds apply
+        // first); of each key only the last is kept.
+        entries.sort_unstable_by(|&a, &b| {
+            key_of(&sources, a)
+                .cmp(&key_of(&sources, b))
+                .then((b & PRESENT).cmp(&(a & PRESENT)))
+        });
+        let mut kept = 0usize;
+        let mut i = 0usize;
+        while let Some(&first) = entries.get(i) {
+            let key = key_of(&sources, first);
+            let mut last = first;
+            i += 1;
+            while let Some(&next) = entries.get(i) {
+                if key_of(&sources, next) != key {
+                    break;
+                }
+                last = next;
+                i += 1;
+            }
+            let Some(key) = key else { continue };
+            if changes(key, last & PRESENT != 0)? {
+                if let Some(slot) = entries.get_mut(kept) {
+                    *slot = last;
+                }
+                kept += 1;
+            }
+        }
+        entries.truncate(kept);
+        entries.shrink_to_fit();
+        let mut run = Run {
+            sources,
+            entries,
+            slots: Vec::new(),
+        };
+        // A run outlives its write: when it keeps under half the bytes of the buffers it
+        // points into (a sync resending keys the list already holds), it copies its keys out
+        // rather than keep the buffers alive.
+        let held: usize = run.sources.iter().map(Keys::held_bytes).sum();
+        if run.key_bytes() < held / 2 {
+            run = run.packed();
+        }
+        run.build_index();
+        Ok(run)
     }
 
     /// Builds a run from entries in strictly increasing key order.
+    #[cfg(test)]
     pub fn from_sorted(entries: &[(&[u8], bool)]) -> Self {
-        let bytes = entries.iter().map(|(k, _)| k.len()).sum();
-        let mut run = Run::with_capacity(entries.len(), bytes);
+        let mut run = Run::packing(entries.len());
         for &(key, present) in entries {
             run.push(key, present);
         }
@@ -88,11 +158,35 @@ impl Run {
         run
     }
 
+    /// An empty run whose keys will be packed into a buffer of its own.
+    fn packing(entries: usize) -> Self {
+        Run {
+            entries: Vec::with_capacity(entries),
+            ..Run::default()
+        }
+    }
+
+    /// Bytes the run's keys take in a buffer, length prefixes included.
+    fn key_bytes(&self) -> usize {
+        self.iter().map(|(key, _)| 4 + key.len()).sum()
+    }
+
+    /// The same entries, their keys copied into a list of the run's own (not indexed).
+    fn packed(&self) -> Run {
+        let mut run = Run::packing(self.len());
+        for (key, present) in self.iter() {
+            run.push(key, present);
+        }
+        run.sources[0].shrink_to_fit();
+        run
+    }
+
+    /// Appends an entry, its key copied into the run's own list.
     fn push(&mut self, key: &[u8], present: bool) {
         debug_assert!(self.last_key().is_none_or(|last| last < key));
-        self.bytes.extend_from_slice(key);
-        self.ends.push(self.bytes.len());
-        self.present.push(present);
+        let at = self.sources[0].push_at(key);
+        self.entries
+            .push(if present { PRESENT } else { 0 } | (at & POSITION));
     }
 
     fn last_key(&self) -> Option<&[u8]> {
@@ -129,22 +223,18 @@ impl Run {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.entries.len()
     }
 
     /// Entry `i`'s key.
     fn key(&self, i: usize) -> Option<&[u8]> {
-        let start = match i.checked_sub(1) {
-            Some(prev) => *self.ends.get(prev)?,
-            None => 0,
-        };
-        let end = *self.ends.get(i)?;
-        self.bytes.get(start..end)
+        key_of(&self.sources, *self.entries.get(i)?)
     }
 
     /// Entry `i`: key and presence.
     pub fn entry(&self, i: usize) -> Option<(&[u8], bool)> {
-        Some((self.key(i)?, *self.present.get(i)?))
+        let word = *self.entries.get(i)?;
+        Some((key_of(&self.sources, word)?, word & PRESENT != 0))
     }
 
     /// Entries in key order.
@@ -166,9 +256,9 @@ impl Run {
                 return None;
             }
             if slot.tag == hash.tag() {
-                let entry = slot.entry as usize;
-                if self.key(entry) == Some(key) {
-                    return self.present.get(entry).copied();
+                let (found, present) = self.entry(slot.entry as usize)?;
+                if found == key {
+                    return Some(present);
                 }
             }
             at = (at + 1) & mask;
@@ -179,21 +269,20 @@ impl Run {
         let (mut low, mut high) = (0, self.len());
         while low < high {
             let mid = low + (high - low) / 2;
-            match self.key(mid)?.cmp(key) {
+            let (found, present) = self.entry(mid)?;
+            match found.cmp(key) {
                 Ordering::Less => low = mid + 1,
                 Ordering::Greater => high = mid,
-                Ordering::Equal => return self.present.get(mid).copied(),
+                Ordering::Equal => return Some(present),
             }
         }
         None
     }
 
-    /// The run holding `older`'s entries overridden by `newer`'s.
+    /// The run holding `older`'s entries overridden by `newer`'s, its keys packed into one
+    /// buffer of its own.
     fn merge(older: &Run, newer: &Run, index: bool) -> Run {
-        let mut run = Run::with_capacity(
-            older.len() + newer.len(),
-            older.bytes.len() + newer.bytes.len(),
-        );
+        let mut run = Run::packing(older.len() + newer.len());
         let mut a = older.iter().peekable();
         let mut b = newer.iter().peekable();
         loop {
@@ -214,6 +303,7 @@ impl Run {
                 run.push(key, present);
             }
         }
+        run.sources[0].shrink_to_fit();
         if index {
             run.build_index();
         }

@@ -8,6 +8,7 @@ use crate::change::{List, SegmentChange};
 use crate::entry::{Details, Entry, TableRef};
 use crate::error::{Error, Result};
 use crate::index::MembershipIndex;
+use crate::keys::Keys;
 use crate::overlay::{KeyHash, Overlay, Run};
 use crate::segment_map::SegmentMap;
 use crate::table::Table;
@@ -64,36 +65,17 @@ impl ListState {
 
     /// Applies one change to this list: `add`, then `remove`, as one new overlay run. On an
     /// error the list is unchanged.
-    fn apply(&mut self, add: &[Vec<u8>], remove: &[Vec<u8>]) -> Result<()> {
+    fn apply(&mut self, add: &Keys, remove: &Keys) -> Result<()> {
         if add.is_empty() && remove.is_empty() {
             return Ok(());
         }
-        // Every operation, sorted by key and, for a key named more than once, adds before
-        // removes (adds apply first); of each key only the last is kept: what the list holds
-        // after the change. An in-place sort rather than a hash map keeps the work space of a
-        // change of millions of keys at 24 bytes a key.
-        let mut ops: Vec<(&[u8], bool)> = Vec::with_capacity(add.len() + remove.len());
-        ops.extend(add.iter().map(|k| (k.as_slice(), true)));
-        ops.extend(remove.iter().map(|k| (k.as_slice(), false)));
-        ops.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
-        ops.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same {
-                kept.1 = later.1;
-            }
-            same
-        });
         // Keep the keys whose state changes, counting what the table does not say.
         let (mut added, mut removed) = (self.added, self.removed);
-        let mut kept = 0;
-        for i in 0..ops.len() {
-            let Some(&(key, wanted)) = ops.get(i) else {
-                break;
-            };
+        let run = Run::from_change(add, remove, |key, wanted| {
             let in_table = self.table_contains(key)?;
             let present = self.overlay.lookup(key).unwrap_or(in_table);
             if present == wanted {
-                continue;
+                return Ok(false);
             }
             match (wanted, in_table) {
                 (true, true) => removed = removed.saturating_sub(1),
@@ -101,15 +83,9 @@ impl ListState {
                 (false, true) => removed += 1,
                 (false, false) => added = added.saturating_sub(1),
             }
-            if let Some(slot) = ops.get_mut(kept) {
-                *slot = (key, wanted);
-            }
-            kept += 1;
-        }
-        ops.truncate(kept);
-        if !ops.is_empty() {
-            self.overlay.push(Run::from_sorted(&ops));
-        }
+            Ok(true)
+        })?;
+        self.overlay.push(run);
         (self.added, self.removed) = (added, removed);
         Ok(())
     }

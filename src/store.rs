@@ -13,7 +13,7 @@ use crate::index::{build_index, parse_postings_file_name, postings_file_name};
 use crate::io::Io;
 use crate::key::{validate_key, validate_kind, validate_ref, MAX_NAME_LEN};
 use crate::log::{
-    encode_entry_record, encode_record, log_file_name, parse_log_file_name, LogHeader, LogWriter,
+    encode_record, frame_entry, log_file_name, parse_log_file_name, LogHeader, LogWriter,
 };
 use crate::manifest::{Manifest, SegmentRecord, MANIFEST_FILE};
 use crate::options::Options;
@@ -648,13 +648,17 @@ impl Inner {
         // at once, never more.
         let mut next = Snapshot::clone(&self.current.load());
         next.apply(seq, &entry, &mut |t| self.resolve(t, "the log"))?;
-        let record = encode_entry_record(seq, &entry)?;
-        if let Err(e) = w.log.append(&record, self.options.sync) {
-            w.poisoned = Some(e.to_string());
-            return Err(e);
-        }
+        let record = frame_entry(seq, &entry)?;
+        let written = match w.log.append_pieces(&record, self.options.sync) {
+            Ok(written) => written,
+            Err(e) => {
+                w.poisoned = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        drop(record);
         w.next_seq += 1;
-        w.log_bytes += record.len() as u64;
+        w.log_bytes += written;
         if let Entry::ReplaceList { table: Some(t), .. } = &entry {
             w.log_tables += u64::from(is_small_own_file(t));
             w.log_hashed_tables += u64::from(t.info.kind == TableKind::Hashed);

@@ -259,8 +259,8 @@ fn add_and_remove_of_one_key_in_one_batch() {
 
     // One change naming a key in both add and remove: removed, whatever the field order.
     let mut change = SegmentChange::new("s.g1");
-    change.included.remove = vec![b"present".to_vec(), b"new".to_vec()];
-    change.included.add = vec![b"present".to_vec(), b"new".to_vec()];
+    change.included.remove = vec![b"present".to_vec(), b"new".to_vec()].into();
+    change.included.add = vec![b"present".to_vec(), b"new".to_vec()].into();
     store.write(Batch::new().change(change)).unwrap();
     let snap = store.snapshot();
     assert_eq!(snap.check("s.g1", b"present").unwrap(), Status::Unknown);
@@ -395,7 +395,7 @@ fn bad_refs_and_kinds_are_refused() {
     }
     let mut change = SegmentChange::new("new.g1");
     change.kind = Some("bad\nkind".into());
-    change.included.add = vec![b"k".to_vec()];
+    change.included.add = vec![b"k".to_vec()].into();
     let store = refused(tmp.path(), store, Batch::new().change(change), |e| {
         matches!(
             e,

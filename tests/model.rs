@@ -71,7 +71,7 @@ impl Model {
             let lc = change.list(list);
             let set = &mut seg.lists[list.index()];
             for k in &lc.add {
-                set.insert(k.clone());
+                set.insert(k.to_vec());
             }
             for k in &lc.remove {
                 set.remove(k);

@@ -109,7 +109,7 @@ fn a_multi_mib_fst_table_from_a_compaction_verifies() {
     let keys = random_keys(2, 1_000_000);
     for part in keys.chunks(100_000) {
         let mut change = SegmentChange::new("general.g1");
-        change.included.add = part.to_vec();
+        change.included.add = part.iter().collect();
         store.write(Batch::new().change(change)).unwrap();
     }
     store.compact().unwrap();

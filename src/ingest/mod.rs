@@ -273,15 +273,16 @@ pub(crate) fn preview(s: &str) -> String {
     }
 }
 
-/// Turns a raw key string into a stored key, hashing it if asked.
+/// Turns a raw key string into a stored key, hashing it if asked. `path` names where it was
+/// found, for the error (made only on an error).
 pub(crate) fn make_key(
     raw: &str,
-    path: &str,
+    path: impl Fn() -> String,
     index: usize,
     hash: bool,
-) -> Result<Vec<u8>, ParseError> {
+) -> Result<std::borrow::Cow<'_, [u8]>, ParseError> {
     let err = |detail: String| ParseError::Key {
-        path: path.to_string(),
+        path: path(),
         index,
         detail,
     };
@@ -296,9 +297,9 @@ pub(crate) fn make_key(
         )));
     }
     let key = if hash {
-        context_hash(raw).into_bytes()
+        std::borrow::Cow::Owned(context_hash(raw).into_bytes())
     } else {
-        raw.as_bytes().to_vec()
+        std::borrow::Cow::Borrowed(raw.as_bytes())
     };
     validate_key(&key).map_err(|e| err(e.to_string()))?;
     Ok(key)

@@ -31,6 +31,7 @@ use serde_json::Value;
 
 use super::{check_kind, check_ref, field_err, make_key, wrong_type, ParseError};
 use crate::change::SegmentChange;
+use crate::keys::Keys;
 
 /// A partner tool whose request bodies `apply --format partner:TOOL` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -551,7 +552,7 @@ fn member_key(
     let path = format!("{base}{id}");
     let value = take(member, id);
     match id_string(value) {
-        Ok(Some(raw)) => make_key(&raw, &path, index, hash),
+        Ok(Some(raw)) => make_key(&raw, || path.clone(), index, hash).map(|k| k.into_owned()),
         Ok(None) => Err(ParseError::Key {
             path,
             index,
@@ -569,14 +570,9 @@ fn member_key(
 }
 
 /// The keys of the member array at `array`; absent or `null` is empty.
-fn member_keys(
-    body: &mut Value,
-    array: &str,
-    id: &str,
-    hash: bool,
-) -> Result<Vec<Vec<u8>>, ParseError> {
+fn member_keys(body: &mut Value, array: &str, id: &str, hash: bool) -> Result<Keys, ParseError> {
     match take(body, array) {
-        Value::Null => Ok(Vec::new()),
+        Value::Null => Ok(Keys::new()),
         Value::Array(members) => members
             .into_iter()
             .enumerate()
@@ -633,9 +629,9 @@ mod tests {
             .unwrap_or_else(|| panic!("no tool named {name}"))
     }
 
-    fn strings(keys: &[Vec<u8>]) -> Vec<String> {
+    fn strings(keys: &Keys) -> Vec<String> {
         keys.iter()
-            .map(|k| String::from_utf8(k.clone()).unwrap())
+            .map(|k| String::from_utf8(k.to_vec()).unwrap())
             .collect()
     }
 
@@ -895,7 +891,7 @@ mod tests {
         let body =
             serde_json::json!({"cohortId": "x", "listData": {"add": [{"id": "k".repeat(5000)}]}});
         let got = changes(Tool::RudderStack, &body, true).unwrap();
-        assert_eq!(got[0].included.add[0].len(), 44);
+        assert_eq!(got[0].included.add.iter().next().unwrap().len(), 44);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::{
     wrong_type, ParseError,
 };
 use crate::change::{ListChange, Patch, SegmentChange};
+use crate::keys::Keys;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::cell::{Cell, RefCell};
@@ -309,13 +310,14 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
 // ---------------------------------------------------------------------------------------------
 // Keys: an array of strings read straight into keys.
 
-/// One key of a key array, at `index`.
-struct KeySeed<'c> {
+/// One key of a key array, at `index`, pushed onto `keys`.
+struct KeySeed<'c, 'k> {
     ctx: &'c Ctx,
     index: usize,
+    keys: &'k mut Keys,
 }
 
-impl KeySeed<'_> {
+impl KeySeed<'_, '_> {
     fn not_a_string<E: serde::de::Error>(&self, kind: &'static str) -> E {
         self.ctx.fail(ParseError::Key {
             path: format!("{}/{}", self.ctx.pointer(), self.index),
@@ -325,33 +327,36 @@ impl KeySeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
-    type Value = Vec<u8>;
+impl<'de> DeserializeSeed<'de> for KeySeed<'_, '_> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<u8>, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for KeySeed<'_> {
-    type Value = Vec<u8>;
+impl<'de> Visitor<'de> for KeySeed<'_, '_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a key")
     }
 
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
-        let path = format!("{}/{}", self.ctx.pointer(), self.index);
-        let key = make_key(v, &path, self.index, self.ctx.hash).map_err(|e| self.ctx.fail(e))?;
-        self.ctx.count_key(key.len())?;
-        Ok(key)
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        let ctx = self.ctx;
+        let index = self.index;
+        let path = || format!("{}/{index}", ctx.pointer());
+        let key = make_key(v, path, index, ctx.hash).map_err(|e| ctx.fail(e))?;
+        ctx.count_key(key.len())?;
+        self.keys.push(key);
+        Ok(())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Vec<u8>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
         Err(self.not_a_string("an array"))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Vec<u8>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
         Err(self.not_a_string("an object"))
     }
 
@@ -380,7 +385,7 @@ impl KeysSeed<'_> {
 }
 
 impl<'de> DeserializeSeed<'de> for KeysSeed<'_> {
-    type Value = Vec<Vec<u8>>;
+    type Value = Keys;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
@@ -388,26 +393,29 @@ impl<'de> DeserializeSeed<'de> for KeysSeed<'_> {
 }
 
 impl<'de> Visitor<'de> for KeysSeed<'_> {
-    type Value = Vec<Vec<u8>>;
+    type Value = Keys;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an array of keys")
     }
 
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+        Ok(Keys::new())
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut keys = Vec::new();
-        while let Some(key) = seq.next_element_seed(KeySeed {
-            ctx: self.ctx,
-            index: keys.len(),
-        })? {
-            keys.push(key);
+        let mut keys = Keys::new();
+        loop {
+            let seed = KeySeed {
+                ctx: self.ctx,
+                index: keys.len(),
+                keys: &mut keys,
+            };
+            if seq.next_element_seed(seed)?.is_none() {
+                break;
+            }
         }
-        // Growth by doubling leaves up to half the array unused; a batch of millions of keys
-        // keeps it until written.
+        // A batch of millions of keys keeps its buffer until written: no room to spare.
         keys.shrink_to_fit();
         Ok(keys)
     }

@@ -2,12 +2,13 @@
 
 use super::*;
 use crate::change::ListChange;
+use crate::keys::Keys;
 use proptest::prelude::*;
 
 const USER_KEY_HASH: &str = "CEXjZY7cHJG/ydFy7q4+YEFwVrG3/pkJwA4FAjrbfx0=";
 
-fn keys(list: &[&str]) -> Vec<Vec<u8>> {
-    list.iter().map(|k| k.as_bytes().to_vec()).collect()
+fn keys(list: &[&str]) -> Keys {
+    list.iter().collect()
 }
 
 fn update(line: &str, hash: bool) -> Result<SegmentChange, ParseError> {
@@ -134,7 +135,17 @@ fn updates_hash_keys() {
 fn updates_key_length_limits() {
     let max = "k".repeat(MAX_KEY_LEN);
     let line = format!(r#"{{"segment":"s","included":{{"add":["{max}"]}}}}"#);
-    assert_eq!(update(&line, false).unwrap().included.add[0].len(), 4096);
+    assert_eq!(
+        update(&line, false)
+            .unwrap()
+            .included
+            .add
+            .iter()
+            .next()
+            .unwrap()
+            .len(),
+        4096
+    );
 
     let long = "k".repeat(MAX_KEY_LEN + 1);
     let line = format!(r#"{{"segment":"s","included":{{"add":["a","{long}"]}}}}"#);
@@ -147,7 +158,17 @@ fn updates_key_length_limits() {
     assert!(message.contains("4097 bytes"), "{message}");
     assert!(message.len() < 200, "the key is truncated: {message}");
     // Hashed, a long raw key is fine: only the 44-byte hash is stored.
-    assert_eq!(update(&line, true).unwrap().included.add[1].len(), 44);
+    assert_eq!(
+        update(&line, true)
+            .unwrap()
+            .included
+            .add
+            .iter()
+            .nth(1)
+            .unwrap()
+            .len(),
+        44
+    );
 
     for hash in [false, true] {
         let err = update(r#"{"segment":"s","excluded":{"remove":[""]}}"#, hash).unwrap_err();
@@ -233,7 +254,7 @@ fn patches_happy_path() {
                 },
                 excluded: ListChange {
                     add: keys(&["x"]),
-                    remove: vec![]
+                    remove: Keys::new()
                 },
             },
             version: "v2".into(),

@@ -154,10 +154,10 @@ impl DryRunTarget {
                 .or_default();
             // Within one change adds apply first, removes second.
             for key in &list_change.add {
-                keys.insert(key.clone(), true);
+                keys.insert(key.to_vec(), true);
             }
             for key in &list_change.remove {
-                keys.insert(key.clone(), false);
+                keys.insert(key.to_vec(), false);
             }
         }
     }
@@ -254,7 +254,7 @@ impl MixedKeysWatch {
             let Some(holds) = holds else {
                 continue;
             };
-            if let Some(other) = adds.iter().map(|k| KeyStyle::of(k)).find(|s| *s != holds) {
+            if let Some(other) = adds.iter().map(KeyStyle::of).find(|s| *s != holds) {
                 warnings::mixed_keys(&change.segment, list, other, holds);
                 self.warned.insert(id);
             }

@@ -459,7 +459,7 @@ fn dry_run(dir: &Path, args: &ImportArgs, list: List) -> CmdResult {
 /// `--mode merge`: adds the keys in writes of [`MERGE_BATCH`].
 fn merge(store: &Store, args: &ImportArgs, list: List, keys: &mut KeyReader) -> CmdResult {
     let kind = args.kind.clone().or_else(|| Some("user".to_owned()));
-    let mut pending = Vec::with_capacity(MERGE_BATCH);
+    let mut pending = segstore::Keys::new();
     let mut first_line = 1;
     loop {
         let key = keys.next_key()?;

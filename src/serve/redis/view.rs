@@ -246,9 +246,9 @@ impl View {
                     .or_insert_with(|| SegmentChange::new(&**segment));
                 let list_change = change.list_mut(*list);
                 if c.now {
-                    list_change.add.push(hash.to_vec());
+                    list_change.add.push(hash);
                 } else {
-                    list_change.remove.push(hash.to_vec());
+                    list_change.remove.push(hash);
                 }
             }
         }
