@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Peak RSS of `segstore apply` on one large `updates` line, against the same command on a
 # one-key line (the binary, the store's mappings and the allocator's base), in the same run.
-# The line adds KEYS context hashes (default 1,300,000: ~61 MB, near the 64 MiB a line's keys
-# may encode to) to a list whose table holds 1,000,000 others, and removes a tenth of them.
+# The line adds KEYS context hashes (default 1,200,000: ~63 MB of JSON, whose 1.32M keys encode to
+# 63.4 MB, near the 64 MiB a line's keys may take) to a list whose table holds 1,000,000 others, and removes a tenth of them.
 # Prints the difference over the line's size. Needs GNU time (/usr/bin/time).
 #
 #   scripts/bench-apply-memory.sh [path/to/segstore]
@@ -12,7 +12,7 @@ bin=${1:-target/release/segstore}
 if [ "$#" -eq 0 ]; then
     cargo build --release --quiet --bin segstore
 fi
-keys=${KEYS:-1300000}
+keys=${KEYS:-1200000}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -32,18 +32,20 @@ with open(f"{work}/tiny.json", "w") as f:
 EOF
 
 peak_kib() { # store, input
-    /usr/bin/time -f %M "$bin" apply --quiet --dir "$1" "$2" 2>&1 >/dev/null | tail -1
+    /usr/bin/time -o "$work/rss" -f "%M %e" "$bin" apply --quiet --dir "$1" "$2" >/dev/null
+    cat "$work/rss"
 }
 for store in big tiny; do
     "$bin" init --quiet --dir "$work/$store" >/dev/null
     "$bin" import --quiet --dir "$work/$store" --segment big.g1 "$work/base.txt" >/dev/null
 done
 line_bytes=$(stat -c %s "$work/line.json")
-tiny_kib=$(peak_kib "$work/tiny" "$work/tiny.json")
-big_kib=$(peak_kib "$work/big" "$work/line.json")
-python3 - "$line_bytes" "$tiny_kib" "$big_kib" <<'EOF'
+tiny=$(peak_kib "$work/tiny" "$work/tiny.json")
+big=$(peak_kib "$work/big" "$work/line.json")
+python3 - "$line_bytes" $tiny $big <<'EOF'
 import sys
-line, tiny, big = int(sys.argv[1]), int(sys.argv[2]) * 1024, int(sys.argv[3]) * 1024
-print(f"line {line / 1e6:.1f} MB; peak RSS {big / 2**20:.1f} MiB, one-key line {tiny / 2**20:.1f} MiB")
+line, tiny, big = int(sys.argv[1]), int(sys.argv[2]) * 1024, int(sys.argv[4]) * 1024
+print(f"line {line / 1e6:.1f} MB, applied in {sys.argv[5]} s; peak RSS {big / 2**20:.1f} MiB, "
+      f"one-key line {tiny / 2**20:.1f} MiB")
 print(f"difference {(big - tiny) / 1e6:.1f} MB = {(big - tiny) / line:.2f}x the line")
 EOF
