@@ -53,14 +53,57 @@ impl Problem {
 /// Returns the problems found, empty when the store is sound. A torn last record (a prefix of
 /// a record, possibly followed by zeros) is not a problem: the writer truncates it on open. A
 /// whole last record failing its checksum is one (format-spec.md §4.6). Takes no lock; safe
-/// beside a running writer.
+/// beside a running writer: a compaction that retires files while the check reads them
+/// switches the manifest first, so a check that found problems under a manifest since
+/// replaced runs again (up to 8 times in all) rather than report files that were retired,
+/// not lost.
 pub fn verify(dir: &Path) -> Result<Vec<Problem>> {
     let manifest_path = dir.join(MANIFEST_FILE);
-    let manifest = match Manifest::load(&Io::default(), dir) {
-        Ok(m) => m,
-        Err(e @ Error::NotFound { .. }) => return Err(e),
-        Err(e) => return Ok(vec![Problem::from_error(&manifest_path, &e)]),
-    };
+    let mut attempt = 1;
+    loop {
+        let manifest = match Manifest::load(&Io::default(), dir) {
+            Ok(m) => m,
+            Err(e @ Error::NotFound { .. }) => return Err(e),
+            Err(e) => return Ok(vec![Problem::from_error(&manifest_path, &e)]),
+        };
+        let generation = manifest.generation;
+        let mut problems = verify_under(dir, manifest)?;
+        if problems.is_empty() {
+            return Ok(problems);
+        }
+        let Some(now) = replaced_since(dir, generation) else {
+            return Ok(problems);
+        };
+        if attempt == CONSISTENT_READ_ATTEMPTS {
+            problems.push(Problem {
+                path: manifest_path,
+                detail: format!(
+                    "the manifest changed during each of {attempt} checks (generation \
+                     {generation} became {now}): a writer compacted meanwhile, so the \
+                     problems above may be files it retired; run verify again"
+                ),
+            });
+            return Ok(problems);
+        }
+        attempt += 1;
+    }
+}
+
+/// How many times [`verify`] and [`stats`] read the store when a writer's compaction replaces
+/// the manifest while they read it.
+pub(crate) const CONSISTENT_READ_ATTEMPTS: u32 = 8;
+
+/// The manifest generation now, if a manifest of another generation than `generation` has
+/// replaced the one read.
+fn replaced_since(dir: &Path, generation: u64) -> Option<u64> {
+    Manifest::load(&Io::default(), dir)
+        .ok()
+        .map(|m| m.generation)
+        .filter(|&now| now != generation)
+}
+
+/// [`verify`] under one manifest.
+fn verify_under(dir: &Path, manifest: Manifest) -> Result<Vec<Problem>> {
     let mut problems = Vec::new();
     let io = Io::default();
     // One open file per table file, shared by the tables of a pack (format-spec §5.9).
@@ -233,9 +276,27 @@ pub struct StoreStats {
     pub torn_tail: bool,
 }
 
-/// Lists the store's files and counts what they hold. Read-only.
+/// Lists the store's files and counts what they hold. Read-only; beside a writer whose
+/// compaction retires a file while it is read, it reads the store again, as [`verify`] does.
 pub fn stats(dir: &Path) -> Result<StoreStats> {
-    let manifest = Manifest::load(&Io::default(), dir)?;
+    let mut attempt = 1;
+    loop {
+        let manifest = Manifest::load(&Io::default(), dir)?;
+        let generation = manifest.generation;
+        match stats_under(dir, manifest) {
+            Err(_)
+                if attempt < CONSISTENT_READ_ATTEMPTS
+                    && replaced_since(dir, generation).is_some() =>
+            {
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// [`stats`] under one manifest.
+fn stats_under(dir: &Path, manifest: Manifest) -> Result<StoreStats> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;

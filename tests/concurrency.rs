@@ -143,3 +143,51 @@ fn readers_see_whole_prefixes_during_writes_and_compactions() {
     assert_eq!(check_prefix(&store.snapshot(), 3), WRITES);
     assert!(segstore::verify(dir.path()).unwrap().is_empty());
 }
+
+/// `verify` and `stats` take no lock. A compaction beside them retires logs and table files
+/// that the manifest they read still named; they must read the store again, not report those
+/// files missing.
+#[test]
+fn verify_and_stats_beside_a_compacting_writer_find_nothing_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        sync: false,
+        auto_compact: false,
+        ..Options::default()
+    };
+    let store = Store::create(dir.path(), options).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let checker = {
+        let dir = dir.path().to_owned();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut runs = 0u32;
+            while !done.load(Ordering::Acquire) || runs == 0 {
+                let problems = segstore::verify(&dir).unwrap();
+                assert!(problems.is_empty(), "run {runs}: {problems:?}");
+                let stats = segstore::stats(&dir);
+                assert!(stats.is_ok(), "run {runs}: {stats:?}");
+                runs += 1;
+            }
+            runs
+        })
+    };
+    // Each round bulk loads a few lists into files of their own and writes to the log, then
+    // packs them all: every compaction retires the log and the files the last one named.
+    for round in 0..40u64 {
+        for list in 0..5u64 {
+            let keys = (0..200).map(|k| Ok(format!("r{round}-l{list}-k{k}").into_bytes()));
+            store
+                .replace_list(&format!("s{list}.g1"), None, List::Included, keys)
+                .unwrap();
+        }
+        store
+            .write(Batch::new().add("w.g1", List::Included, format!("k{round}")))
+            .unwrap();
+        store.compact().unwrap();
+    }
+    done.store(true, Ordering::Release);
+    let runs = checker.join().unwrap();
+    assert!(runs > 0);
+    assert!(segstore::verify(dir.path()).unwrap().is_empty());
+}
