@@ -6,6 +6,9 @@
 //!
 //! `cargo bench --bench latency` (1M keys); `SEGSTORE_BENCH_KEYS=10000000 cargo bench --bench
 //! latency` for 10M; `scripts/bench-vs-redis.sh` runs it against a private Redis.
+//! `cargo bench --bench latency -- reclaim` runs only the section after a reclaim: the page
+//! cache loses the table and gets it back through lookups, with and without
+//! `Residency::PageCacheHugeFolios`.
 //!
 //! Method: each measurement times half its calls in batches of 64 consecutive calls (one
 //! `Instant` pair per batch, the batch's time divided by 64 is one histogram sample: the p50
@@ -314,6 +317,10 @@ fn main() -> BenchResult<()> {
         "timer overhead subtracted from single calls: {} ns",
         timer_overhead_ns()
     );
+    // `reclaim` alone: only the section after a reclaim (LD hashes).
+    if filter.iter().any(|f| f == "reclaim") {
+        return after_reclaim(Shape::LdHash, n);
+    }
     let mut rows = Vec::new();
     for shape in SHAPES {
         if filter.is_empty() || filter.iter().any(|f| shape.name().contains(f.as_str())) {
@@ -321,5 +328,132 @@ fn main() -> BenchResult<()> {
         }
     }
     summary(&rows);
+    Ok(())
+}
+
+/// Evicts every file of `dir` from the page cache (clean pages no process maps), as reclaim
+/// would take them.
+fn evict(dir: &std::path::Path) -> BenchResult<()> {
+    use std::os::fd::AsRawFd;
+    for entry in std::fs::read_dir(dir)? {
+        let file = std::fs::File::open(entry?.path())?;
+        // SAFETY: a valid open descriptor; the call only drops clean cached pages.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            return Err(format!("posix_fadvise: error {rc}").into());
+        }
+    }
+    Ok(())
+}
+
+/// Reclaims this process's mappings of the files of `dir` (`MADV_PAGEOUT`), as memory
+/// pressure would take them from a long-running reader.
+fn page_out(dir: &std::path::Path) -> BenchResult<()> {
+    let dir = dir.canonicalize()?.to_string_lossy().into_owned();
+    for line in std::fs::read_to_string("/proc/self/maps")?.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(path)) = (fields.next(), fields.nth(4)) else {
+            continue;
+        };
+        if !path.starts_with(&dir) {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (start, end) = (
+            usize::from_str_radix(start, 16)?,
+            usize::from_str_radix(end, 16)?,
+        );
+        // SAFETY: the range is one of this process's read-only file mappings (from its own
+        // maps); paging it out changes no byte a later read sees.
+        let rc =
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) };
+        if rc != 0 {
+            return Err(
+                format!("madvise(MADV_PAGEOUT): {}", std::io::Error::last_os_error()).into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A reader whose table the page cache lost and got back through its lookups, as a
+/// long-running reader's does after reclaim. At `Checksum`, the reader opens (reading the
+/// table whole) and its mapping is then paged out; at `Structure`, the store's files are
+/// evicted and the reader opens (reading nothing). One pass over the probes then faults the
+/// table back in. Then the process's huge-page figures, and hit and miss latency, for the
+/// default residency and for `PageCacheHugeFolios`, in alternation (twice each).
+fn after_reclaim(shape: Shape, n: u64) -> BenchResult<()> {
+    let fixture = fixture(shape, n)?;
+    let hits: Vec<Vec<u8>> = probe_indexes(PROBES, n, 11)
+        .into_iter()
+        .map(|i| shape.key(i))
+        .collect();
+    let misses: Vec<Vec<u8>> = (0..PROBES as u64).map(|i| shape.miss(i, n)).collect();
+    let mask = PROBES - 1;
+    let calls = calls();
+    println!("\n### check after a reclaim, {n} {}\n", shape.name());
+    println!("| residency | warm-up pass | FilePmdMapped after it | hit p50 (batch) | p99 | hit p50 (single) | p99 | miss p50 (batch) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for round in 0..8 {
+        let residency = if round % 2 == 0 {
+            segstore::Residency::PageCache
+        } else {
+            segstore::Residency::PageCacheHugeFolios
+        };
+        let verification = if round % 4 < 2 {
+            Verification::Checksum
+        } else {
+            Verification::Structure
+        };
+        evict(&fixture.store_dir())?;
+        let reader = ReadOnlyStore::open(
+            fixture.store_dir(),
+            segstore::Options {
+                poll_interval: None,
+                verification,
+                residency,
+                ..segstore::Options::default()
+            },
+        )?;
+        if verification == Verification::Checksum {
+            page_out(&fixture.store_dir())?;
+        }
+        let snapshot = reader.snapshot();
+        let started = std::time::Instant::now();
+        for key in &hits {
+            assert_eq!(snapshot.check(SEGMENT, key)?, Status::Included);
+        }
+        let warm = started.elapsed();
+        let pmd = huge_page_kib().map_or(0.0, |(file, _, _)| file as f64 / 1024.0);
+        let hit = measure(1, calls, |_| {
+            |i: usize| {
+                assert_eq!(
+                    snapshot.check(SEGMENT, black_box(&hits[i & mask])).unwrap(),
+                    Status::Included
+                )
+            }
+        });
+        let miss = measure(1, calls, |_| {
+            |i: usize| {
+                assert_eq!(
+                    snapshot
+                        .check(SEGMENT, black_box(&misses[i & mask]))
+                        .unwrap(),
+                    Status::Unknown
+                )
+            }
+        });
+        println!(
+            "| {residency:?}, {verification:?} | {:.2} s | {pmd:.1} MiB | {} | {} | {} | {} | {} |",
+            warm.as_secs_f64(),
+            fmt_ns(hit.p50),
+            fmt_ns(hit.p99),
+            fmt_ns(hit.call_p50),
+            fmt_ns(hit.call_p99),
+            fmt_ns(miss.p50)
+        );
+    }
     Ok(())
 }

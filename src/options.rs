@@ -18,9 +18,11 @@ pub struct Options {
     /// lookup's first touch instead, so lookups may then fail on corrupt bytes).
     pub verification: Verification,
     /// Where this process keeps table files' bytes (default [`Residency::PageCache`]:
-    /// mapped, shared, no anonymous memory). [`Residency::AnonymousHugePages`] copies each
+    /// mapped, shared, no anonymous memory). [`Residency::PageCacheHugeFolios`] advises the
+    /// mappings for huge pages, so pages read back after reclaim come in 2 MiB folios (a
+    /// cold first touch reads 2 MiB). [`Residency::AnonymousHugePages`] copies each table
     /// into huge-page-advised anonymous memory at open, so lookups keep 2 MiB TLB entries
-    /// however the page cache's folios split, at the cost of the tables' size in RSS.
+    /// whatever the page cache does, at the cost of the tables' size in RSS.
     pub residency: Residency,
     /// Compact in a background thread when the policy says so (default `true`; writers only):
     /// when the log outgrows `compact_min_log_bytes` and `compact_log_ratio`; when 16 lists

@@ -1240,6 +1240,17 @@ fn verify_on_read_opens_a_damaged_store_and_fails_only_what_reads_the_damage() {
     // Every 40th key: a few per 16 KiB block of codes (about 500 codes a block).
     for h in hashes.iter().step_by(40) {
         let out = run(dir, &["--verify-on-read", "check", "big.g1", h]);
+        // Mapped for huge folios (no read ahead of the block), the same key gets the same
+        // outcome: the block is still checked before it answers.
+        let huge = run(
+            dir,
+            &["--verify-on-read", "--huge-folios", "check", "big.g1", h],
+        );
+        assert_eq!(
+            (huge.code, huge.stdout.trim()),
+            (out.code, out.stdout.trim()),
+            "{h}"
+        );
         if out.code == 0 {
             assert_eq!(out.stdout.trim(), "included", "{h}");
             answered += 1;
@@ -1253,4 +1264,7 @@ fn verify_on_read_opens_a_damaged_store_and_fails_only_what_reads_the_damage() {
         failed > 0 && answered > failed,
         "{answered} answered, {failed} failed"
     );
+    // The default open still refuses the damaged store with huge folios.
+    let refused = run(dir, &["--huge-folios", "check", "big.g1", &hashes[0]]).fails(1);
+    assert!(refused.contains("checksum"), "{refused}");
 }

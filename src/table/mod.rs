@@ -245,9 +245,19 @@ struct Footer {
 pub enum Residency {
     /// Mapped from the page cache (the default): shared by every process on the host, no
     /// anonymous memory. Lookups get 2 MiB TLB entries while the page cache holds the file in
-    /// 2 MiB folios, which reclaim and memory pressure split over time.
+    /// 2 MiB folios. Reclaim takes those folios over time, and the lookups that read the
+    /// pages back bring them in as 4 KiB folios (BENCHMARKS.md, "Why the folios go").
     #[default]
     PageCache,
+    /// Mapped from the page cache, as `PageCache`, with the mapping advised for transparent
+    /// huge pages (`MADV_HUGEPAGE`). A lookup that faults a page the page cache does not
+    /// hold then reads the whole 2 MiB-aligned range around it, as one 2 MiB folio mapped by
+    /// one TLB entry. So a table comes back in 2 MiB pages however often reclaim takes it,
+    /// with no anonymous memory. The price is on a cold page cache: each first touch of a
+    /// 2 MiB range reads 2 MiB from disk instead of 4 KiB (a disk-bound lookup is then one
+    /// large read), and a table larger than the RAM churns the page cache faster. Linux only;
+    /// elsewhere the same as `PageCache`.
+    PageCacheHugeFolios,
     /// Copied at open into anonymous memory advised for transparent huge pages
     /// (`MADV_HUGEPAGE`): the process's resident anonymous memory grows by the size of every
     /// table file over 64 KiB it opens, in exchange for huge-page TLB entries that do not
@@ -278,6 +288,9 @@ pub const READ_MAX: u64 = 64 << 10;
 pub struct TableFile {
     path: PathBuf,
     bytes: FileBytes,
+    /// Mapped with huge-page advice ([`Residency::PageCacheHugeFolios`]): reads ahead whole
+    /// 2 MiB ranges, so the page cache holds them as 2 MiB folios.
+    huge_folios: bool,
 }
 
 impl fmt::Debug for TableFile {
@@ -334,10 +347,16 @@ impl TableFile {
                     map.len()
                 )));
             }
+            #[cfg(target_os = "linux")]
+            if residency == Residency::PageCacheHugeFolios {
+                advise(&map, memmap2::Advice::HugePage);
+            }
             FileBytes::Mapped(map)
         };
         Ok(Arc::new(TableFile {
             path: path.to_path_buf(),
+            huge_folios: residency == Residency::PageCacheHugeFolios
+                && matches!(bytes, FileBytes::Mapped(_)),
             bytes,
         }))
     }
@@ -380,6 +399,12 @@ impl TableFile {
     fn will_need(&self, range: Range<usize>) {
         #[cfg(unix)]
         if let FileBytes::Mapped(map) = &self.bytes {
+            // With huge-folio advice the first fault reads the whole 2 MiB range around it as
+            // one folio; an explicit read ahead (any range) brings pages in as small folios,
+            // which stay small.
+            if self.huge_folios {
+                return;
+            }
             let _ = map.advise_range(memmap2::Advice::WillNeed, range.start, range.len());
         }
         #[cfg(not(unix))]

@@ -35,6 +35,23 @@ fn verification() -> segstore::Verification {
     }
 }
 
+/// Set by the global `--huge-folios`: map tables with `Residency::PageCacheHugeFolios`.
+static HUGE_FOLIOS: AtomicBool = AtomicBool::new(false);
+
+/// Chooses where every store this process opens keeps its tables (`--huge-folios`).
+pub fn set_huge_folios(on: bool) {
+    HUGE_FOLIOS.store(on, Ordering::Relaxed);
+}
+
+/// The residency of the tables of the stores this process opens.
+fn residency() -> segstore::Residency {
+    if HUGE_FOLIOS.load(Ordering::Relaxed) {
+        segstore::Residency::PageCacheHugeFolios
+    } else {
+        segstore::Residency::PageCache
+    }
+}
+
 /// True under `--quiet`: progress bars are hidden and informational lines (the summaries of
 /// `init`, `import` and `apply`) are not printed. Answers, dry-run reports, warnings and
 /// errors still are.
@@ -153,6 +170,7 @@ pub fn writer_options(args: &WriterArgs) -> Options {
     Options {
         repair: args.repair,
         verification: verification(),
+        residency: residency(),
         ..Options::default()
     }
 }
@@ -167,6 +185,7 @@ pub fn open_reader(dir: &Path) -> CmdResult<ReadOnlyStore> {
     let options = Options {
         poll_interval: None,
         verification: verification(),
+        residency: residency(),
         ..Options::default()
     };
     Ok(ReadOnlyStore::open(dir, options)?)

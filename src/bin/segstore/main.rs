@@ -62,6 +62,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "SEGSTORE_VERIFY_ON_READ")]
     pub verify_on_read: bool,
 
+    /// Map tables advised for huge pages (`Residency::PageCacheHugeFolios`): a lookup that
+    /// faults a page the page cache lost reads the whole 2 MiB range around it, so tables
+    /// come back in 2 MiB pages after reclaim and lookups stay fast on a long-running
+    /// `serve`. A first touch on a cold page cache then reads 2 MiB instead of 4 KiB.
+    #[arg(long, global = true, env = "SEGSTORE_HUGE_FOLIOS")]
+    pub huge_folios: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -118,6 +125,7 @@ pub enum Command {
 pub fn run(cli: Cli, dir_given: bool) -> CmdResult {
     common::set_quiet(cli.quiet);
     common::set_verify_on_read(cli.verify_on_read);
+    common::set_huge_folios(cli.huge_folios);
     let dir = cli.dir.as_ref();
     match cli.command {
         Command::Demo(args) => cmd_demo::run(if dir_given { dir } else { None }, &args),
