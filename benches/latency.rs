@@ -8,7 +8,8 @@
 //! latency` for 10M; `scripts/bench-vs-redis.sh` runs it against a private Redis.
 //! `cargo bench --bench latency -- reclaim` runs only the section after a reclaim: the page
 //! cache loses the table and gets it back through lookups, with and without
-//! `Residency::PageCacheHugeFolios`.
+//! `Residency::PageCacheHugeFolios`. `-- watch` keeps one reader open and samples it over an
+//! hour (see `watch`).
 //!
 //! Method: each measurement times half its calls in batches of 64 consecutive calls (one
 //! `Instant` pair per batch, the batch's time divided by 64 is one histogram sample: the p50
@@ -321,6 +322,10 @@ fn main() -> BenchResult<()> {
     if filter.iter().any(|f| f == "reclaim") {
         return after_reclaim(Shape::LdHash, n);
     }
+    // `watch`: one long-lived reader, sampled over time (LD hashes).
+    if filter.iter().any(|f| f == "watch") {
+        return watch(Shape::LdHash, n);
+    }
     let mut rows = Vec::new();
     for shape in SHAPES {
         if filter.is_empty() || filter.iter().any(|f| shape.name().contains(f.as_str())) {
@@ -342,6 +347,74 @@ fn evict(dir: &std::path::Path) -> BenchResult<()> {
         if rc != 0 {
             return Err(format!("posix_fadvise: error {rc}").into());
         }
+    }
+    Ok(())
+}
+
+/// One reader (Checksum open, the residency `SEGSTORE_BENCH_RESIDENCY` names: `page-cache`,
+/// the default, or `huge-folios`) kept open while the machine does other work: every
+/// `SEGSTORE_BENCH_WATCH_SECONDS` (default 300) for `SEGSTORE_BENCH_WATCH_SAMPLES` samples
+/// (default 13: an hour), the process's `FilePmdMapped` and the hit latency. Two of these,
+/// one per residency, side by side, show how each holds up under the same memory pressure.
+fn watch(shape: Shape, n: u64) -> BenchResult<()> {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let residency = match std::env::var("SEGSTORE_BENCH_RESIDENCY").as_deref() {
+        Ok("huge-folios") => segstore::Residency::PageCacheHugeFolios,
+        _ => segstore::Residency::PageCache,
+    };
+    let (every, samples) = (
+        env("SEGSTORE_BENCH_WATCH_SECONDS", 300),
+        env("SEGSTORE_BENCH_WATCH_SAMPLES", 13),
+    );
+    let fixture = fixture(shape, n)?;
+    let hits: Vec<Vec<u8>> = probe_indexes(PROBES, n, 11)
+        .into_iter()
+        .map(|i| shape.key(i))
+        .collect();
+    let mask = PROBES - 1;
+    let reader = ReadOnlyStore::open(
+        fixture.store_dir(),
+        segstore::Options {
+            poll_interval: None,
+            residency,
+            ..segstore::Options::default()
+        },
+    )?;
+    let snapshot = reader.snapshot();
+    println!("\n### {residency:?} reader over time, {n} {}\n", shape.name());
+    println!("| time (UTC) | FilePmdMapped | hit p50 (batch) | p99 | hit p50 (single) | p99 |");
+    println!("|---|---|---|---|---|---|");
+    for sample in 0..samples {
+        if sample > 0 {
+            std::thread::sleep(std::time::Duration::from_secs(every));
+        }
+        let hit = measure(1, 200_000, |_| {
+            |i: usize| {
+                assert_eq!(
+                    snapshot.check(SEGMENT, black_box(&hits[i & mask])).unwrap(),
+                    Status::Included
+                )
+            }
+        });
+        let pmd = huge_page_kib().map_or(0.0, |(file, _, _)| file as f64 / 1024.0);
+        let now = std::process::Command::new("date")
+            .arg("-u")
+            .arg("+%H:%M")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        println!(
+            "| {now} | {pmd:.1} MiB | {} | {} | {} | {} |",
+            fmt_ns(hit.p50),
+            fmt_ns(hit.p99),
+            fmt_ns(hit.call_p50),
+            fmt_ns(hit.call_p99)
+        );
     }
     Ok(())
 }
