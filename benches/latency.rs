@@ -386,7 +386,10 @@ fn watch(shape: Shape, n: u64) -> BenchResult<()> {
         },
     )?;
     let snapshot = reader.snapshot();
-    println!("\n### {residency:?} reader over time, {n} {}\n", shape.name());
+    println!(
+        "\n### {residency:?} reader over time, {n} {}\n",
+        shape.name()
+    );
     println!("| time (UTC) | FilePmdMapped | hit p50 (batch) | p99 | hit p50 (single) | p99 |");
     println!("|---|---|---|---|---|---|");
     for sample in 0..samples {

@@ -13,6 +13,7 @@ use crate::index::IndexRef;
 use crate::io::Io;
 use crate::key::MAX_NAME_LEN;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The manifest's file name.
 pub const MANIFEST_FILE: &str = "MANIFEST";
@@ -27,9 +28,9 @@ pub const MAX_MANIFEST_LEN: u64 = 1 << 30;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentRecord {
     /// Ref.
-    pub segment: String,
-    /// Context kind.
-    pub kind: String,
+    pub segment: Arc<str>,
+    /// Context kind (segments of one kind share it).
+    pub kind: Arc<str>,
     /// Local details.
     pub details: Details,
     /// Included and excluded tables (index by [`crate::List::index`]).
@@ -182,15 +183,20 @@ impl Manifest {
         for _ in 0..count {
             let segment = d.str(MAX_NAME_LEN).map_err(corrupt)?;
             // Against the record before (no copy of each ref kept aside).
-            let previous = segments.last().map(|r: &SegmentRecord| r.segment.as_str());
+            let previous = segments.last().map(|r: &SegmentRecord| &*r.segment);
             if previous.is_some_and(|p| p >= segment) {
                 return Err(Error::corrupt(
                     path,
                     format!("segment {segment:?} is out of order or repeated"),
                 ));
             }
-            let segment = segment.to_owned();
-            let kind = d.str(MAX_NAME_LEN).map_err(corrupt)?.to_owned();
+            let segment = Arc::from(segment);
+            let kind = d.str(MAX_NAME_LEN).map_err(corrupt)?;
+            // Most segments share a kind: one string for a run of them.
+            let kind = match segments.last() {
+                Some(r) if &*r.kind == kind => r.kind.clone(),
+                _ => Arc::from(kind),
+            };
             let details = decode_details(&mut d).map_err(corrupt)?;
             let included = decode_opt_table(&mut d).map_err(corrupt)?;
             let excluded = decode_opt_table(&mut d).map_err(corrupt)?;

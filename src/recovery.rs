@@ -288,7 +288,7 @@ pub(crate) fn base_snapshot(
                     .filter(|t| t.table.kind() == TableKind::Hashed)
             }));
         }
-        let name: Arc<str> = Arc::from(record.segment.as_str());
+        let name: Arc<str> = record.segment.clone();
         names.push(name.clone());
         entries.push((
             name,

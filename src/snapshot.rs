@@ -165,7 +165,7 @@ impl Iterator for ListKeys<'_> {
 /// One segment's state.
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentState {
-    pub kind: String,
+    pub kind: Arc<str>,
     pub details: Details,
     pub lists: [ListState; 2],
 }
@@ -173,7 +173,7 @@ pub(crate) struct SegmentState {
 impl SegmentState {
     fn new(kind: &str) -> Self {
         SegmentState {
-            kind: kind.to_owned(),
+            kind: Arc::from(kind),
             details: Details::default(),
             lists: Default::default(),
         }
@@ -692,7 +692,7 @@ impl Snapshot {
 fn info(segment: &str, state: &SegmentState) -> SegmentInfo {
     SegmentInfo {
         segment: segment.to_owned(),
-        kind: state.kind.clone(),
+        kind: state.kind.to_string(),
         details: state.details.clone(),
         included: state.lists[0].len(),
         excluded: state.lists[1].len(),

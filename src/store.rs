@@ -960,7 +960,7 @@ impl Inner {
                     };
                 }
                 segments.push(SegmentRecord {
-                    segment: segment.to_string(),
+                    segment: segment.clone(),
                     kind: state.kind.clone(),
                     details: state.details.clone(),
                     tables,
