@@ -97,7 +97,7 @@ impl<'a> Encoder<'a> {
 
     /// An encoder that copies small values into its buffer and keeps slices of
     /// [`GATHER_MIN`] bytes or more given to [`shared`](Encoder::shared) by reference: the
-    /// output is [`into_pieces`](Encoder::into_pieces), written out without being assembled.
+    /// output is [`into_gathered`](Encoder::into_gathered), written out without being assembled.
     pub fn gathering() -> Self {
         Encoder {
             gathered: Some(Vec::new()),
