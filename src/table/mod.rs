@@ -288,8 +288,8 @@ pub const READ_MAX: u64 = 64 << 10;
 pub struct TableFile {
     path: PathBuf,
     bytes: FileBytes,
-    /// Mapped with huge-page advice ([`Residency::PageCacheHugeFolios`]): reads ahead whole
-    /// 2 MiB ranges, so the page cache holds them as 2 MiB folios.
+    /// Mapped with huge-page advice ([`Residency::PageCacheHugeFolios`], Linux): a fault
+    /// reads the whole 2 MiB range around it, so the page cache holds it as one folio.
     huge_folios: bool,
 }
 
@@ -355,7 +355,8 @@ impl TableFile {
         };
         Ok(Arc::new(TableFile {
             path: path.to_path_buf(),
-            huge_folios: residency == Residency::PageCacheHugeFolios
+            huge_folios: cfg!(target_os = "linux")
+                && residency == Residency::PageCacheHugeFolios
                 && matches!(bytes, FileBytes::Mapped(_)),
             bytes,
         }))
