@@ -49,13 +49,19 @@ struct Row {
     latency: Latency,
 }
 
-fn run_shape(shape: Shape, n: u64, rows: &mut Vec<Row>) -> BenchResult<()> {
-    let fixture = fixture(shape, n)?;
-    let hits: Vec<Vec<u8>> = probe_indexes(PROBES, n, 11)
+/// The probes every section uses: [`PROBES`] keys of the set at random, and as many absent.
+fn probe_keys(shape: Shape, n: u64) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let hits = probe_indexes(PROBES, n, 11)
         .into_iter()
         .map(|i| shape.key(i))
         .collect();
-    let misses: Vec<Vec<u8>> = (0..PROBES as u64).map(|i| shape.miss(i, n)).collect();
+    let misses = (0..PROBES as u64).map(|i| shape.miss(i, n)).collect();
+    (hits, misses)
+}
+
+fn run_shape(shape: Shape, n: u64, rows: &mut Vec<Row>) -> BenchResult<()> {
+    let fixture = fixture(shape, n)?;
+    let (hits, misses) = probe_keys(shape, n);
     let reader = ReadOnlyStore::open(
         fixture.store_dir(),
         // The default verification: its checksum pass reads the tables whole, so whatever
@@ -372,10 +378,7 @@ fn watch(shape: Shape, n: u64) -> BenchResult<()> {
         env("SEGSTORE_BENCH_WATCH_SAMPLES", 13),
     );
     let fixture = fixture(shape, n)?;
-    let hits: Vec<Vec<u8>> = probe_indexes(PROBES, n, 11)
-        .into_iter()
-        .map(|i| shape.key(i))
-        .collect();
+    let (hits, _) = probe_keys(shape, n);
     let mask = PROBES - 1;
     let reader = ReadOnlyStore::open(
         fixture.store_dir(),
@@ -462,11 +465,7 @@ fn page_out(dir: &std::path::Path) -> BenchResult<()> {
 /// default residency and for `PageCacheHugeFolios`, in alternation (twice each).
 fn after_reclaim(shape: Shape, n: u64) -> BenchResult<()> {
     let fixture = fixture(shape, n)?;
-    let hits: Vec<Vec<u8>> = probe_indexes(PROBES, n, 11)
-        .into_iter()
-        .map(|i| shape.key(i))
-        .collect();
-    let misses: Vec<Vec<u8>> = (0..PROBES as u64).map(|i| shape.miss(i, n)).collect();
+    let (hits, misses) = probe_keys(shape, n);
     let mask = PROBES - 1;
     let calls = calls();
     println!("\n### check after a reclaim, {n} {}\n", shape.name());

@@ -26,20 +26,28 @@ fn key(i: u64) -> String {
     context_hash(&format!("user-{i}"))
 }
 
+/// A store whose `big.g1` includes the first `n` keys, in a table of its own.
+fn store_with_big_list(n: u64) -> tempfile::TempDir {
+    let dir = scratch::dir();
+    let store = Store::create(dir.path(), Options::default()).unwrap();
+    store
+        .replace_list(
+            "big.g1",
+            None,
+            List::Included,
+            (0..n).map(|i| Ok(key(i).into_bytes())),
+        )
+        .unwrap();
+    drop(store);
+    dir
+}
+
 #[test]
 fn tables_in_anonymous_huge_pages_answer_as_mapped_ones() {
     const N: u64 = 300_000;
-    let dir = scratch::dir();
+    let dir = store_with_big_list(N);
     {
-        let store = Store::create(dir.path(), Options::default()).unwrap();
-        store
-            .replace_list(
-                "big.g1",
-                None,
-                List::Included,
-                (0..N).map(|i| Ok(key(i).into_bytes())),
-            )
-            .unwrap();
+        let store = Store::open(dir.path(), Options::default()).unwrap();
         store
             .replace_list("small.g1", None, List::Excluded, [Ok(key(7).into_bytes())])
             .unwrap();
@@ -131,18 +139,7 @@ fn vm_flags_of_files_in(dir: &std::path::Path) -> Vec<(String, Vec<String>)> {
 #[test]
 fn page_cache_huge_folios_advise_the_table_mappings() {
     const N: u64 = 100_000;
-    let dir = scratch::dir();
-    {
-        let store = Store::create(dir.path(), Options::default()).unwrap();
-        store
-            .replace_list(
-                "big.g1",
-                None,
-                List::Included,
-                (0..N).map(|i| Ok(key(i).into_bytes())),
-            )
-            .unwrap();
-    }
+    let dir = store_with_big_list(N);
     let plain = ReadOnlyStore::open(dir.path(), options(Residency::PageCache)).unwrap();
     let plain_flags = vm_flags_of_files_in(dir.path());
     assert!(!plain_flags.is_empty(), "the table is mapped");

@@ -255,8 +255,7 @@ pub enum Residency {
     /// one TLB entry. So a table comes back in 2 MiB pages however often reclaim takes it,
     /// with no anonymous memory. The price is on a cold page cache: each first touch of a
     /// 2 MiB range reads 2 MiB from disk instead of 4 KiB (a disk-bound lookup is then one
-    /// large read), and a table larger than the RAM churns the page cache faster. Linux only;
-    /// elsewhere the same as `PageCache`.
+    /// 2 MiB read). Linux only; elsewhere the same as `PageCache`.
     PageCacheHugeFolios,
     /// Copied at open into anonymous memory advised for transparent huge pages
     /// (`MADV_HUGEPAGE`): the process's resident anonymous memory grows by the size of every

@@ -165,13 +165,20 @@ pub struct WriterArgs {
     pub repair: bool,
 }
 
+/// What every open takes from the global flags: `--verify-on-read`, `--huge-folios`.
+fn open_options() -> Options {
+    Options {
+        verification: verification(),
+        residency: residency(),
+        ..Options::default()
+    }
+}
+
 /// Options for the writing commands.
 pub fn writer_options(args: &WriterArgs) -> Options {
     Options {
         repair: args.repair,
-        verification: verification(),
-        residency: residency(),
-        ..Options::default()
+        ..open_options()
     }
 }
 
@@ -184,9 +191,7 @@ pub fn open_writer(dir: &Path, args: &WriterArgs) -> CmdResult<Store> {
 pub fn open_reader(dir: &Path) -> CmdResult<ReadOnlyStore> {
     let options = Options {
         poll_interval: None,
-        verification: verification(),
-        residency: residency(),
-        ..Options::default()
+        ..open_options()
     };
     Ok(ReadOnlyStore::open(dir, options)?)
 }
