@@ -4,6 +4,17 @@ use segstore::{Error, Options, ReadOnlyStore, Store};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+/// The tests of this file run one at a time. A child process holds a copy of every open file
+/// of the test process from its fork until its exec, and with it the `flock` of any writer's
+/// `LOCK`: a test that drops a writer and opens the store again while another test spawns
+/// its child can find the store still locked (seen once in CI, `Locked` at the reopen).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn options() -> Options {
     Options {
         poll_interval: None,
@@ -13,6 +24,7 @@ fn options() -> Options {
 
 #[test]
 fn second_writer_in_the_same_process_is_refused() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let first = Store::create(dir.path(), options()).unwrap();
     assert!(matches!(
@@ -43,6 +55,7 @@ fn lock_holder_child() {
 
 #[test]
 fn second_writer_in_another_process_is_refused() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -87,6 +100,7 @@ fn live_log_len(dir: &std::path::Path) -> u64 {
 /// The writer that lost its lock refuses every kind of write, writes nothing, and the writer
 /// that took the store over keeps a sound store.
 fn lost_lock_stops_the_first_writer(take_lock: impl FnOnce(&std::path::Path)) {
+    let _serial = one_at_a_time();
     use segstore::{Batch, List, Status};
     let dir = tempfile::tempdir().unwrap();
     let options = Options {
